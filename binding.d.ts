@@ -1,0 +1,105 @@
+/**
+ * The raw exports of the native addon (native/addon.cc). This is the contract between C++ and
+ * TypeScript; `lib/engine.ts` is its only user. Every function checks its argument types and
+ * throws a TypeError on a mismatch; failures that reach users carry an errno-style `code`.
+ */
+
+/** Options of one mount, copied by the native side at `mount`. */
+export interface NativeMountOptions {
+  /** Absolute path of an existing directory. */
+  mountpoint: string
+  /** The local cache: blobs at `<cacheDir>/<h0>/<h1>/<md5>`. */
+  cacheDir: string
+  /** Shown as the source in /proc/mounts (`fsname`). No `,` or `\`. */
+  fsname?: string
+  /** Let other users than the mounting one see the tree (`allow_other`). */
+  allowOther?: boolean
+  /** Honour setuid/setgid bits (otherwise mounted `nosuid`). */
+  suid?: boolean
+  /** Honour device files (otherwise mounted `nodev`). */
+  dev?: boolean
+  /** libfuse's debug output on stderr. */
+  debug?: boolean
+  /** The backstop: a fetch that has not settled after this long fails its readers with EIO. */
+  missTimeoutMs?: number
+  /** Files at least this large are read with splice; smaller ones with pread. */
+  spliceMinSize?: number
+}
+
+/** Requests served per FUSE operation; `rejected` counts write-type requests answered EROFS. */
+export interface NativeOpCounters {
+  init: number
+  lookup: number
+  forget: number
+  getattr: number
+  readlink: number
+  open: number
+  opendir: number
+  read: number
+  readdir: number
+  readdirplus: number
+  release: number
+  releasedir: number
+  statfs: number
+  getxattr: number
+  listxattr: number
+  rejected: number
+}
+
+export interface NativeStats {
+  ops: NativeOpCounters
+  /** Bytes returned to readers. */
+  bytesRead: number
+  /** Reads answered from a local cache file at once. */
+  hits: number
+  /** Reads that parked because their blob was not cached. */
+  misses: number
+  /** Fetches asked of JavaScript: one per blob, however many readers waited on it. */
+  missCalls: number
+  /** Fetches that failed (their readers got EIO). */
+  missFailures: number
+  /** Fetches the backstop deadline gave up on. */
+  missTimeouts: number
+  /** EIO replies of any cause. */
+  errors: number
+  /** Reads parked right now. */
+  parked: number
+  /** Blobs being fetched right now. */
+  fetching: number
+  /** Entries in the live table. */
+  entries: number
+  /** Replaced tables kept alive because the kernel still holds some of their inodes. */
+  retiredTables: number
+  /** Kernel cache entries and inodes dropped by table swaps. */
+  invalidations: number
+  /** False once the mount is gone (unmounted, or unmounted from outside). */
+  mounted: boolean
+}
+
+export interface SwapResult {
+  invalidatedEntries: number
+  invalidatedInodes: number
+  retiredTables: number
+}
+
+/** Mounts a table; `onExit` runs (on this thread) if the mount goes away from outside. Returns a session id. */
+export function mount(options: NativeMountOptions, table: Buffer, onExit: () => void): number
+/** Called on the miss worker: `onMiss(md5, size)` runs there for every blob to fetch. */
+export function attach(id: number, onMiss: (md5: string, size: number) => void): void
+/** A fetch settled: `errno` 0 means the blob is now in the cache; anything else fails its readers with EIO. */
+export function complete(id: number, md5: string, errno: number): void
+/** Replaces the live table and invalidates what changed in the kernel's caches. */
+export function swap(id: number, table: Buffer): SwapResult
+export function stats(id: number): NativeStats
+/** The pipeline's part of the `user.aysfs.status` document (a JSON text). */
+export function setStatus(id: number, json: string): void
+/** The whole `user.aysfs.status` document, as the mount's root serves it. */
+export function status(id: number): string
+/** Unmounts; returns within about a second even with files held open. Idempotent. */
+export function unmount(id: number): void
+/** Validates a table without mounting it. */
+export function checkTable(table: Buffer): { entries: number; bytes: number }
+/** Ids of the sessions alive in this process. */
+export function sessions(): number[]
+/** The libfuse version the addon runs on, e.g. 314. */
+export const fuseVersion: number

@@ -1,0 +1,231 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { Worker } from 'node:worker_threads'
+import type { NativeStats, SwapResult } from '../binding'
+import { AysfsError } from './errors'
+import { loadBinding } from './native'
+
+/** Where the miss worker finds the code that fetches blobs. See docs/design.md. */
+export interface FetcherSpec {
+  /** Absolute path of a module exporting `createFetcher(data)`. */
+  module: string
+  /** Structured-cloneable data handed to `createFetcher`. */
+  data?: unknown
+}
+
+/** Options of the low-level engine: a packed table in, a mount out. */
+export interface EngineOptions {
+  /** Absolute path of an existing, empty directory. */
+  mountpoint: string
+  /** The local cache directory (created if missing): blobs at `<h0>/<h1>/<md5>`. */
+  cacheDir: string
+  /** The packed inode table (`buildTable`). */
+  table: Buffer
+  /** The code that fetches a missing blob into the cache, run on the engine's miss worker. */
+  fetcher: FetcherSpec
+  /** Let other users see the mount (`allow_other`). Default false. */
+  allowOther?: boolean
+  /** Honour setuid bits. Default false (`nosuid`). */
+  suid?: boolean
+  /** Honour device files. Default false (`nodev`). */
+  dev?: boolean
+  /** libfuse debug output on stderr. */
+  debug?: boolean
+  /** Shown as the source of the mount in /proc/mounts. Default `aysfs`. */
+  fsname?: string
+  /** Backstop for a fetch that never settles: its readers get EIO after this. Default 60 s. */
+  missTimeoutMs?: number
+  /** Files at least this large are served with splice. Default 1 MiB. */
+  spliceMinSize?: number
+  /** Called when the mount went away from outside (`umount`), after the engine cleaned up. */
+  onExit?: () => void
+}
+
+/** The `user.aysfs.status` document of a mount. */
+export interface StatusDocument {
+  version: 1
+  mountpoint: string
+  engine: Omit<NativeStats, 'mounted'>
+  pipeline: Record<string, unknown>
+}
+
+const live = new Set<Engine>()
+let hooksInstalled = false
+
+function unmountAllSync(): void {
+  for (const engine of [...live]) engine.unmountSync()
+}
+
+// Only when nobody else handles the signal: unmount, then die of it as Node would have.
+function onSignal(signal: NodeJS.Signals): void {
+  if (process.listenerCount(signal) > 1) return
+  unmountAllSync()
+  process.removeListener(signal, onSignal)
+  process.kill(process.pid, signal)
+}
+
+function installHooks(): void {
+  if (hooksInstalled) return
+  hooksInstalled = true
+  process.on('exit', unmountAllSync)
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    if (process.listenerCount(signal) === 0) process.on(signal, onSignal)
+  }
+}
+
+function removeHooks(): void {
+  if (!hooksInstalled || live.size > 0) return
+  hooksInstalled = false
+  process.removeListener('exit', unmountAllSync)
+  process.removeListener('SIGINT', onSignal)
+  process.removeListener('SIGTERM', onSignal)
+}
+
+function workerFile(): string {
+  const ext = path.extname(__filename)
+  return path.join(__dirname, `miss-worker${ext}`)
+}
+
+/**
+ * One mounted inode table. The native session answers every request from the table and the
+ * cache; only a read of an uncached blob reaches the fetcher, on a worker thread of its own, so
+ * any thread of this process may read the mount.
+ */
+export class Engine {
+  readonly mountpoint: string
+  #id: number
+  #worker: Worker
+  #gone = false
+
+  private constructor(mountpoint: string, id: number, worker: Worker) {
+    this.mountpoint = mountpoint
+    this.#id = id
+    this.#worker = worker
+  }
+
+  /** Mounts `options.table` at `options.mountpoint`; resolves once the tree is visible. */
+  static async mount(options: EngineOptions): Promise<Engine> {
+    const binding = loadBinding()
+    if (!path.isAbsolute(options.mountpoint)) {
+      throw new TypeError('mountpoint must be an absolute path')
+    }
+    if (!Buffer.isBuffer(options.table)) throw new TypeError('table must be a Buffer')
+    if (typeof options.fetcher?.module !== 'string') {
+      throw new TypeError('fetcher.module must be the path of a fetcher module')
+    }
+    fs.mkdirSync(options.cacheDir, { recursive: true })
+    const worker = new Worker(workerFile(), {
+      workerData: { module: options.fetcher.module, data: options.fetcher.data },
+      stdout: false,
+      stderr: false,
+    })
+    let engine: Engine | undefined
+    try {
+      await message(worker, 'ready')
+      const id = binding.mount(
+        {
+          mountpoint: options.mountpoint,
+          cacheDir: path.resolve(options.cacheDir),
+          fsname: options.fsname ?? 'aysfs',
+          allowOther: options.allowOther ?? false,
+          suid: options.suid ?? false,
+          dev: options.dev ?? false,
+          debug: options.debug ?? false,
+          missTimeoutMs: options.missTimeoutMs ?? 60_000,
+          spliceMinSize: options.spliceMinSize ?? 1 << 20,
+        },
+        options.table,
+        () => {
+          // The mount went away from outside: clean up, then tell the owner.
+          if (engine && !engine.#gone) {
+            engine.unmountSync()
+            options.onExit?.()
+          }
+        },
+      )
+      engine = new Engine(options.mountpoint, id, worker)
+      live.add(engine)
+      installHooks()
+      worker.postMessage({ type: 'attach', id })
+      await message(worker, 'attached')
+      return engine
+    } catch (err) {
+      if (engine) engine.unmountSync()
+      else await worker.terminate()
+      if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && !(err instanceof AysfsError)) {
+        throw new AysfsError((err as NodeJS.ErrnoException).code as string, err.message, { cause: err })
+      }
+      throw err
+    }
+  }
+
+  /** True until unmounted (by us or from outside). */
+  get mounted(): boolean {
+    return !this.#gone
+  }
+
+  /** The native counters; `stat`, listings and cached reads show here without entering JS. */
+  stats(): NativeStats {
+    if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
+    return loadBinding().stats(this.#id)
+  }
+
+  /** The document the mount's root serves as the `user.aysfs.status` xattr. */
+  status(): StatusDocument {
+    if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
+    return JSON.parse(loadBinding().status(this.#id)) as StatusDocument
+  }
+
+  /** Replaces the live table; the kernel forgets what changed. Open files keep their bytes. */
+  swap(table: Buffer): SwapResult {
+    if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
+    return loadBinding().swap(this.#id, table)
+  }
+
+  /** Unmounts at once (within about a second, even with files held open). Idempotent. */
+  unmountSync(): void {
+    if (this.#gone) return
+    this.#gone = true
+    loadBinding().unmount(this.#id)
+    live.delete(this)
+    removeHooks()
+    this.#worker.postMessage({ type: 'close' })
+    void this.#worker.terminate()
+  }
+
+  /** Unmounts and waits for the miss worker to end. Idempotent. */
+  async unmount(): Promise<void> {
+    this.unmountSync()
+    await this.#worker.terminate()
+  }
+}
+
+function message(worker: Worker, type: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cleanup = (): void => {
+      worker.off('message', onMessage)
+      worker.off('error', onError)
+      worker.off('exit', onExit)
+    }
+    const onMessage = (msg: { type: string; error?: { message: string; code?: string } }): void => {
+      if (msg.type === type) {
+        cleanup()
+        resolve()
+      } else if (msg.type === 'error' && msg.error) {
+        cleanup()
+        reject(new AysfsError(msg.error.code ?? 'EINVAL', msg.error.message))
+      }
+    }
+    const onError = (err: Error): void => {
+      cleanup()
+      reject(err)
+    }
+    const onExit = (code: number): void => {
+      cleanup()
+      reject(new AysfsError('EIO', `the miss worker exited (${code}) before it was ${type}`))
+    }
+    worker.on('message', onMessage)
+    worker.on('error', onError)
+    worker.on('exit', onExit)
+  })
+}

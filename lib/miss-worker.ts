@@ -1,0 +1,61 @@
+// The engine's miss worker: loads a fetcher module and answers the native side's misses. It
+// runs apart from the main thread and never uses libuv's threadpool (docs/design.md), so a
+// thread of this process that is blocked reading the mount cannot stall it.
+import { parentPort, workerData } from 'node:worker_threads'
+import { loadBinding } from './native'
+
+interface Fetcher {
+  fetch(md5: string, size: number): Promise<void>
+  stats(): Record<string, unknown>
+  close(): Promise<void>
+}
+
+const EIO = 5
+const port = parentPort!
+const binding = loadBinding()
+const { module: modulePath, data } = workerData as { module: string; data: unknown }
+
+async function main(): Promise<void> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(modulePath) as { createFetcher(data: unknown): Fetcher | Promise<Fetcher> }
+  const fetcher = await mod.createFetcher(data)
+  let id = 0
+  let statusTimer: NodeJS.Timeout | undefined
+
+  const publish = (): void => {
+    if (id !== 0) binding.setStatus(id, JSON.stringify(fetcher.stats()))
+  }
+
+  const onMiss = (md5: string, size: number): void => {
+    fetcher.fetch(md5, size).then(
+      () => {
+        binding.complete(id, md5, 0)
+        publish()
+      },
+      () => {
+        // The fetcher logs and counts its own failures; the readers get EIO.
+        binding.complete(id, md5, EIO)
+        publish()
+      },
+    )
+  }
+
+  port.on('message', (msg: { type: string; id?: number }) => {
+    if (msg.type === 'attach' && typeof msg.id === 'number') {
+      id = msg.id
+      binding.attach(id, onMiss)
+      publish()
+      statusTimer = setInterval(publish, 1000)
+      statusTimer.unref()
+      port.postMessage({ type: 'attached' })
+    } else if (msg.type === 'close') {
+      if (statusTimer) clearInterval(statusTimer)
+      void fetcher.close()
+    }
+  })
+  port.postMessage({ type: 'ready' })
+}
+
+main().catch((err: Error & { code?: string }) => {
+  port.postMessage({ type: 'error', error: { message: err.message, code: err.code } })
+})

@@ -1,0 +1,382 @@
+// Module init and the bridge to JavaScript: the registry of sessions, the miss function (a
+// thread-safe function living on the engine's miss worker) and the exit notice (main thread).
+#include <napi.h>
+#include <sys/mount.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "session.h"
+
+namespace aysfs {
+
+namespace {
+
+struct MissCall {
+  std::shared_ptr<Session> session;
+  std::string md5;
+  uint64_t size;
+};
+
+// What the native side knows of one mount. Lock order: g_mu before Bridge::mu.
+struct Bridge {
+  std::shared_ptr<Session> session;
+  napi_env owner = nullptr;  // the env that mounted (its teardown unmounts)
+  std::mutex mu;
+  enum class Fetcher { kWaiting, kAttached, kGone } fetcher = Fetcher::kWaiting;  // guarded by mu
+  Napi::ThreadSafeFunction miss_fn;                                               // guarded by mu
+  std::vector<std::pair<std::string, uint64_t>> pending;  // misses before attach; guarded by mu
+  Napi::ThreadSafeFunction exit_fn;                       // guarded by mu
+  bool exit_live = false;                                 // guarded by mu
+
+  void Dispatch(const std::string& md5, uint64_t size) {
+    std::unique_lock<std::mutex> lock(mu);
+    if (fetcher == Fetcher::kWaiting) {
+      pending.emplace_back(md5, size);
+      return;
+    }
+    if (fetcher == Fetcher::kAttached) {
+      auto* call = new MissCall{session, md5, size};
+      if (miss_fn.NonBlockingCall(call, CallMiss) == napi_ok) return;
+      delete call;
+    }
+    lock.unlock();
+    session->Complete(md5, EIO);  // nobody left to fetch it
+  }
+
+  static void CallMiss(Napi::Env env, Napi::Function fn, MissCall* call) {
+    std::unique_ptr<MissCall> owned(call);
+    if (env == nullptr || fn.IsEmpty()) {
+      owned->session->Complete(owned->md5, EIO);
+      return;
+    }
+    fn.Call({Napi::String::New(env, owned->md5), Napi::Number::New(env, double(owned->size))});
+    if (env.IsExceptionPending()) {
+      env.GetAndClearPendingException();
+      owned->session->Complete(owned->md5, EIO);
+    }
+  }
+
+  // Lets go of both thread-safe functions; called once, at unmount.
+  void Close() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (fetcher == Fetcher::kAttached) miss_fn.Release();
+    fetcher = Fetcher::kGone;
+    pending.clear();
+    if (exit_live) exit_fn.Release();
+    exit_live = false;
+  }
+};
+
+std::mutex g_mu;
+// Never destroyed: static destruction at exit must not race the loop threads.
+auto* g_bridges = new std::unordered_map<uint32_t, std::shared_ptr<Bridge>>();  // guarded by g_mu
+uint32_t g_next_id = 1;                                                         // guarded by g_mu
+
+std::shared_ptr<Bridge> Find(uint32_t id) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_bridges->find(id);
+  return it == g_bridges->end() ? nullptr : it->second;
+}
+
+void ThrowCoded(Napi::Env env, int err, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  const char* name = strerrorname_np(err);
+  e.Set("code", Napi::String::New(env, name ? name : "EIO"));
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.ThrowAsJavaScriptException();
+}
+
+bool CheckArgs(const Napi::CallbackInfo& info, const char* fn,
+               std::initializer_list<napi_valuetype> types) {
+  size_t i = 0;
+  for (napi_valuetype t : types) {
+    if (info.Length() <= i || info[i].Type() != t) {
+      Napi::TypeError::New(info.Env(), std::string(fn) + ": argument " + std::to_string(i + 1) +
+                                           " has the wrong type")
+          .ThrowAsJavaScriptException();
+      return false;
+    }
+    i++;
+  }
+  return true;
+}
+
+std::shared_ptr<Bridge> BridgeArg(const Napi::CallbackInfo& info, const char* fn) {
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    Napi::TypeError::New(info.Env(), std::string(fn) + ": expected a session id")
+        .ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  auto b = Find(info[0].As<Napi::Number>().Uint32Value());
+  if (!b)
+    ThrowCoded(info.Env(), EINVAL, std::string(fn) + ": no such session (already unmounted?)");
+  return b;
+}
+
+std::shared_ptr<const InodeTable> TableArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsBuffer()) {
+    Napi::TypeError::New(info.Env(), "the inode table must be a Buffer")
+        .ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  auto buf = info[i].As<Napi::Buffer<uint8_t>>();
+  std::string error;
+  auto table = InodeTable::Adopt(buf.Data(), buf.Length(), &error);
+  if (!table) ThrowCoded(info.Env(), EINVAL, error);
+  return table;
+}
+
+std::string StringProp(Napi::Object o, const char* key, const std::string& fallback = "") {
+  Napi::Value v = o.Get(key);
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : fallback;
+}
+bool BoolProp(Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  return v.IsBoolean() && v.As<Napi::Boolean>().Value();
+}
+
+// mount(options, table, onExit) -> id
+Napi::Value Mount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, "mount", {napi_object, napi_object, napi_function})) return env.Undefined();
+  Napi::Object o = info[0].As<Napi::Object>();
+  SessionOptions opts;
+  opts.mountpoint = StringProp(o, "mountpoint");
+  opts.cache_dir = StringProp(o, "cacheDir");
+  opts.fsname = StringProp(o, "fsname", "aysfs");
+  if (opts.mountpoint.empty() || opts.mountpoint[0] != '/' || opts.cache_dir.empty()) {
+    Napi::TypeError::New(env, "mount: mountpoint and cacheDir must be absolute paths")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (opts.fsname.find_first_of(",\\") != std::string::npos) {
+    Napi::TypeError::New(env, "mount: fsname must not contain ',' or '\\'")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  opts.allow_other = BoolProp(o, "allowOther");
+  opts.suid = BoolProp(o, "suid");
+  opts.dev = BoolProp(o, "dev");
+  opts.debug = BoolProp(o, "debug");
+  if (o.Get("missTimeoutMs").IsNumber())
+    opts.miss_timeout_ms = o.Get("missTimeoutMs").As<Napi::Number>().Uint32Value();
+  if (o.Get("spliceMinSize").IsNumber())
+    opts.splice_min_size =
+        static_cast<uint64_t>(o.Get("spliceMinSize").As<Napi::Number>().DoubleValue());
+  auto table = TableArg(info, 1);
+  if (!table) return env.Undefined();
+
+  auto bridge = std::make_shared<Bridge>();
+  bridge->owner = env;
+  bridge->session = std::make_shared<Session>(opts, table);
+  Bridge* raw = bridge.get();
+  bridge->session->on_miss = [raw](const std::string& md5, uint64_t size) {
+    raw->Dispatch(md5, size);
+  };
+  bridge->exit_fn =
+      Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "aysfs-exit", 0, 1);
+  bridge->exit_fn.Unref(env);  // a mount alone does not keep the event loop alive
+  bridge->exit_live = true;
+  bridge->session->on_exit = [raw]() {
+    std::lock_guard<std::mutex> lock(raw->mu);
+    if (raw->exit_live) raw->exit_fn.NonBlockingCall();
+  };
+
+  std::string error;
+  int err = bridge->session->Mount(&error);
+  if (err != 0) {
+    bridge->Close();
+    ThrowCoded(env, err, error);
+    return env.Undefined();
+  }
+  std::lock_guard<std::mutex> lock(g_mu);
+  uint32_t id = g_next_id++;
+  (*g_bridges)[id] = bridge;
+  return Napi::Number::New(env, id);
+}
+
+// attach(id, onMiss): called on the miss worker; onMiss(md5, size) runs there.
+Napi::Value Attach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto b = BridgeArg(info, "attach");
+  if (!b || !CheckArgs(info, "attach", {napi_number, napi_function})) return env.Undefined();
+  std::vector<std::pair<std::string, uint64_t>> pending;
+  {
+    std::lock_guard<std::mutex> lock(b->mu);
+    if (b->fetcher != Bridge::Fetcher::kWaiting) {
+      ThrowCoded(env, EBUSY, "attach: this session already has a fetcher");
+      return env.Undefined();
+    }
+    Bridge* raw = b.get();
+    b->miss_fn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "aysfs-miss", 0,
+                                               1, [raw](Napi::Env) {
+                                                 // The worker's env is going away: later misses
+                                                 // fail at once instead of waiting.
+                                                 std::lock_guard<std::mutex> lock(raw->mu);
+                                                 if (raw->fetcher == Bridge::Fetcher::kAttached)
+                                                   raw->fetcher = Bridge::Fetcher::kGone;
+                                               });
+    b->fetcher = Bridge::Fetcher::kAttached;
+    pending.swap(b->pending);
+  }
+  for (auto& [md5, size] : pending) b->Dispatch(md5, size);
+  return env.Undefined();
+}
+
+// complete(id, md5, errno): a fetch settled.
+Napi::Value Complete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, "complete", {napi_number, napi_string, napi_number})) return env.Undefined();
+  auto b = Find(info[0].As<Napi::Number>().Uint32Value());
+  if (b)
+    b->session->Complete(info[1].As<Napi::String>().Utf8Value(),
+                         info[2].As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+
+Napi::Value Swap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto b = BridgeArg(info, "swap");
+  if (!b) return env.Undefined();
+  auto table = TableArg(info, 1);
+  if (!table) return env.Undefined();
+  SwapResult r = b->session->Swap(table);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("invalidatedEntries", double(r.invalidated_entries));
+  out.Set("invalidatedInodes", double(r.invalidated_inodes));
+  out.Set("retiredTables", double(r.retired_tables));
+  return out;
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto b = BridgeArg(info, "stats");
+  if (!b) return env.Undefined();
+  Session& s = *b->session;
+  Counters& c = s.counters;
+  Napi::Object ops = Napi::Object::New(env);
+#define AYSFS_SET(name) ops.Set(#name, double(c.name.load()));
+  AYSFS_OPS(AYSFS_SET)
+#undef AYSFS_SET
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("ops", ops);
+  out.Set("bytesRead", double(c.bytes_read.load()));
+  out.Set("hits", double(c.hits.load()));
+  out.Set("misses", double(c.misses.load()));
+  out.Set("missCalls", double(c.miss_calls.load()));
+  out.Set("missFailures", double(c.miss_failures.load()));
+  out.Set("missTimeouts", double(c.miss_timeouts.load()));
+  out.Set("errors", double(c.errors.load()));
+  out.Set("parked", double(s.misses.parked()));
+  out.Set("fetching", double(s.misses.blobs()));
+  out.Set("entries", double(s.table()->count()));
+  out.Set("retiredTables", double(s.retired_tables()));
+  out.Set("invalidations", double(c.invalidations.load()));
+  out.Set("mounted", s.mounted() && s.loop_running());
+  return out;
+}
+
+Napi::Value SetStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, "setStatus", {napi_number, napi_string})) return env.Undefined();
+  auto b = Find(info[0].As<Napi::Number>().Uint32Value());
+  if (b) b->session->SetStatus(info[1].As<Napi::String>().Utf8Value());
+  return env.Undefined();
+}
+
+Napi::Value Status(const Napi::CallbackInfo& info) {
+  auto b = BridgeArg(info, "status");
+  if (!b) return info.Env().Undefined();
+  return Napi::String::New(info.Env(), b->session->Status());
+}
+
+void UnmountBridge(uint32_t id) {
+  std::shared_ptr<Bridge> b;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto it = g_bridges->find(id);
+    if (it == g_bridges->end()) return;
+    b = it->second;
+    g_bridges->erase(it);
+  }
+  b->session->Unmount();
+  b->Close();
+}
+
+Napi::Value Unmount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, "unmount", {napi_number})) return env.Undefined();
+  UnmountBridge(info[0].As<Napi::Number>().Uint32Value());
+  return env.Undefined();
+}
+
+Napi::Value CheckTable(const Napi::CallbackInfo& info) {
+  auto table = TableArg(info, 0);
+  if (!table) return info.Env().Undefined();
+  Napi::Object out = Napi::Object::New(info.Env());
+  out.Set("entries", double(table->count()));
+  out.Set("bytes", double(table->total_bytes()));
+  return out;
+}
+
+Napi::Value Sessions(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  Napi::Array out = Napi::Array::New(info.Env());
+  uint32_t i = 0;
+  for (auto& [id, b] : *g_bridges) out.Set(i++, double(id));
+  return out;
+}
+
+// At the end of the env that mounted them (process exit, a worker that mounted ending).
+void CleanupEnv(void* arg) {
+  napi_env env = static_cast<napi_env>(arg);
+  std::vector<uint32_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    for (auto& [id, b] : *g_bridges)
+      if (b->owner == env) ids.push_back(id);
+  }
+  for (uint32_t id : ids) UnmountBridge(id);
+}
+
+// Last line of defence when the process exits without the JavaScript 'exit' hook running:
+// detach every mount so no "Transport endpoint is not connected" is left behind.
+void DetachAllAtExit() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  for (auto& [id, b] : *g_bridges)
+    if (b->session->mounted()) umount2(b->session->options().mountpoint.c_str(), MNT_DETACH);
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(DetachAllAtExit); });
+  napi_add_env_cleanup_hook(env, CleanupEnv, env);
+  exports.Set("mount", Napi::Function::New(env, Mount, "mount"));
+  exports.Set("attach", Napi::Function::New(env, Attach, "attach"));
+  exports.Set("complete", Napi::Function::New(env, Complete, "complete"));
+  exports.Set("swap", Napi::Function::New(env, Swap, "swap"));
+  exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
+  exports.Set("setStatus", Napi::Function::New(env, SetStatus, "setStatus"));
+  exports.Set("status", Napi::Function::New(env, Status, "status"));
+  exports.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
+  exports.Set("checkTable", Napi::Function::New(env, CheckTable, "checkTable"));
+  exports.Set("sessions", Napi::Function::New(env, Sessions, "sessions"));
+  exports.Set("fuseVersion", Napi::Number::New(env, fuse_version()));
+  return exports;
+}
+
+}  // namespace aysfs
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  return aysfs::Init(env, exports);
+}
+
+NODE_API_MODULE(aysfs_native, InitModule)

@@ -1,0 +1,524 @@
+#include "session.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "ops.h"
+
+extern char** environ;
+
+namespace aysfs {
+
+namespace {
+
+constexpr const char* kFuseCtl = "/sys/fs/fuse/connections";
+
+// /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); i++) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      out +=
+          static_cast<char>(((s[i + 1] - '0') << 6) | ((s[i + 2] - '0') << 3) | (s[i + 3] - '0'));
+      i += 3;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+bool IsMountPoint(const std::string& path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mp;
+    fields >> id >> parent >> dev >> root >> mp;
+    if (Unescape(mp) == path) return true;
+  }
+  return false;
+}
+
+// Detaches a mount: umount2 as root, fusermount3 otherwise (an unprivileged FUSE mount).
+int LazyUnmount(const std::string& path) {
+  if (geteuid() == 0) return umount2(path.c_str(), MNT_DETACH) == 0 ? 0 : errno;
+  const char* argv[] = {"fusermount3", "-u", "-q", "-z", "--", path.c_str(), nullptr};
+  pid_t pid;
+  int rc = posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ);
+  if (rc != 0) return rc;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EIO;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+bool SameAttrs(const RawEntry& a, const RawEntry& b) {
+  return a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.size == b.size &&
+         a.mtime == b.mtime && a.ctime == b.ctime && a.rdev_major == b.rdev_major &&
+         a.rdev_minor == b.rdev_minor && a.child_count == b.child_count;
+}
+
+}  // namespace
+
+Session::Session(SessionOptions opts, std::shared_ptr<const InodeTable> table)
+    : opts_(std::move(opts)), current_(std::move(table)) {}
+
+Session::~Session() { Unmount(); }
+
+std::string Session::BlobPath(const std::string& md5) const {
+  std::string p = opts_.cache_dir;
+  p += '/';
+  p += md5[0];
+  p += '/';
+  p += md5[1];
+  p += '/';
+  p += md5;
+  return p;
+}
+
+int Session::Mount(std::string* error) {
+  const std::string& mp = opts_.mountpoint;
+  struct stat st;
+  if (stat(mp.c_str(), &st) != 0 && (errno == ENOTCONN || errno == ECONNABORTED)) {
+    // A process that died without unmounting left its mount behind: clear it first.
+    LazyUnmount(mp);
+  }
+  if (stat(mp.c_str(), &st) != 0) {
+    int err = errno;
+    *error = "mountpoint " + mp + ": " + strerror(err);
+    return err;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    *error = "mountpoint " + mp + " is not a directory";
+    return ENOTDIR;
+  }
+  if (IsMountPoint(mp)) {
+    *error = "mountpoint " + mp + " is already mounted (unmount it first)";
+    return EBUSY;
+  }
+
+  std::string o = "ro,default_permissions,fsname=" + opts_.fsname + ",subtype=aysfs";
+  o += opts_.allow_other ? ",allow_other" : "";
+  o += opts_.suid ? ",suid" : ",nosuid";
+  o += opts_.dev ? ",dev" : ",nodev";
+  std::vector<std::string> words = {"aysfs-native", "-o", o};
+  if (opts_.debug) words.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& w : words) argv.push_back(w.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  const fuse_lowlevel_ops& ops = Operations();
+  se_ = fuse_session_new(&args, &ops, sizeof(ops), this);
+  fuse_opt_free_args(&args);
+  if (se_ == nullptr) {
+    *error = "fuse_session_new failed for " + mp;
+    return EINVAL;
+  }
+  if (fuse_session_mount(se_, mp.c_str()) != 0) {
+    fuse_session_destroy(se_);
+    se_ = nullptr;
+    *error = "mounting " + mp +
+             " failed (is /dev/fuse present, and are you root or is fusermount3 installed?)";
+    return EPERM;
+  }
+  mounted_ = true;
+  loop_done_ = false;
+  unmounting_ = false;
+  {
+    std::lock_guard<std::mutex> lock(reaper_mu_);
+    reaper_stop_ = false;
+  }
+  loop_thread_ = std::thread(&Session::Loop, this);
+  reaper_thread_ = std::thread(&Session::Reaper, this);
+
+  {
+    std::unique_lock<std::mutex> lock(init_mu_);
+    init_cv_.wait_for(lock, std::chrono::seconds(10),
+                      [this] { return initialized.load() || loop_done_.load(); });
+  }
+  if (!initialized.load()) {
+    Unmount();
+    *error = "the kernel did not initialise the mount at " + mp;
+    return EIO;
+  }
+  // The mount's device minor names its fusectl directory, the way to abort it at unmount.
+  if (stat(mp.c_str(), &st) == 0) conn_minor_ = minor(st.st_dev);
+  return 0;
+}
+
+void Session::NotifyInit() {
+  std::lock_guard<std::mutex> lock(init_mu_);
+  initialized = true;
+  init_cv_.notify_all();
+}
+
+void Session::Loop() {
+  // Node owns signals: keep them off the loop and the worker threads libfuse starts from here.
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  fuse_loop_config config{};
+  config.clone_fd = 0;
+  config.max_idle_threads = 16;
+  fuse_session_loop_mt(se_, &config);
+  {
+    std::lock_guard<std::mutex> lock(init_mu_);
+    loop_done_ = true;
+    init_cv_.notify_all();
+  }
+  if (!unmounting_.load() && on_exit) on_exit();
+}
+
+void Session::Reaper() {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  std::unique_lock<std::mutex> lock(reaper_mu_);
+  while (!reaper_stop_) {
+    reaper_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    lock.unlock();
+    for (auto& miss : misses.TakeExpired(MissTable::Clock::now())) {
+      counters.miss_timeouts++;
+      for (auto& r : miss.reads) {
+        counters.errors++;
+        fuse_reply_err(r.req, EIO);
+      }
+    }
+    lock.lock();
+  }
+}
+
+bool Session::Abort() {
+  std::string path = std::string(kFuseCtl) + "/" + std::to_string(conn_minor_) + "/abort";
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT && geteuid() == 0) {
+    mount("fusectl", kFuseCtl, "fusectl", 0, nullptr);
+    fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  }
+  if (fd < 0) return false;
+  bool ok = write(fd, "1", 1) == 1;
+  close(fd);
+  return ok;
+}
+
+void Session::Unmount() {
+  std::lock_guard<std::mutex> guard(unmount_mu_);
+  if (se_ == nullptr) return;
+  unmounting_ = true;
+  if (!loop_done_.load()) {
+    fuse_session_exit(se_);
+    // Detach first: with no file open the kernel ends the connection and the loop wakes.
+    LazyUnmount(opts_.mountpoint);
+    std::unique_lock<std::mutex> lock(init_mu_);
+    if (!init_cv_.wait_for(lock, std::chrono::milliseconds(300),
+                           [this] { return loop_done_.load(); })) {
+      // Files held open (or a reader parked on a miss) keep the connection alive: abort it.
+      lock.unlock();
+      Abort();
+    }
+  }
+  if (loop_thread_.joinable()) loop_thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(reaper_mu_);
+    reaper_stop_ = true;
+    reaper_cv_.notify_all();
+  }
+  if (reaper_thread_.joinable()) reaper_thread_.join();
+  // The connection is gone; replying frees the requests still parked.
+  for (auto& r : misses.TakeAll()) fuse_reply_err(r.req, EIO);
+  // The mount is already detached and the device aborted: this only closes the fd.
+  fuse_session_unmount(se_);
+  fuse_session_destroy(se_);
+  se_ = nullptr;
+  mounted_ = false;
+}
+
+std::shared_ptr<const InodeTable> Session::table() const {
+  std::lock_guard<std::mutex> lock(tables_mu_);
+  return current_;
+}
+
+bool Session::Resolve(uint64_t ino, Node* out) const {
+  out->table = table();
+  out->index = out->table->Find(ino);
+  if (out->index != kNone) return true;
+  if (!have_retired_.load()) return false;
+  std::lock_guard<std::mutex> lock(tables_mu_);
+  for (auto it = retired_.rbegin(); it != retired_.rend(); ++it) {
+    uint32_t i = it->table->Find(ino);
+    if (i != kNone) {
+      out->table = it->table;
+      out->index = i;
+      return true;
+    }
+  }
+  return false;
+}
+
+uint64_t Session::LookupCount(uint64_t ino) const {
+  Shard& s = shards_[ino % kShards];
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.counts.find(ino);
+  return it == s.counts.end() ? 0 : it->second;
+}
+
+void Session::CountLookup(uint64_t ino, uint64_t n) {
+  if (ino == kRootIno) return;  // the kernel never forgets the root
+  Shard& s = shards_[ino % kShards];
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.counts[ino] += n;
+}
+
+void Session::Forget(uint64_t ino, uint64_t n) {
+  if (ino == kRootIno) return;
+  {
+    Shard& s = shards_[ino % kShards];
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.counts.find(ino);
+    if (it == s.counts.end()) return;
+    if (it->second > n) {
+      it->second -= n;
+      return;
+    }
+    s.counts.erase(it);
+  }
+  if (!have_retired_.load()) return;
+  std::lock_guard<std::mutex> lock(tables_mu_);
+  for (auto& r : retired_) r.live.erase(ino);
+  retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
+                                [](const Retired& r) { return r.live.empty(); }),
+                 retired_.end());
+  have_retired_ = !retired_.empty();
+}
+
+size_t Session::retired_tables() const {
+  std::lock_guard<std::mutex> lock(tables_mu_);
+  return retired_.size();
+}
+
+SwapResult Session::Swap(std::shared_ptr<const InodeTable> next) {
+  SwapResult result;
+  std::shared_ptr<const InodeTable> old;
+  {
+    std::lock_guard<std::mutex> lock(tables_mu_);
+    old = current_;
+    current_ = next;
+  }
+  // The old table stays while the kernel still holds inodes that only it knows.
+  Retired r{old, {}};
+  for (uint32_t i = 0; i < old->count(); i++) {
+    uint64_t ino = old->at(i).ino;
+    if (next->Find(ino) == kNone && LookupCount(ino) > 0) r.live.insert(ino);
+  }
+  {
+    std::lock_guard<std::mutex> lock(tables_mu_);
+    for (auto& older : retired_)
+      for (auto it = older.live.begin(); it != older.live.end();)
+        it = next->Find(*it) != kNone ? older.live.erase(it) : std::next(it);
+    if (!r.live.empty()) retired_.push_back(std::move(r));
+    retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
+                                  [](const Retired& x) { return x.live.empty(); }),
+                   retired_.end());
+    have_retired_ = !retired_.empty();
+    result.retired_tables = retired_.size();
+  }
+  if (se_ == nullptr || loop_done_.load()) return result;
+
+  // Tell the kernel what changed. Called from JavaScript, never from a request handler: the
+  // kernel takes directory locks that a handler's own request may hold.
+  auto inval_entry = [&](uint64_t dir, std::string_view name) {
+    fuse_lowlevel_notify_inval_entry(se_, dir, name.data(), name.size());
+    result.invalidated_entries++;
+  };
+  auto inval_inode = [&](uint64_t ino, off_t off) {
+    fuse_lowlevel_notify_inval_inode(se_, ino, off, 0);
+    result.invalidated_inodes++;
+  };
+  for (uint32_t d = 0; d < old->count(); d++) {
+    if (!old->IsDir(d)) continue;
+    const RawEntry& od = old->at(d);
+    uint32_t nd = next->Find(od.ino);
+    if (nd == kNone || !next->IsDir(nd)) continue;  // its parent's entry is invalidated instead
+    const RawEntry& ne = next->at(nd);
+    bool children_changed = false;
+    uint32_t a = od.first_child, a_end = od.first_child + od.child_count;
+    uint32_t b = ne.first_child, b_end = ne.first_child + ne.child_count;
+    while (a < a_end || b < b_end) {
+      int c = a == a_end ? 1 : b == b_end ? -1 : old->Name(a).compare(next->Name(b));
+      if (c < 0) {
+        inval_entry(od.ino, old->Name(a++));
+        children_changed = true;
+      } else if (c > 0) {
+        inval_entry(od.ino, next->Name(b++));  // drops a cached negative entry
+        children_changed = true;
+      } else {
+        const RawEntry& x = old->at(a);
+        const RawEntry& y = next->at(b);
+        if (x.ino != y.ino) {
+          inval_entry(od.ino, old->Name(a));
+          children_changed = true;
+        } else if (!next->IsDir(b) && !SameAttrs(x, y)) {
+          inval_inode(x.ino, -1);  // attributes only: same inode means same content
+        }
+        a++;
+        b++;
+      }
+    }
+    if (children_changed)
+      inval_inode(od.ino, 0);  // drops the cached listing too
+    else if (!SameAttrs(od, ne))
+      inval_inode(od.ino, -1);
+  }
+  counters.invalidations += result.invalidated_entries + result.invalidated_inodes;
+  return result;
+}
+
+void Session::ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read) {
+  counters.misses++;
+  auto deadline = MissTable::Clock::now() + std::chrono::milliseconds(opts_.miss_timeout_ms);
+  if (misses.Park(md5, read, deadline)) {
+    counters.miss_calls++;
+    if (on_miss)
+      on_miss(md5, size);
+    else
+      Complete(md5, EIO);
+  }
+}
+
+void Session::Complete(const std::string& md5, int err) {
+  std::vector<ParkedRead> reads = misses.Take(md5);
+  if (reads.empty()) return;
+  if (err != 0) counters.miss_failures++;
+  for (const ParkedRead& r : reads) {
+    Node node;
+    if (err != 0 || !Resolve(r.ino, &node)) {
+      counters.errors++;
+      fuse_reply_err(r.req, EIO);
+      continue;
+    }
+    ServeReadOnce(node, r.req, r.size, r.off, /*may_park=*/false);
+  }
+}
+
+void Session::ServeRead(const Node& node, fuse_req_t req, size_t size, off_t off) {
+  ServeReadOnce(node, req, size, off, /*may_park=*/true);
+}
+
+void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t off,
+                            bool may_park) {
+  const RawEntry& e = node.e();
+  if (!S_ISREG(e.mode)) {
+    fuse_reply_err(req, EISDIR);
+    return;
+  }
+  if (size == 0 || off < 0 || static_cast<uint64_t>(off) >= e.size) {
+    fuse_reply_buf(req, nullptr, 0);  // zero-size files never need their blob
+    return;
+  }
+  size_t want = static_cast<size_t>(std::min<uint64_t>(size, e.size - off));
+  std::string md5 = node.table->Md5Hex(node.index);
+  int fd = open(BlobPath(md5).c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != e.size)) {
+    close(fd);  // a blob of the wrong size is not ours to serve: fetch it again
+    fd = -1;
+    errno = ENOENT;
+  }
+  if (fd < 0) {
+    if (errno == ENOENT && may_park) {
+      ParkRead(md5, e.size, ParkedRead{req, e.ino, off, size});
+    } else {
+      counters.errors++;
+      fuse_reply_err(req, EIO);
+    }
+    return;
+  }
+  if (may_park) counters.hits++;
+  int rc;
+  if (e.size >= opts_.splice_min_size) {
+    // Large files: let the kernel move pages from the cache file to the reply (splice).
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(want);
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = fd;
+    buf.buf[0].pos = off;
+    rc = fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  } else {
+    thread_local std::vector<char> scratch;
+    if (scratch.size() < want) scratch.resize(want);
+    size_t got = 0;
+    while (got < want) {
+      ssize_t n = pread(fd, scratch.data() + got, want - got, off + got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    if (got != want) {
+      close(fd);
+      counters.errors++;
+      fuse_reply_err(req, EIO);
+      return;
+    }
+    rc = fuse_reply_buf(req, scratch.data(), want);
+  }
+  close(fd);
+  if (rc == 0) counters.bytes_read += want;
+}
+
+void Session::SetStatus(std::string json) {
+  std::lock_guard<std::mutex> lock(status_mu_);
+  status_json_ = std::move(json);
+}
+
+std::string Session::Status() const {
+  std::ostringstream o;
+  auto t = table();
+  o << "{\"version\":1,\"mountpoint\":" << JsonString(opts_.mountpoint) << ",\"engine\":{";
+  o << "\"ops\":{";
+  bool first = true;
+#define AYSFS_JSON(name)                                               \
+  o << (first ? "" : ",") << "\"" #name "\":" << counters.name.load(); \
+  first = false;
+  AYSFS_OPS(AYSFS_JSON)
+#undef AYSFS_JSON
+  o << "},\"bytesRead\":" << counters.bytes_read << ",\"hits\":" << counters.hits
+    << ",\"misses\":" << counters.misses << ",\"missCalls\":" << counters.miss_calls
+    << ",\"missFailures\":" << counters.miss_failures
+    << ",\"missTimeouts\":" << counters.miss_timeouts << ",\"errors\":" << counters.errors
+    << ",\"parked\":" << misses.parked() << ",\"fetching\":" << misses.blobs()
+    << ",\"entries\":" << t->count() << ",\"retiredTables\":" << retired_tables()
+    << ",\"invalidations\":" << counters.invalidations << "},\"pipeline\":";
+  std::lock_guard<std::mutex> lock(status_mu_);
+  o << status_json_ << "}";
+  return o.str();
+}
+
+}  // namespace aysfs

@@ -1,0 +1,160 @@
+// One mounted file system: the fuse_session, its loop threads, the live and retired inode
+// tables, parked misses and counters. No Node-API here: addon.cc bridges to JavaScript through
+// the two callbacks below.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "inode_table.h"
+#include "misses.h"
+
+namespace aysfs {
+
+struct SessionOptions {
+  std::string mountpoint;
+  std::string cache_dir;  // blobs at <cache_dir>/<h0>/<h1>/<md5>
+  std::string fsname = "aysfs";
+  bool allow_other = false;
+  bool suid = false;
+  bool dev = false;
+  bool debug = false;
+  uint32_t miss_timeout_ms = 60000;    // the backstop: a fetch that never settles becomes EIO
+  uint64_t splice_min_size = 1 << 20;  // files at least this big are read with splice
+};
+
+// Requests served per operation; `rejected` counts write-type requests answered EROFS.
+#define AYSFS_OPS(X)                                                                              \
+  X(init)                                                                                         \
+  X(lookup) X(forget) X(getattr) X(readlink) X(open) X(opendir) X(read) X(readdir) X(readdirplus) \
+      X(release) X(releasedir) X(statfs) X(getxattr) X(listxattr) X(rejected)
+
+struct Counters {
+#define AYSFS_FIELD(name) std::atomic<uint64_t> name{0};
+  AYSFS_OPS(AYSFS_FIELD)
+#undef AYSFS_FIELD
+  std::atomic<uint64_t> bytes_read{0};     // bytes returned by read
+  std::atomic<uint64_t> hits{0};           // reads answered from a local cache file
+  std::atomic<uint64_t> misses{0};         // reads that had to park
+  std::atomic<uint64_t> miss_calls{0};     // fetches asked of JavaScript (one per blob)
+  std::atomic<uint64_t> miss_failures{0};  // fetches that failed (EIO to their readers)
+  std::atomic<uint64_t> miss_timeouts{0};  // fetches the backstop deadline gave up on
+  std::atomic<uint64_t> errors{0};         // EIO replies of any cause
+  std::atomic<uint64_t> invalidations{0};  // kernel cache entries dropped by table swaps
+};
+
+// An entry resolved by inode number: the table keeps the index valid while held.
+struct Node {
+  std::shared_ptr<const InodeTable> table;
+  uint32_t index = kNone;
+  const RawEntry& e() const { return table->at(index); }
+};
+
+struct SwapResult {
+  uint64_t invalidated_entries = 0;
+  uint64_t invalidated_inodes = 0;
+  uint64_t retired_tables = 0;  // old tables still alive because the kernel holds their inodes
+};
+
+class Session {
+ public:
+  // Called (from any thread, no lock held) when a blob must be fetched: exactly once per blob
+  // until Complete(md5, ...) or the backstop deadline.
+  std::function<void(const std::string& md5, uint64_t size)> on_miss;
+  // Called from the loop thread when the loop ended without Unmount() (an outside umount).
+  std::function<void()> on_exit;
+
+  Session(SessionOptions opts, std::shared_ptr<const InodeTable> table);
+  ~Session();
+
+  // Mounts and starts the loop; returns 0 or an errno and sets *error.
+  int Mount(std::string* error);
+  // Unmounts, stops the loop, fails parked reads with EIO. Returns within about a second even
+  // when files are held open. Idempotent.
+  void Unmount();
+  bool mounted() const { return mounted_.load(); }
+  bool loop_running() const { return !loop_done_.load(); }
+
+  // Replaces the live table; the kernel forgets what changed (never called from a handler).
+  SwapResult Swap(std::shared_ptr<const InodeTable> next);
+  // A fetch finished: answer every read parked on md5 (errno 0: the blob is now cached).
+  void Complete(const std::string& md5, int err);
+
+  bool Resolve(uint64_t ino, Node* out) const;
+  std::shared_ptr<const InodeTable> table() const;
+  void CountLookup(uint64_t ino, uint64_t n = 1);
+  void Forget(uint64_t ino, uint64_t n);
+  void ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read);
+  // Answers a read from the cache file, or parks it when the blob is not there yet.
+  void ServeRead(const Node& node, fuse_req_t req, size_t size, off_t off);
+
+  void SetStatus(std::string json);
+  std::string Status() const;
+  size_t retired_tables() const;
+
+  const SessionOptions& options() const { return opts_; }
+  Counters counters;
+  MissTable misses;
+  std::atomic<bool> initialized{false};
+  void NotifyInit();
+
+ private:
+  void Loop();
+  void Reaper();
+  void Detach();
+  bool Abort();
+  std::string BlobPath(const std::string& md5) const;
+  void ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t off, bool may_park);
+
+  SessionOptions opts_;
+  fuse_session* se_ = nullptr;
+  std::thread loop_thread_;
+  std::thread reaper_thread_;
+  std::atomic<bool> mounted_{false};
+  std::atomic<bool> loop_done_{true};
+  std::atomic<bool> unmounting_{false};
+  unsigned conn_minor_ = 0;  // /sys/fs/fuse/connections/<minor>, for abort
+
+  // Lock order: unmount_mu_ before tables_mu_ before nlookup shards. Never hold one across a
+  // fuse_reply_* or fuse_lowlevel_notify_* call.
+  std::mutex unmount_mu_;
+  mutable std::mutex tables_mu_;
+  std::shared_ptr<const InodeTable> current_;  // guarded by tables_mu_
+  struct Retired {
+    std::shared_ptr<const InodeTable> table;
+    std::unordered_set<uint64_t>
+        live;  // its inodes absent from newer tables the kernel still holds
+  };
+  std::vector<Retired> retired_;  // guarded by tables_mu_, newest last
+  std::atomic<bool> have_retired_{false};
+
+  static constexpr size_t kShards = 16;
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<uint64_t, uint64_t> counts;  // kernel lookup count per inode
+  };
+  mutable Shard shards_[kShards];
+  uint64_t LookupCount(uint64_t ino) const;
+
+  mutable std::mutex status_mu_;
+  std::string status_json_ = "{}";  // guarded by status_mu_; the pipeline's part of `status`
+
+  std::mutex init_mu_;
+  std::condition_variable init_cv_;
+  std::mutex reaper_mu_;
+  std::condition_variable reaper_cv_;
+  bool reaper_stop_ = false;  // guarded by reaper_mu_
+};
+
+}  // namespace aysfs
