@@ -1,9 +1,10 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { Worker } from 'node:worker_threads'
+import { onExit } from 'signal-exit'
 import type { NativeStats, SwapResult } from '../binding'
 import { AysfsError } from './errors'
-import { loadBinding } from './native'
+import { loadBinding, runtimeModule } from './native'
 
 /** Where the miss worker finds the code that fetches blobs. See docs/design.md. */
 export interface FetcherSpec {
@@ -50,40 +51,23 @@ export interface StatusDocument {
 }
 
 const live = new Set<Engine>()
-let hooksInstalled = false
+let removeExitHook: (() => void) | undefined
 
 function unmountAllSync(): void {
   for (const engine of [...live]) engine.unmountSync()
 }
 
-// Only when nobody else handles the signal: unmount, then die of it as Node would have.
-function onSignal(signal: NodeJS.Signals): void {
-  if (process.listenerCount(signal) > 1) return
-  unmountAllSync()
-  process.removeListener(signal, onSignal)
-  process.kill(process.pid, signal)
-}
-
+// Unmount when the process exits or dies of a signal it does not handle (SIGINT, SIGTERM, …).
+// signal-exit keeps Node's behaviour: a process with no handler of its own still dies of the
+// signal, and a host service's own handlers are left in charge (it exits, and then we unmount).
 function installHooks(): void {
-  if (hooksInstalled) return
-  hooksInstalled = true
-  process.on('exit', unmountAllSync)
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    if (process.listenerCount(signal) === 0) process.on(signal, onSignal)
-  }
+  removeExitHook ??= onExit(unmountAllSync, { alwaysLast: true })
 }
 
 function removeHooks(): void {
-  if (!hooksInstalled || live.size > 0) return
-  hooksInstalled = false
-  process.removeListener('exit', unmountAllSync)
-  process.removeListener('SIGINT', onSignal)
-  process.removeListener('SIGTERM', onSignal)
-}
-
-function workerFile(): string {
-  const ext = path.extname(__filename)
-  return path.join(__dirname, `miss-worker${ext}`)
+  if (live.size > 0 || !removeExitHook) return
+  removeExitHook()
+  removeExitHook = undefined
 }
 
 /**
@@ -114,8 +98,10 @@ export class Engine {
       throw new TypeError('fetcher.module must be the path of a fetcher module')
     }
     fs.mkdirSync(options.cacheDir, { recursive: true })
-    const worker = new Worker(workerFile(), {
+    const worker = new Worker(runtimeModule('miss-worker'), {
       workerData: { module: options.fetcher.module, data: options.fetcher.data },
+      // No loader hooks of the parent (a test runner's TypeScript loader): plain, fast start.
+      execArgv: [],
       stdout: false,
       stderr: false,
     })

@@ -43,3 +43,13 @@ export function loadBinding(): Binding {
     throw err
   }
 }
+
+/**
+ * The compiled path of one of our modules that runs on the miss worker. Worker code always runs
+ * as plain compiled JavaScript with no loader hooks, the way it ships: when this package runs from
+ * its TypeScript sources (the tests), that is `dist/lib/<name>.js`, built by `npm test` first.
+ */
+export function runtimeModule(name: string): string {
+  if (__filename.endsWith('.js')) return path.join(__dirname, `${name}.js`)
+  return path.join(packageRoot(), 'dist', 'lib', `${name}.js`)
+}

@@ -175,17 +175,20 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
   auto bridge = std::make_shared<Bridge>();
   bridge->owner = env;
   bridge->session = std::make_shared<Session>(opts, table);
-  Bridge* raw = bridge.get();
-  bridge->session->on_miss = [raw](const std::string& md5, uint64_t size) {
-    raw->Dispatch(md5, size);
+  // The session's callbacks may outlive the registry's reference: they hold a weak one.
+  std::weak_ptr<Bridge> weak = bridge;
+  bridge->session->on_miss = [weak](const std::string& md5, uint64_t size) {
+    if (auto b = weak.lock()) b->Dispatch(md5, size);
   };
   bridge->exit_fn =
       Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "aysfs-exit", 0, 1);
   bridge->exit_fn.Unref(env);  // a mount alone does not keep the event loop alive
   bridge->exit_live = true;
-  bridge->session->on_exit = [raw]() {
-    std::lock_guard<std::mutex> lock(raw->mu);
-    if (raw->exit_live) raw->exit_fn.NonBlockingCall();
+  bridge->session->on_exit = [weak]() {
+    auto b = weak.lock();
+    if (!b) return;
+    std::lock_guard<std::mutex> lock(b->mu);
+    if (b->exit_live) b->exit_fn.NonBlockingCall();
   };
 
   std::string error;
@@ -213,15 +216,17 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
       ThrowCoded(env, EBUSY, "attach: this session already has a fetcher");
       return env.Undefined();
     }
-    Bridge* raw = b.get();
+    // The finalizer runs on the worker, maybe after the bridge is gone: a weak reference.
+    std::weak_ptr<Bridge> weak = b;
+    auto finalize = [weak](Napi::Env) {
+      // The worker's env is going away: later misses fail at once instead of waiting.
+      auto bridge = weak.lock();
+      if (!bridge) return;
+      std::lock_guard<std::mutex> lock(bridge->mu);
+      if (bridge->fetcher == Bridge::Fetcher::kAttached) bridge->fetcher = Bridge::Fetcher::kGone;
+    };
     b->miss_fn = Napi::ThreadSafeFunction::New(env, info[1].As<Napi::Function>(), "aysfs-miss", 0,
-                                               1, [raw](Napi::Env) {
-                                                 // The worker's env is going away: later misses
-                                                 // fail at once instead of waiting.
-                                                 std::lock_guard<std::mutex> lock(raw->mu);
-                                                 if (raw->fetcher == Bridge::Fetcher::kAttached)
-                                                   raw->fetcher = Bridge::Fetcher::kGone;
-                                               });
+                                               1, finalize);
     b->fetcher = Bridge::Fetcher::kAttached;
     pending.swap(b->pending);
   }

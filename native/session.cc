@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -109,8 +110,11 @@ std::string Session::BlobPath(const std::string& md5) const {
 int Session::Mount(std::string* error) {
   const std::string& mp = opts_.mountpoint;
   struct stat st;
-  if (stat(mp.c_str(), &st) != 0 && (errno == ENOTCONN || errno == ECONNABORTED)) {
-    // A process that died without unmounting left its mount behind: clear it first.
+  struct statvfs vfs;
+  // A process that died without unmounting left its mount behind ("Transport endpoint is not
+  // connected"): clear it first. statfs asks the file system itself, where stat may be answered
+  // from the kernel's attribute cache.
+  if (statvfs(mp.c_str(), &vfs) != 0 && (errno == ENOTCONN || errno == ECONNABORTED)) {
     LazyUnmount(mp);
   }
   if (stat(mp.c_str(), &st) != 0) {
@@ -208,6 +212,7 @@ void Session::Reaper() {
     lock.unlock();
     for (auto& miss : misses.TakeExpired(MissTable::Clock::now())) {
       counters.miss_timeouts++;
+      RememberFailure(miss.md5);
       for (auto& r : miss.reads) {
         counters.errors++;
         fuse_reply_err(r.req, EIO);
@@ -414,10 +419,31 @@ void Session::ParkRead(const std::string& md5, uint64_t size, const ParkedRead& 
   }
 }
 
+bool Session::RecentlyFailed(const std::string& md5) {
+  std::lock_guard<std::mutex> lock(failed_mu_);
+  if (failed_.empty()) return false;
+  auto it = failed_.find(md5);
+  if (it == failed_.end()) return false;
+  if (it->second > MissTable::Clock::now()) return true;
+  failed_.erase(it);
+  return false;
+}
+
+void Session::RememberFailure(const std::string& md5) {
+  auto now = MissTable::Clock::now();
+  std::lock_guard<std::mutex> lock(failed_mu_);
+  for (auto it = failed_.begin(); it != failed_.end();)  // stays tiny: entries live 250 ms
+    it = it->second <= now ? failed_.erase(it) : std::next(it);
+  failed_[md5] = now + std::chrono::milliseconds(opts_.failure_memory_ms);
+}
+
 void Session::Complete(const std::string& md5, int err) {
   std::vector<ParkedRead> reads = misses.Take(md5);
   if (reads.empty()) return;
-  if (err != 0) counters.miss_failures++;
+  if (err != 0) {
+    counters.miss_failures++;
+    RememberFailure(md5);
+  }
   for (const ParkedRead& r : reads) {
     Node node;
     if (err != 0 || !Resolve(r.ino, &node)) {
@@ -454,7 +480,7 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
     errno = ENOENT;
   }
   if (fd < 0) {
-    if (errno == ENOENT && may_park) {
+    if (errno == ENOENT && may_park && !RecentlyFailed(md5)) {
       ParkRead(md5, e.size, ParkedRead{req, e.ino, off, size});
     } else {
       counters.errors++;

@@ -32,13 +32,17 @@ struct SessionOptions {
   bool debug = false;
   uint32_t miss_timeout_ms = 60000;    // the backstop: a fetch that never settles becomes EIO
   uint64_t splice_min_size = 1 << 20;  // files at least this big are read with splice
+  // A blob whose fetch just failed fails again at once for this long: the kernel retries a
+  // failed readahead with a plain read straight away, which would otherwise wait a second time.
+  uint32_t failure_memory_ms = 250;
 };
 
 // Requests served per operation; `rejected` counts write-type requests answered EROFS.
-#define AYSFS_OPS(X)                                                                              \
-  X(init)                                                                                         \
-  X(lookup) X(forget) X(getattr) X(readlink) X(open) X(opendir) X(read) X(readdir) X(readdirplus) \
-      X(release) X(releasedir) X(statfs) X(getxattr) X(listxattr) X(rejected)
+#define AYSFS_OPS(X)                                                                               \
+  X(init)                                                                                          \
+  X(lookup)                                                                                        \
+  X(forget) X(getattr) X(readlink) X(open) X(opendir) X(read) X(readdir) X(readdirplus) X(release) \
+      X(releasedir) X(statfs) X(getxattr) X(listxattr) X(rejected)
 
 struct Counters {
 #define AYSFS_FIELD(name) std::atomic<uint64_t> name{0};
@@ -146,6 +150,11 @@ class Session {
   };
   mutable Shard shards_[kShards];
   uint64_t LookupCount(uint64_t ino) const;
+
+  std::mutex failed_mu_;
+  std::unordered_map<std::string, MissTable::Clock::time_point> failed_;  // guarded by failed_mu_
+  bool RecentlyFailed(const std::string& md5);
+  void RememberFailure(const std::string& md5);
 
   mutable std::mutex status_mu_;
   std::string status_json_ = "{}";  // guarded by status_mu_; the pipeline's part of `status`

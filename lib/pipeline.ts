@@ -1,0 +1,739 @@
+/**
+ * The content pipeline: puts verified blobs in the local cache (spec §2, §3).
+ *
+ * A miss goes local cache (the blob may have appeared meanwhile) → grid caches in config order →
+ * stores in config order, each store plain then `.bro`. Bytes are MD5- and size-checked as they
+ * arrive, written to `<cache>/tmp/`, fsynced, and only then renamed to `<cache>/<h0>/<h1>/<md5>`.
+ * A source that fails or serves wrong bytes is skipped for the next one; when none is left the
+ * fetch rejects with an `AysfsError` coded `EIO`. A blob that came from a store (or a later grid
+ * cache) is pushed, after the fetch resolved, to each writable grid cache that missed it.
+ *
+ * This module is the engine's fetcher module (docs/design.md, "The miss path"): it runs on the
+ * miss worker, so it uses sync fs only, in-thread crypto and zlib, and resolves host names with
+ * `./sources/resolve`. Nothing in it needs libuv's threadpool or the main thread.
+ */
+import * as crypto from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { threadId } from 'node:worker_threads'
+import { AysfsError } from './errors'
+import { redactUrl, type Config, type SourceConfig } from './config'
+import { DirSource, dirRoot } from './sources/dir'
+import { HttpSource } from './sources/http'
+import type { LookupFunction } from './sources/resolve'
+import {
+  BRO_MAX_SIZE,
+  BlobWriter,
+  BroSink,
+  BufferSink,
+  CONTENT_FAULTS,
+  SourceFault,
+  blobRel,
+  cachePath,
+  writeAllSync,
+  type Source,
+  type SourceRole,
+} from './sources/source'
+
+export { cachePath } from './sources/source'
+export type { Source, SourceRole } from './sources/source'
+
+/** The MD5 of nothing: a zero-size blob never needs a source. */
+export const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
+/** Largest `.flist.sig` accepted. */
+const MAX_SIG_SIZE = 64 * 1024
+/** Pushes waiting beyond this are dropped (and counted): a push is an optimisation. */
+const PUSH_QUEUE_MAX = 10_000
+/** Temp files of dead processes younger than this are left alone (another pid namespace may
+ * share the cache; its pids look dead from here). */
+const TMP_GRACE_MS = 60_000
+/** Temp files older than this go whatever their owner. */
+const TMP_MAX_AGE_MS = 24 * 3600_000
+
+/** A pino-compatible logger; `createFetcher` writes warnings to stderr without one. */
+export interface Log {
+  debug(obj: object, msg?: string): void
+  info(obj: object, msg?: string): void
+  warn(obj: object, msg?: string): void
+  error(obj: object, msg?: string): void
+}
+
+/** The fetcher module contract of docs/design.md. */
+export interface Fetcher {
+  /** Put a verified copy of the blob at `<cache>/<h0>/<h1>/<md5>`; reject (`EIO`) if no source can. */
+  fetch(md5: string, size: number): Promise<void>
+  /** Counters for `status` (JSON-serialisable). */
+  stats(): FetcherStats
+  close(): Promise<void>
+}
+
+/** Counters of one source (a grid cache or a store). */
+export interface SourceStats {
+  /** `cache[0]`, `store[1]`: the config key. */
+  key: string
+  role: SourceRole
+  /** The URL without credentials or query. */
+  url: string
+  /** Blobs this source served (verified). */
+  hits: number
+  /** Blobs it did not have (404 / no such file), plain and `.bro` both. */
+  misses: number
+  /** Failures: anything but a hit or a miss (timeouts, HTTP errors, wrong content, ...). */
+  errors: number
+  /** Failures by kind (`timeout`, `http-500`, `md5`, `net:ECONNREFUSED`, ...). */
+  errorKinds: Record<string, number>
+  /** The last failure's message. */
+  lastError?: string
+  /** Bytes of verified content this source served. */
+  bytes: number
+  /** Blobs pushed to this grid cache. */
+  pushes: number
+  /** Pushes to it that failed. */
+  pushErrors: number
+}
+
+/** What `stats()` returns: plain JSON. */
+export interface FetcherStats {
+  /** Calls to `fetch()`. */
+  fetches: number
+  /** Calls that joined a download already in flight for the same blob (single flight). */
+  merged: number
+  /** Downloads that ended with the blob in the local cache. */
+  served: number
+  /** Downloads that ended in EIO. */
+  failed: number
+  /** Misses that found the blob already in the local cache when they looked. */
+  alreadyCached: number
+  /** Zero-size blobs created without a source. */
+  empty: number
+  downloads: { active: number; queued: number; max: number }
+  pushes: { active: number; queued: number; dropped: number }
+  flists: { fetched: number; kept: number }
+  /** Grid caches in order, then stores in order. */
+  sources: SourceStats[]
+}
+
+/** What {@link Pipeline.fetchFlist} found. */
+export interface FlistResult<T> {
+  /** What `validate` returned. */
+  value: T
+  /** The flist's exact bytes. */
+  data: Buffer
+  /** The detached signature, when asked for and present. */
+  signature?: Buffer
+  /** `store[0]`… or `kept` for the copy in `<cache>/md/`. */
+  source: string
+  /** True when no store answered and the kept copy was used. */
+  kept: boolean
+}
+
+/** What `createFetcher` takes: structured-cloneable (but `log`), so it can cross to a worker. */
+export interface FetcherData {
+  config: Config
+  /** Default: warnings and errors to stderr. Cannot cross a worker boundary: omit it there. */
+  log?: Log
+  /** Uploads to grid caches at once; default `min(4, max_downloads)`. */
+  pushConcurrency?: number
+  /** fsync blobs before renaming them in; default true (tests may turn it off). */
+  fsync?: boolean
+  /** Host name resolution for HTTP sources; default `./sources/resolve`. */
+  lookup?: LookupFunction
+}
+
+const stderrLog: Log = {
+  debug() {},
+  info() {},
+  warn(obj, msg) {
+    process.stderr.write(`aysfs-native: warning: ${msg ?? JSON.stringify(obj)}\n`)
+  },
+  error(obj, msg) {
+    process.stderr.write(`aysfs-native: error: ${msg ?? JSON.stringify(obj)}\n`)
+  },
+}
+
+/** Make the source a config entry names: a directory/file:// or an http(s) URL. */
+export function createSource(cfg: SourceConfig, role: SourceRole, opts: { timeoutMs: number; lookup?: LookupFunction }): Source {
+  if (dirRoot(cfg.url) !== undefined) return new DirSource(cfg, role)
+  if (/^https?:\/\//i.test(cfg.url)) return new HttpSource(cfg, role, opts)
+  throw new AysfsError('EINVAL', `${cfg.key}.url: not http(s)://, file:// or an absolute path: ${redactUrl(cfg.url)}`, { key: `${cfg.key}.url` })
+}
+
+/** The real fetcher: see the module comment. The engine loads this module on its miss worker. */
+export function createFetcher(data: FetcherData): Pipeline {
+  return new Pipeline(data)
+}
+
+/** Start time of this process (clock ticks since boot, /proc), the same in every thread. */
+function procStart(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1')
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+  } catch {
+    return undefined
+  }
+}
+
+const MY_START = procStart(process.pid) ?? '0'
+
+/**
+ * Remove temp files in `<cache>/tmp` whose writer is gone: the pid in the name is not running, or
+ * runs with another start time (pid reused). Returns how many were removed.
+ */
+export function cleanTmp(tmpDir: string, now = Date.now()): number {
+  let removed = 0
+  let names: string[]
+  try {
+    names = fs.readdirSync(tmpDir)
+  } catch {
+    return 0
+  }
+  for (const name of names) {
+    const file = path.join(tmpDir, name)
+    let st: fs.Stats
+    try {
+      st = fs.lstatSync(file)
+    } catch {
+      continue
+    }
+    const age = now - st.mtimeMs
+    const m = /^(\d+)\.(\d+)\./.exec(name)
+    let dead = age > TMP_MAX_AGE_MS
+    if (!dead && m && age > TMP_GRACE_MS) {
+      const pid = Number(m[1])
+      const start = pid === process.pid ? MY_START : procStart(pid)
+      dead = start !== m[2]
+    }
+    if (!dead) continue
+    try {
+      fs.rmSync(file, { force: true, recursive: st.isDirectory() })
+      removed++
+    } catch {
+      // someone else cleaned it
+    }
+  }
+  return removed
+}
+
+/** MD5 and size of a file, read with readSync. */
+export function hashFileSync(file: string): { md5: string; size: number } {
+  const hash = crypto.createHash('md5')
+  const fd = fs.openSync(file, 'r')
+  try {
+    const buf = Buffer.allocUnsafe(1024 * 1024)
+    let size = 0
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null)
+      if (n === 0) break
+      hash.update(buf.subarray(0, n))
+      size += n
+    }
+    return { md5: hash.digest('hex'), size }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** Every file named like a blob under `<cache>/<h0>/<h1>/`, for `verify`. */
+export function* cachedBlobs(cacheDir: string): Generator<{ md5: string; file: string }> {
+  const hex = /^[0-9a-f]$/
+  const list = (dir: string) => {
+    try {
+      return fs.readdirSync(dir).sort()
+    } catch {
+      return []
+    }
+  }
+  for (const h0 of list(cacheDir)) {
+    if (!hex.test(h0)) continue
+    for (const h1 of list(path.join(cacheDir, h0))) {
+      if (!hex.test(h1)) continue
+      for (const name of list(path.join(cacheDir, h0, h1))) {
+        if (/^[0-9a-f]{32}$/.test(name) && name[0] === h0 && name[1] === h1) {
+          yield { md5: name, file: path.join(cacheDir, h0, h1, name) }
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Re-hash one cached blob (for `verify`). A blob whose content does not match its name is moved
+ * to `<cache>/bad/<md5>.<ms>` (kept for inspection, never served again) when `moveAside` is set.
+ */
+export function checkCachedBlob(cacheDir: string, md5: string, opts: { moveAside?: boolean } = {}): 'ok' | 'missing' | 'bad' {
+  const file = cachePath(cacheDir, md5)
+  let got: { md5: string; size: number }
+  try {
+    got = hashFileSync(file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'missing'
+    throw err
+  }
+  if (got.md5 === md5) return 'ok'
+  if (opts.moveAside) {
+    const bad = path.join(cacheDir, 'bad')
+    fs.mkdirSync(bad, { recursive: true })
+    fs.renameSync(file, path.join(bad, `${md5}.${Date.now()}`))
+  }
+  return 'bad'
+}
+
+/** Counting semaphore: at most `max` downloads, the rest wait in FIFO order. */
+class Slots {
+  active = 0
+  private readonly waiting: (() => void)[] = []
+  constructor(readonly max: number) {}
+  get queued(): number {
+    return this.waiting.length
+  }
+  acquire(): Promise<void> {
+    if (this.active < this.max) {
+      this.active++
+      return Promise.resolve()
+    }
+    return new Promise((resolve) => this.waiting.push(resolve))
+  }
+  release(): void {
+    const next = this.waiting.shift()
+    if (next) next() // the slot passes straight to the next waiter
+    else this.active--
+  }
+}
+
+interface PushJob {
+  target: Source
+  md5: string
+  size: number
+  file: string
+}
+
+type Outcome = 'ok' | 'absent' | SourceFault
+
+/** A failure of the local cache itself (disk full, permissions): no source can help. */
+class LocalFailure extends Error {}
+
+/** Lets writes fail as {@link LocalFailure} so a source never gets blamed for our disk. */
+class LocalBlobWriter extends BlobWriter {
+  /** Set when a write to the temp file failed, whatever a source made of the exception. */
+  failure?: LocalFailure
+
+  override write(chunk: Buffer): void {
+    try {
+      super.write(chunk)
+    } catch (err) {
+      if (err instanceof SourceFault) throw err
+      this.failure = new LocalFailure(`writing ${this.tmpPath}: ${(err as Error).message}`, { cause: err })
+      throw this.failure
+    }
+  }
+}
+
+/** The fetcher. Everything it does on the fetch path is sync fs, sockets and timers. */
+export class Pipeline implements Fetcher {
+  readonly cacheDir: string
+  readonly tmpDir: string
+  /** Grid caches in order, then stores in order. */
+  readonly sources: readonly Source[]
+  private readonly config: Config
+  private readonly log: Log
+  private readonly fsync: boolean
+  private readonly slots: Slots
+  private readonly inflight = new Map<string, Promise<void>>()
+  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
+  private readonly perSource = new Map<Source, SourceStats>()
+  private readonly logged = new Set<string>()
+  private readonly pushQueue: PushJob[] = []
+  private readonly pushConcurrency: number
+  private pushActive = 0
+  private pushPumpScheduled = false
+  private idleWaiters: (() => void)[] = []
+  private seq = 0
+  private closed = false
+
+  constructor(data: FetcherData) {
+    if (data === null || typeof data !== 'object' || typeof data.config?.main?.cache !== 'string') {
+      throw new TypeError('createFetcher: data.config must be a checked Config')
+    }
+    const config = data.config
+    this.config = config
+    this.log = data.log ?? stderrLog
+    this.fsync = data.fsync ?? true
+    this.cacheDir = config.main.cache
+    this.tmpDir = path.join(this.cacheDir, 'tmp')
+    this.slots = new Slots(Math.max(1, config.main.maxDownloads))
+    this.pushConcurrency = Math.max(1, data.pushConcurrency ?? Math.min(4, config.main.maxDownloads))
+    const opts = { timeoutMs: config.main.timeoutMs, lookup: data.lookup }
+    this.sources = [
+      ...config.caches.map((c) => createSource(c, 'cache', opts)),
+      ...config.stores.map((s) => createSource(s, 'store', opts)),
+    ]
+    for (const s of this.sources) {
+      this.perSource.set(s, { key: s.key, role: s.role, url: s.url, hits: 0, misses: 0, errors: 0, errorKinds: {}, bytes: 0, pushes: 0, pushErrors: 0 })
+    }
+    try {
+      fs.mkdirSync(this.tmpDir, { recursive: true })
+    } catch (err) {
+      throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${(err as Error).message}`, { key: 'main.cache', cause: err })
+    }
+    cleanTmp(this.tmpDir)
+  }
+
+  /** Where the blob lives (or will) in the local cache. */
+  path(md5: string): string {
+    return cachePath(this.cacheDir, md5.toLowerCase())
+  }
+
+  /** Whether the local cache holds the blob with the right size (content is trusted: only
+   * checked content is ever renamed in). */
+  has(md5: string, size: number): boolean {
+    return present(this.path(md5), size)
+  }
+
+  /**
+   * Make sure `<cache>/<h0>/<h1>/<md5>` holds the blob: at once if it is there, else from the
+   * first source that serves verified content. Concurrent calls for one blob share one download;
+   * at most `max_downloads` run at once, the rest queue. Rejects with `AysfsError` `EIO` when no
+   * source can serve it (or the local cache cannot be written), a `TypeError` for bad arguments.
+   */
+  fetch(md5: string, size: number): Promise<void> {
+    if (typeof md5 !== 'string' || !/^[0-9a-fA-F]{32}$/.test(md5)) {
+      return Promise.reject(new TypeError('md5 must be a string of 32 hex digits'))
+    }
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      return Promise.reject(new TypeError('size must be a non-negative integer'))
+    }
+    this.counters.fetches++
+    const hash = md5.toLowerCase()
+    const key = `${hash}:${size}`
+    const running = this.inflight.get(key)
+    if (running) {
+      this.counters.merged++
+      return running
+    }
+    const p = this.download(hash, size).finally(() => this.inflight.delete(key))
+    this.inflight.set(key, p)
+    return p
+  }
+
+  private tmpName(md5: string): string {
+    // <pid>.<start>.: lets cleanTmp tell a dead writer's file from a live one.
+    return path.join(this.tmpDir, `${process.pid}.${MY_START}.${threadId}.${++this.seq}.${md5}`)
+  }
+
+  private async download(md5: string, size: number): Promise<void> {
+    const dest = cachePath(this.cacheDir, md5)
+    if (present(dest, size)) {
+      this.counters.alreadyCached++
+      return
+    }
+    if (size === 0) {
+      if (md5 !== EMPTY_MD5) {
+        this.counters.failed++
+        throw new AysfsError('EIO', `blob ${md5}: size 0, but ${EMPTY_MD5} is the MD5 of empty content`)
+      }
+      this.local(() => {
+        const w = this.newWriter(md5, 0)
+        try {
+          w.end()
+          w.commit(dest)
+        } finally {
+          w.abort()
+        }
+      })
+      this.counters.empty++
+      return
+    }
+    await this.slots.acquire()
+    try {
+      if (this.closed) throw new AysfsError('EIO', `blob ${md5}: the fetcher is closed`)
+      if (present(dest, size)) {
+        this.counters.alreadyCached++
+        return
+      }
+      const tried: string[] = []
+      const missed: Source[] = []
+      for (const src of this.sources) {
+        if (this.closed) break
+        const outcome = await this.trySource(src, md5, size, dest)
+        if (outcome === 'ok') {
+          this.counters.served++
+          this.schedulePushes(missed, md5, size, dest)
+          return
+        }
+        tried.push(`${src.key}: ${outcome === 'absent' ? 'not found' : outcome.kind}`)
+        if (src.push && (outcome === 'absent' || CONTENT_FAULTS.has(outcome.kind))) missed.push(src)
+      }
+      throw new AysfsError('EIO', `blob ${md5} (${size} bytes): no source could serve it (${tried.length > 0 ? tried.join(', ') : 'no sources'})`)
+    } catch (err) {
+      this.counters.failed++
+      throw err
+    } finally {
+      this.slots.release()
+    }
+  }
+
+  /** Run a local-cache operation; its failure is EIO naming the cache. */
+  private local<T>(fn: () => T): T {
+    try {
+      return fn()
+    } catch (err) {
+      throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** A temp-file writer; the tmp dir is made again if someone removed it under us. */
+  private newWriter(md5: string, size: number): LocalBlobWriter {
+    try {
+      return new LocalBlobWriter(md5, size, this.tmpName(md5), this.fsync)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      fs.mkdirSync(this.tmpDir, { recursive: true })
+      return new LocalBlobWriter(md5, size, this.tmpName(md5), this.fsync)
+    }
+  }
+
+  private async trySource(src: Source, md5: string, size: number, dest: string): Promise<Outcome> {
+    const st = this.perSource.get(src)!
+    const variants = src.role === 'store' && size <= BRO_MAX_SIZE ? [false, true] : [false]
+    for (const bro of variants) {
+      const writer = this.local(() => this.newWriter(md5, size))
+      try {
+        const r = await src.get(blobRel(src.role, md5, bro), bro ? new BroSink(writer) : writer)
+        if (r === 'absent') continue
+        this.local(() => writer.commit(dest))
+        st.hits++
+        st.bytes += size
+        return 'ok'
+      } catch (err) {
+        if (err instanceof AysfsError) throw err
+        const local = err instanceof LocalFailure ? err : writer.failure
+        if (local) throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${local.message}`, { cause: local })
+        const fault = err instanceof SourceFault ? err : new SourceFault('internal', (err as Error).message, err)
+        this.noteFault(src, fault)
+        return fault
+      } finally {
+        writer.abort()
+      }
+    }
+    st.misses++
+    return 'absent'
+  }
+
+  /** Count a failure; log it the first time this source fails this way. */
+  private noteFault(src: Source, fault: SourceFault): void {
+    const st = this.perSource.get(src)!
+    st.errors++
+    st.errorKinds[fault.kind] = (st.errorKinds[fault.kind] ?? 0) + 1
+    st.lastError = fault.message
+    const once = `${src.key}\0${fault.kind}`
+    const fields = { source: src.key, url: src.url, kind: fault.kind }
+    if (this.logged.has(once)) {
+      this.log.debug(fields, `${src.key}: ${fault.message}`)
+    } else {
+      this.logged.add(once)
+      this.log.warn(fields, `${src.key} (${src.url}): ${fault.message} (further "${fault.kind}" failures of this source are counted, not logged)`)
+    }
+  }
+
+  private schedulePushes(targets: Source[], md5: string, size: number, file: string): void {
+    for (const target of targets) {
+      if (this.closed || this.pushQueue.length >= PUSH_QUEUE_MAX) {
+        this.counters.pushDropped++
+        continue
+      }
+      this.pushQueue.push({ target, md5, size, file })
+    }
+    // Later, never inline: a directory push copies synchronously, and the fetch that caused it
+    // must resolve first.
+    if (this.pushQueue.length > 0 && !this.pushPumpScheduled) {
+      this.pushPumpScheduled = true
+      setImmediate(() => {
+        this.pushPumpScheduled = false
+        this.pumpPushes()
+      })
+    }
+  }
+
+  private pumpPushes(): void {
+    while (this.pushActive < this.pushConcurrency && this.pushQueue.length > 0) {
+      const job = this.pushQueue.shift()!
+      this.pushActive++
+      void this.runPush(job).finally(() => {
+        this.pushActive--
+        this.pumpPushes()
+      })
+    }
+    if (this.pushActive === 0 && this.pushQueue.length === 0) {
+      const waiters = this.idleWaiters
+      this.idleWaiters = []
+      for (const w of waiters) w()
+    }
+  }
+
+  private async runPush(job: PushJob): Promise<void> {
+    const st = this.perSource.get(job.target)!
+    try {
+      await job.target.put(blobRel(job.target.role, job.md5), job.file, job.size)
+      st.pushes++
+    } catch (err) {
+      st.pushErrors++
+      const fault = err instanceof SourceFault ? err : new SourceFault('push', (err as Error).message, err)
+      const once = `${job.target.key}\0push:${fault.kind}`
+      const fields = { source: job.target.key, url: job.target.url, kind: `push:${fault.kind}` }
+      if (this.logged.has(once)) this.log.debug(fields, `${job.target.key}: push failed: ${fault.message}`)
+      else {
+        this.logged.add(once)
+        this.log.warn(fields, `${job.target.key} (${job.target.url}): push failed: ${fault.message} (further failures of this kind are counted, not logged)`)
+      }
+    }
+  }
+
+  /** Resolves once no push is queued or running (a CLI waits for this before it exits). */
+  drain(): Promise<void> {
+    if (this.pushActive === 0 && this.pushQueue.length === 0 && !this.pushPumpScheduled) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  /**
+   * Fetch the flist of service `id`: `R/md/<id>.flist` from the first store that has it, checked
+   * with `validate` (which may parse it and return the result; a throw rejects the fetch as is:
+   * a store's invalid flist is an error, not a reason to fall back) and then kept under
+   * `<cache>/md/<id>.flist`. With `signature`, `R/md/<id>.flist.sig` from the same store is
+   * handed to `validate` and kept too.
+   *
+   * When no store answers, the kept copy is validated and used, with a warning. When every store
+   * answers 404, the service does not exist: `ENOENT`, whatever is kept. No store and no copy:
+   * `EIO`. An flist over `max_flist_size` is a failure of that store.
+   */
+  async fetchFlist<T>(id: string, validate: (data: Buffer, signature: Buffer | undefined) => T, opts: { signature?: boolean } = {}): Promise<FlistResult<T>> {
+    if (typeof id !== 'string' || id === '' || id === '.' || id === '..' || /[/\0]/.test(id)) {
+      throw new AysfsError('EINVAL', `not a valid ays id: ${JSON.stringify(id)}`)
+    }
+    const stores = this.sources.filter((s) => s.role === 'store')
+    const rel = `md/${id}.flist`
+    const failures: string[] = []
+    let absent = 0
+    for (const store of stores) {
+      let data: Buffer
+      let signature: Buffer | undefined
+      try {
+        const sink = new BufferSink(this.config.main.maxFlistSize, `flist ${id}`)
+        if ((await store.get(rel, sink)) === 'absent') {
+          absent++
+          failures.push(`${store.key}: not found`)
+          continue
+        }
+        data = sink.data()
+        if (opts.signature) {
+          const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
+          if ((await store.get(`${rel}.sig`, sigSink)) === 'ok') signature = sigSink.data()
+        }
+      } catch (err) {
+        const fault = err instanceof SourceFault ? err : new SourceFault('internal', (err as Error).message, err)
+        this.noteFault(store, fault)
+        failures.push(`${store.key}: ${fault.kind}`)
+        continue
+      }
+      const value = validate(data, signature)
+      this.keepFlist(id, data, opts.signature ? signature : null)
+      this.counters.flistsFetched++
+      return { value, data, signature, source: store.key, kept: false }
+    }
+    if (stores.length > 0 && absent === stores.length) {
+      throw new AysfsError('ENOENT', `flist ${id}: not found in any store (${stores.map((s) => s.key).join(', ')})`)
+    }
+    const keptFile = path.join(this.cacheDir, 'md', `${id}.flist`)
+    let data: Buffer
+    try {
+      data = fs.readFileSync(keptFile)
+    } catch (err) {
+      const why = stores.length === 0 ? 'no store is configured' : `no store answered (${failures.join(', ')})`
+      throw new AysfsError('EIO', `flist ${id}: ${why}, and no copy is kept in ${keptFile}`, { cause: err })
+    }
+    let signature: Buffer | undefined
+    if (opts.signature) {
+      try {
+        signature = fs.readFileSync(`${keptFile}.sig`)
+      } catch {
+        // none kept
+      }
+    }
+    const value = validate(data, signature)
+    this.counters.flistsKept++
+    this.log.warn(
+      { id, file: keptFile },
+      `flist ${id}: ${stores.length === 0 ? 'no store is configured' : `no store answered (${failures.join(', ')})`}; using the copy kept in ${keptFile}`,
+    )
+    return { value, data, signature, source: 'kept', kept: true }
+  }
+
+  /** Atomically replace `<cache>/md/<id>.flist` (and its `.sig`; `null` removes a stale one). */
+  private keepFlist(id: string, data: Buffer, signature: Buffer | undefined | null): void {
+    const dir = path.join(this.cacheDir, 'md')
+    const write = (name: string, buf: Buffer) => {
+      const tmp = this.tmpName(`md-${id.length > 64 ? id.slice(0, 64) : id}`)
+      const fd = fs.openSync(tmp, 'wx', 0o644)
+      try {
+        writeAllSync(fd, buf)
+        if (this.fsync) fs.fsyncSync(fd)
+      } finally {
+        fs.closeSync(fd)
+      }
+      fs.renameSync(tmp, path.join(dir, name))
+    }
+    try {
+      fs.mkdirSync(dir, { recursive: true })
+      write(`${id}.flist`, data)
+      if (signature) write(`${id}.flist.sig`, signature)
+      else if (signature === undefined) fs.rmSync(path.join(dir, `${id}.flist.sig`), { force: true })
+    } catch (err) {
+      // Keeping the copy is for a later offline start; failing to keep it must not fail this one.
+      this.log.warn({ id, dir }, `flist ${id}: cannot keep a copy in ${dir}: ${(err as Error).message}`)
+    }
+  }
+
+  stats(): FetcherStats {
+    const c = this.counters
+    return {
+      fetches: c.fetches,
+      merged: c.merged,
+      served: c.served,
+      failed: c.failed,
+      alreadyCached: c.alreadyCached,
+      empty: c.empty,
+      downloads: { active: this.slots.active, queued: this.slots.queued, max: this.slots.max },
+      pushes: { active: this.pushActive, queued: this.pushQueue.length, dropped: c.pushDropped },
+      flists: { fetched: c.flistsFetched, kept: c.flistsKept },
+      sources: this.sources.map((s) => {
+        const st = this.perSource.get(s)!
+        return { ...st, errorKinds: { ...st.errorKinds } }
+      }),
+    }
+  }
+
+  /**
+   * Stop: new fetches and queued pushes are refused, running pushes get up to `timeout` to end,
+   * then every connection is closed (downloads still running fail with EIO).
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    this.counters.pushDropped += this.pushQueue.length
+    this.pushQueue.length = 0
+    if (this.pushActive > 0) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([this.drain(), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.config.main.timeoutMs)))])
+      clearTimeout(timer)
+    }
+    for (const s of this.sources) s.close()
+  }
+}
+
+function present(file: string, size: number): boolean {
+  try {
+    const st = fs.statSync(file)
+    return st.isFile() && st.size === size
+  } catch {
+    return false
+  }
+}

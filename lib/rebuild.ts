@@ -1,0 +1,28 @@
+import path from 'node:path'
+import { packageRoot } from './native'
+
+/** The compile step shared with the install script (scripts/install.js, plain CommonJS). */
+interface InstallScript {
+  compile(options?: { stdio?: 'inherit' | 'ignore' }): Promise<number>
+  missingPackages(env?: NodeJS.ProcessEnv): string[]
+}
+
+/**
+ * Compiles the native addon in the package's own directory (`cmake-js compile`, into
+ * `build/Release`, which is loaded before any prebuild). For a platform with no prebuild, or
+ * after installing with `--ignore-scripts` on a machine the prebuild does not fit. When a needed
+ * tool or header is missing, prints which Debian/Ubuntu packages to install (`libfuse3-dev cmake
+ * g++ make pkg-config`) and compiles nothing. Resolves to the exit code (0 on success).
+ */
+export function rebuild(): Promise<number> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const script = require(path.join(packageRoot(), 'scripts', 'install.js')) as InstallScript
+  return script.compile()
+}
+
+/** The Debian/Ubuntu packages a compile needs and this machine lacks (empty when it can compile). */
+export function missingBuildPackages(): string[] {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const script = require(path.join(packageRoot(), 'scripts', 'install.js')) as InstallScript
+  return script.missingPackages()
+}

@@ -1,0 +1,352 @@
+/**
+ * A source at an `http://` or `https://` URL: a store (any static web server or object store
+ * serving GET) or a grid cache (GET, and PUT for pushes: nginx with `dav_methods PUT`).
+ *
+ * Runs on the miss worker, so nothing here may touch libuv's threadpool:
+ * - host names go through `./resolve` (the agents' `lookup`), never `dns.lookup`;
+ * - bodies are never decompressed by axios (`decompress: false`, `Accept-Encoding: identity`):
+ *   its decompression is async zlib, which runs on the threadpool;
+ * - token and CA files are read with `readFileSync`; PUT bodies come from `readSync`.
+ *
+ * The timeout is a speed floor, not a deadline: a request that moves fewer than 1 KiB per second
+ * of `timeoutMs` over any `timeoutMs`-long window (from the first byte of the request: waiting for
+ * the connection, the headers and every part of the body count) is aborted. A silent server
+ * fails after `timeoutMs`, one that stalls mid-body `timeoutMs` after its last burst, a trickle
+ * after `timeoutMs`; a big download at a decent speed is never cut.
+ *
+ * Proxies: axios applies `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` (upper or lower case) to every
+ * request, with our agents: plain HTTP through the proxy's absolute-URL form on our http agent,
+ * HTTPS through a CONNECT tunnel whose socket to the proxy inherits our agent's `lookup` and `ca`.
+ * Loopback URLs (`localhost`, `127.0.0.0/8`, `::1`) are never proxied.
+ */
+import * as fs from 'node:fs'
+import * as http from 'node:http'
+import * as https from 'node:https'
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import { Readable } from 'node:stream'
+import axios, { type AxiosInstance, type AxiosResponse } from 'axios'
+import { redactUrl, type SourceConfig } from '../config'
+import { AysfsError } from '../errors'
+import { lookup as defaultLookup, type LookupFunction } from './resolve'
+import { SourceFault, type GetResult, type Sink, type Source, type SourceRole } from './source'
+
+/** Bytes per second below which a source has failed (spec §4, `timeout`). */
+export const SPEED_FLOOR = 1024
+/** Redirects followed for one GET. */
+export const MAX_REDIRECTS = 5
+/** Error bodies up to this size are read to the end so the connection can be reused. */
+const DRAIN_LIMIT = 64 * 1024
+const PUT_CHUNK = 256 * 1024
+const USER_AGENT = 'aysfs-native'
+
+export interface HttpSourceOptions {
+  /** The speed-floor window (spec `timeout`), in ms. */
+  timeoutMs: number
+  /** Host name resolution; default the threadpool-free resolver of `./resolve`. */
+  lookup?: LookupFunction
+  /** Connections per host at once; default unlimited (the pipeline bounds downloads itself). */
+  maxSockets?: number
+}
+
+/**
+ * Aborts a transfer that moves fewer than {@link SPEED_FLOOR} bytes per second over any window of
+ * `timeoutMs`. It samples a byte counter 8 times per window, so it fires between `timeoutMs` and
+ * `timeoutMs × 9/8` after the last byte that mattered.
+ */
+export class Watchdog {
+  /** Bytes moved so far; the transfer adds to it. */
+  bytes = 0
+  private readonly timer: NodeJS.Timeout
+  private readonly samples: number[] = [0]
+
+  constructor(timeoutMs: number, onSlow: () => void) {
+    const tick = Math.max(5, Math.floor(timeoutMs / 8))
+    const window = Math.max(1, Math.round(timeoutMs / tick))
+    const floor = (SPEED_FLOOR * timeoutMs) / 1000
+    this.timer = setInterval(() => {
+      this.samples.push(this.bytes)
+      const n = this.samples.length
+      if (n <= window) return
+      if (this.bytes - this.samples[n - 1 - window] < floor) {
+        this.stop()
+        onSlow()
+      } else if (n > 4 * window) {
+        this.samples.splice(0, n - window - 1)
+      }
+    }, tick)
+  }
+
+  stop(): void {
+    clearInterval(this.timer)
+  }
+}
+
+function isLoopback(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase()
+  if (h === 'localhost' || h.endsWith('.localhost') || h === '::1') return true
+  return net.isIPv4(h) && h.startsWith('127.')
+}
+
+/** Map what axios/Node threw to a fault kind. */
+function faultFrom(err: unknown, what: string): SourceFault {
+  if (err instanceof SourceFault) return err
+  const e = err as Error & { code?: string; cause?: { code?: string } }
+  const code = e.code ?? e.cause?.code
+  if (code === 'ERR_FR_TOO_MANY_REDIRECTS') return new SourceFault('redirects', `${what}: more than ${MAX_REDIRECTS} redirects`, err)
+  if (code === 'ERR_FR_REDIRECTION_FAILURE' || code === 'ERR_INVALID_URL') return new SourceFault('bad-redirect', `${what}: ${e.message}`, err)
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return new SourceFault(`net:${code}`, `${what}: ${e.message}`, err)
+  if (typeof code === 'string' && /CERT|SSL|TLS|SELF_SIGNED|VERIFY/.test(code)) return new SourceFault(`tls:${code}`, `${what}: ${e.message}`, err)
+  return new SourceFault('http', `${what}: ${e.message}`, err)
+}
+
+/** Throw away a response body; small ones are read to the end to keep the connection. */
+function discard(stream: Readable, headers: AxiosResponse['headers'], timeoutMs: number): void {
+  const len = Number(headers['content-length'])
+  if (!Number.isFinite(len) || len > DRAIN_LIMIT) {
+    stream.destroy()
+    return
+  }
+  const timer = setTimeout(() => stream.destroy(), timeoutMs)
+  timer.unref()
+  stream.on('error', () => {})
+  stream.on('close', () => clearTimeout(timer))
+  stream.resume()
+}
+
+export class HttpSource implements Source {
+  readonly key: string
+  readonly url: string
+  readonly push: boolean
+  private readonly base: string
+  private readonly auth?: { username: string; password: string }
+  private readonly headers: Record<string, string>
+  private readonly tokenFile?: string
+  private token?: { value: string; mtimeMs: number; checkedAt: number }
+  private readonly httpAgent: http.Agent
+  private readonly httpsAgent: https.Agent
+  private readonly client: AxiosInstance
+  private readonly timeoutMs: number
+
+  constructor(
+    cfg: SourceConfig,
+    readonly role: SourceRole,
+    opts: HttpSourceOptions,
+  ) {
+    const u = new URL(cfg.url)
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new TypeError(`HttpSource: not an http(s) URL: ${redactUrl(cfg.url)}`)
+    if (u.username !== '' || u.password !== '') {
+      this.auth = { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) }
+      u.username = ''
+      u.password = ''
+    }
+    this.base = u.toString()
+    this.key = cfg.key
+    this.url = redactUrl(cfg.url)
+    this.push = role === 'cache' && cfg.push
+    this.timeoutMs = opts.timeoutMs
+    this.tokenFile = cfg.tokenFile
+    this.headers = { 'User-Agent': USER_AGENT, ...cfg.headers, 'Accept-Encoding': 'identity' }
+    if (this.tokenFile !== undefined) this.readToken() // fail at start, not at the first miss
+    const lookup = opts.lookup ?? defaultLookup
+    const maxSockets = opts.maxSockets ?? Infinity
+    let ca: string[] | undefined
+    if (cfg.ca !== undefined) {
+      let pem: string
+      try {
+        pem = fs.readFileSync(cfg.ca, 'utf8')
+      } catch (err) {
+        throw new AysfsError('EINVAL', `${cfg.key}.ca: cannot read ${cfg.ca}: ${(err as Error).message}`, { key: `${cfg.key}.ca`, cause: err })
+      }
+      // Added to Node's bundled roots, not instead of them: a store that redirects to a public
+      // CDN keeps working.
+      ca = [...tls.rootCertificates, pem]
+    }
+    this.httpAgent = new http.Agent({ keepAlive: true, maxSockets, lookup: lookup as never })
+    this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets, lookup: lookup as never, ca })
+    this.client = axios.create({
+      httpAgent: this.httpAgent,
+      httpsAgent: this.httpsAgent,
+      // false: never proxied; undefined: axios reads HTTP(S)_PROXY / NO_PROXY per request.
+      proxy: isLoopback(u.hostname) ? false : undefined,
+      decompress: false,
+      maxRedirects: MAX_REDIRECTS,
+      maxContentLength: -1,
+      maxBodyLength: Infinity,
+      validateStatus: () => true,
+      responseType: 'stream',
+      auth: this.auth,
+    })
+  }
+
+  private readToken(): string {
+    const file = this.tokenFile!
+    const now = Date.now()
+    if (this.token && now - this.token.checkedAt < 1000) return this.token.value
+    try {
+      const mtimeMs = fs.statSync(file).mtimeMs
+      if (this.token?.mtimeMs !== mtimeMs) {
+        this.token = { value: fs.readFileSync(file, 'utf8').trim(), mtimeMs, checkedAt: now }
+      } else {
+        this.token.checkedAt = now
+      }
+      return this.token.value
+    } catch (err) {
+      throw new SourceFault('token', `${this.key}: cannot read token_file ${file}: ${(err as Error).message}`, err)
+    }
+  }
+
+  private requestHeaders(): Record<string, string> {
+    if (this.tokenFile === undefined) return { ...this.headers }
+    const h: Record<string, string> = {}
+    for (const [k, v] of Object.entries(this.headers)) if (k.toLowerCase() !== 'authorization') h[k] = v
+    h.Authorization = `Bearer ${this.readToken()}`
+    return h
+  }
+
+  /** The full URL of `rel` (credentials are passed apart, as `auth`; a query string stays last). */
+  urlFor(rel: string): string {
+    const u = new URL(this.base)
+    u.pathname = `${u.pathname.replace(/\/+$/, '')}/${rel}`
+    return u.toString()
+  }
+
+  async get(rel: string, sink: Sink): Promise<GetResult> {
+    const url = this.urlFor(rel)
+    const what = `GET ${redactUrl(url)}`
+    const ac = new AbortController()
+    let stream: Readable | undefined
+    let slow = false
+    const slowFault = () => new SourceFault('timeout', `${what}: under ${SPEED_FLOOR} bytes/s for ${this.timeoutMs} ms`)
+    const dog = new Watchdog(this.timeoutMs, () => {
+      slow = true
+      ac.abort()
+      stream?.destroy(slowFault())
+    })
+    try {
+      let res: AxiosResponse<Readable>
+      try {
+        res = await this.client.get<Readable>(url, { signal: ac.signal, headers: this.requestHeaders() })
+      } catch (err) {
+        throw slow ? slowFault() : faultFrom(err, what)
+      }
+      stream = res.data
+      if (slow) {
+        stream.destroy()
+        throw slowFault()
+      }
+      if (res.status === 404 || res.status === 410) {
+        discard(stream, res.headers, this.timeoutMs)
+        return 'absent'
+      }
+      if (res.status !== 200) {
+        discard(stream, res.headers, this.timeoutMs)
+        throw new SourceFault(`http-${res.status}`, `${what}: HTTP ${res.status}`)
+      }
+      const declared = res.headers['content-length']
+      if (declared !== undefined && declared !== null && declared !== '') {
+        const len = Number(declared)
+        if (sink.exactBytes !== undefined && len !== sink.exactBytes) {
+          stream.destroy()
+          throw new SourceFault(len > sink.exactBytes ? 'too-long' : 'too-short', `${what}: Content-Length ${len}, expected ${sink.exactBytes}`)
+        }
+        if (len > sink.maxBytes) {
+          stream.destroy()
+          throw new SourceFault('too-long', `${what}: Content-Length ${len}, more than ${sink.maxBytes}`)
+        }
+      }
+      await this.consume(stream, sink, dog, what, () => (slow ? slowFault() : undefined))
+      sink.end()
+      return 'ok'
+    } finally {
+      dog.stop()
+    }
+  }
+
+  /** Feed the body to the sink, counting bytes for the watchdog; settles once. */
+  private consume(stream: Readable, sink: Sink, dog: Watchdog, what: string, slow: () => SourceFault | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let settled = false
+      const settle = (err?: unknown, fromSink = false) => {
+        if (settled) return
+        settled = true
+        stream.off('data', onData)
+        if (err === undefined) resolve()
+        // The sink's own errors pass as they are: a fault (too long) or a local disk failure,
+        // which must not be blamed on the source.
+        else reject(fromSink ? err : (slow() ?? faultFrom(err, what)))
+      }
+      const onData = (chunk: Buffer) => {
+        dog.bytes += chunk.length
+        try {
+          sink.write(chunk)
+        } catch (err) {
+          // A body longer than allowed is cut here, at the first chunk past the limit.
+          stream.destroy()
+          settle(err, true)
+        }
+      }
+      stream.on('data', onData)
+      stream.once('end', () => settle())
+      stream.once('error', (err) => settle(err))
+      stream.once('close', () => settle(new SourceFault('truncated', `${what}: connection closed before the end of the body`)))
+    })
+  }
+
+  /** `PUT` the file at `rel`, streamed with `readSync` (no threadpool), no redirects. */
+  async put(rel: string, file: string, size: number): Promise<void> {
+    const url = this.urlFor(rel)
+    const what = `PUT ${redactUrl(url)}`
+    const ac = new AbortController()
+    let slow = false
+    const dog = new Watchdog(this.timeoutMs, () => {
+      slow = true
+      ac.abort()
+      body.destroy()
+    })
+    let fd: number | undefined
+    const body = new Readable({
+      highWaterMark: PUT_CHUNK,
+      read() {
+        try {
+          fd ??= fs.openSync(file, 'r')
+          const buf = Buffer.allocUnsafe(PUT_CHUNK)
+          const n = fs.readSync(fd, buf, 0, PUT_CHUNK, null)
+          dog.bytes += n
+          this.push(n === 0 ? null : buf.subarray(0, n))
+        } catch (err) {
+          this.destroy(err as Error)
+        }
+      },
+      destroy(err, cb) {
+        if (fd !== undefined) fs.closeSync(fd)
+        fd = undefined
+        cb(err)
+      },
+    })
+    try {
+      let res: AxiosResponse<Readable>
+      try {
+        res = await this.client.put<Readable>(url, body, {
+          signal: ac.signal,
+          maxRedirects: 0, // a redirect would need the body again
+          headers: { ...this.requestHeaders(), 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },
+        })
+      } catch (err) {
+        throw slow ? new SourceFault('timeout', `${what}: under ${SPEED_FLOOR} bytes/s for ${this.timeoutMs} ms`) : faultFrom(err, what)
+      }
+      discard(res.data, res.headers, this.timeoutMs)
+      if (res.status !== 200 && res.status !== 201 && res.status !== 204) {
+        throw new SourceFault(`http-${res.status}`, `${what}: HTTP ${res.status}`)
+      }
+    } finally {
+      dog.stop()
+      body.destroy()
+    }
+  }
+
+  close(): void {
+    this.httpAgent.destroy()
+    this.httpsAgent.destroy()
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * What every kind of source (directory, http) has in common: the interface the pipeline drives,
+ * the fault type, and the sinks that check bytes as they arrive.
+ *
+ * Everything here is synchronous fs and in-thread crypto/zlib: it runs on the miss worker, which
+ * must not use libuv's threadpool (docs/design.md, "The miss path").
+ */
+import * as crypto from 'node:crypto'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import * as zlib from 'node:zlib'
+import { constants as bufferConstants } from 'node:buffer'
+
+/** Whether a source is a grid cache (`G/h0/h1/md5`) or a store (`R/files/h0/h1/md5`, `R/md/`). */
+export type SourceRole = 'cache' | 'store'
+
+/** What a `get` found: the bytes went into the sink, or the source does not have the object. */
+export type GetResult = 'ok' | 'absent'
+
+/**
+ * A source failed in a way worth logging and counting (anything but "not there"). `kind` is short
+ * and stable (`timeout`, `http-500`, `md5`, `too-long`, `network:ECONNREFUSED`, ...): the log is
+ * written once per source per kind, and `stats()` counts by kind.
+ */
+export class SourceFault extends Error {
+  readonly kind: string
+  constructor(kind: string, message: string, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause })
+    this.name = 'SourceFault'
+    this.kind = kind
+  }
+}
+
+/** Faults that mean "this source holds wrong content" rather than "this source is unwell". */
+export const CONTENT_FAULTS: ReadonlySet<string> = new Set(['md5', 'too-long', 'too-short', 'bro-corrupt', 'bro-too-long'])
+
+/**
+ * Where a source writes a body. `write` throws a {@link SourceFault} when the body is already
+ * wrong (longer than allowed); the source must then stop reading and rethrow it. `end` checks
+ * what arrived and throws likewise.
+ */
+export interface Sink {
+  /** Exactly this many bytes are expected (a Content-Length or file size that differs is a fault). */
+  readonly exactBytes?: number
+  /** At most this many bytes are accepted. */
+  readonly maxBytes: number
+  write(chunk: Buffer): void
+  end(): void
+}
+
+/** One place blobs and flists come from: a directory (or file:// URL) or an http(s) URL. */
+export interface Source {
+  /** The config key, `cache[0]` or `store[1]`, for messages and stats. */
+  readonly key: string
+  readonly role: SourceRole
+  /** The URL without credentials, for messages and stats. */
+  readonly url: string
+  /** A grid cache the pipeline may push blobs to. */
+  readonly push: boolean
+  /**
+   * Read the object at `rel` (a `/`-separated path under the root, e.g. `files/a/b/ab…`) into
+   * `sink`. Resolves `'absent'` when the source does not have it (404, ENOENT); rejects with a
+   * {@link SourceFault} for anything else, never hangs past the source's timeout.
+   */
+  get(rel: string, sink: Sink): Promise<GetResult>
+  /** Store the local file `file` (`size` bytes) at `rel`, atomically where the source allows. */
+  put(rel: string, file: string, size: number): Promise<void>
+  /** Release sockets; pending requests fail. */
+  close(): void
+}
+
+/** Store and cache layouts: `h0/h1/md5` under the root (caches) or under `files/` (stores). */
+export function blobRel(role: SourceRole, md5: string, bro = false): string {
+  const rel = `${md5[0]}/${md5[1]}/${md5}${bro ? '.bro' : ''}`
+  return role === 'store' ? `files/${rel}` : rel
+}
+
+/** `<cache>/<h0>/<h1>/<md5>`: where the local cache (and the native side) keeps a blob. */
+export function cachePath(cacheDir: string, md5: string): string {
+  return path.join(cacheDir, md5[0], md5[1], md5)
+}
+
+/** Write all of `buf` to `fd` (writeSync may write less than asked). */
+export function writeAllSync(fd: number, buf: Buffer): void {
+  let off = 0
+  while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off)
+}
+
+/**
+ * Hashes, counts and writes a blob to a temp file; `commit` renames it into place only after
+ * `end` saw exactly `size` bytes with the right MD5. The temp file is created exclusively; an
+ * aborted writer leaves nothing behind.
+ */
+export class BlobWriter implements Sink {
+  readonly exactBytes: number
+  readonly maxBytes: number
+  private readonly hash = crypto.createHash('md5')
+  private fd: number | undefined
+  private bytes = 0
+  private ended = false
+
+  constructor(
+    readonly md5: string,
+    readonly size: number,
+    readonly tmpPath: string,
+    private readonly sync = true,
+  ) {
+    this.exactBytes = size
+    this.maxBytes = size
+    this.fd = fs.openSync(tmpPath, 'wx', 0o644)
+  }
+
+  write(chunk: Buffer): void {
+    if (this.fd === undefined || this.ended) throw new Error('BlobWriter: write after end')
+    if (this.bytes + chunk.length > this.size) {
+      throw new SourceFault('too-long', `more than the expected ${this.size} bytes`)
+    }
+    this.hash.update(chunk)
+    writeAllSync(this.fd, chunk)
+    this.bytes += chunk.length
+  }
+
+  end(): void {
+    if (this.fd === undefined) throw new Error('BlobWriter: end after abort')
+    this.ended = true
+    if (this.bytes !== this.size) {
+      throw new SourceFault('too-short', `${this.bytes} bytes, expected ${this.size}`)
+    }
+    const got = this.hash.digest('hex')
+    if (got !== this.md5) throw new SourceFault('md5', `content has MD5 ${got}`)
+  }
+
+  /** fsync, close and rename into `dest` (its directory is created). Only after `end()`. */
+  commit(dest: string): void {
+    if (this.fd === undefined || !this.ended) throw new Error('BlobWriter: commit before end')
+    // fsync before rename: after a crash the name must never point at an empty or partial file.
+    if (this.sync) fs.fsyncSync(this.fd)
+    fs.closeSync(this.fd)
+    this.fd = undefined
+    fs.mkdirSync(path.dirname(dest), { recursive: true })
+    fs.renameSync(this.tmpPath, dest)
+  }
+
+  /** Close and remove the temp file; safe to call more than once and after commit. */
+  abort(): void {
+    if (this.fd === undefined) return
+    try {
+      fs.closeSync(this.fd)
+    } catch {
+      // already gone
+    }
+    this.fd = undefined
+    try {
+      fs.unlinkSync(this.tmpPath)
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Upper bound on the compressed size of a `.bro` of `size` bytes (brotli adds a few bytes per
+ * 16 MiB meta-block for incompressible data; this is generous). */
+export function broMaxBytes(size: number): number {
+  return size + Math.floor(size / 256) + 4096
+}
+
+/** The largest blob a `.bro` can be used for: decompression holds it in one Buffer. */
+export const BRO_MAX_SIZE = Math.min(bufferConstants.MAX_LENGTH - 1, 1024 * 1024 * 1024)
+
+/**
+ * Collects a `.bro` body (bounded), then decompresses it with `brotliDecompressSync` (never the
+ * async zlib: it runs on the threadpool) capped at `size + 1` bytes, and hands the result to the
+ * inner writer, which checks size and MD5. A brotli bomb stops at `size + 1` output bytes.
+ */
+export class BroSink implements Sink {
+  readonly maxBytes: number
+  private chunks: Buffer[] = []
+  private bytes = 0
+
+  constructor(private readonly inner: BlobWriter) {
+    this.maxBytes = broMaxBytes(inner.size)
+  }
+
+  write(chunk: Buffer): void {
+    if (this.bytes + chunk.length > this.maxBytes) {
+      throw new SourceFault('too-long', `.bro body over ${this.maxBytes} bytes for a ${this.inner.size}-byte blob`)
+    }
+    this.chunks.push(chunk)
+    this.bytes += chunk.length
+  }
+
+  end(): void {
+    const compressed = Buffer.concat(this.chunks, this.bytes)
+    this.chunks = []
+    let out: Buffer
+    try {
+      out = zlib.brotliDecompressSync(compressed, { maxOutputLength: this.inner.size + 1 })
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) {
+        throw new SourceFault('bro-too-long', `.bro expands past the expected ${this.inner.size} bytes`, err)
+      }
+      throw new SourceFault('bro-corrupt', `.bro does not decompress: ${(err as Error).message}`, err)
+    }
+    if (out.length > this.inner.size) {
+      throw new SourceFault('bro-too-long', `.bro expands past the expected ${this.inner.size} bytes`)
+    }
+    this.inner.write(out)
+    this.inner.end()
+  }
+}
+
+/** Collects a small body (an flist, a signature) in memory, at most `maxBytes`. */
+export class BufferSink implements Sink {
+  private chunks: Buffer[] = []
+  private bytes = 0
+  constructor(
+    readonly maxBytes: number,
+    private readonly what = 'body',
+  ) {}
+
+  write(chunk: Buffer): void {
+    if (this.bytes + chunk.length > this.maxBytes) {
+      throw new SourceFault('too-long', `${this.what} is larger than ${this.maxBytes} bytes`)
+    }
+    this.chunks.push(chunk)
+    this.bytes += chunk.length
+  }
+
+  end(): void {}
+
+  /** The bytes received. */
+  data(): Buffer {
+    return Buffer.concat(this.chunks, this.bytes)
+  }
+}

@@ -1,0 +1,81 @@
+// Helpers for tests that mount: temp dirs that clean up after themselves (unmounting anything
+// left below them first) and an engine mount that always unmounts in teardown.
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Engine, type EngineOptions, type FetcherSpec } from '../../lib/engine'
+
+type Test = { teardown(fn: () => unknown): void }
+
+/** Mount points at or below `dir`, deepest first. */
+export function mountsBelow(dir: string): string[] {
+  return fs
+    .readFileSync('/proc/self/mounts', 'utf8')
+    .split('\n')
+    .map((line) => line.split(' ')[1])
+    .filter((mp): mp is string => !!mp)
+    .map((mp) => mp.replace(/\\040/g, ' '))
+    .filter((mp) => mp === dir || mp.startsWith(dir + '/'))
+    .sort((a, b) => b.length - a.length)
+}
+
+/** Lazily unmounts whatever is mounted at or below `dir` (a test that failed half way). */
+export function clearMounts(dir: string): void {
+  for (const mp of mountsBelow(dir)) {
+    try {
+      execFileSync('umount', ['-l', mp], { stdio: 'ignore' })
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** A fresh temp directory, removed in teardown after anything mounted below it is cleared. */
+export function tmpdir(t: Test, prefix = 'aysfs-test-'): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+  t.teardown(() => {
+    clearMounts(dir)
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+  return dir
+}
+
+export const FIXTURE_FETCHER = path.resolve(__dirname, '../fixtures/fetcher.js')
+
+/** Data for test/fixtures/fetcher.js. */
+export interface FixtureData {
+  cacheDir: string
+  mode: 'copy' | 'reject' | 'never'
+  sourceDir?: string
+  delayMs?: number
+  callsFile?: string
+}
+
+export function fixtureFetcher(data: FixtureData): FetcherSpec {
+  return { module: FIXTURE_FETCHER, data }
+}
+
+/** Mounts with the engine and unmounts in teardown, whatever the test did. */
+export async function mountEngine(t: Test, options: EngineOptions): Promise<Engine> {
+  try {
+    fs.mkdirSync(options.mountpoint, { recursive: true })
+  } catch (err) {
+    // A mount a dead process left behind: the engine clears it.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err
+  }
+  const engine = await Engine.mount(options)
+  t.teardown(async () => {
+    await engine.unmount()
+    clearMounts(options.mountpoint)
+  })
+  return engine
+}
+
+/** Open file descriptors and threads of this process (for leak checks). */
+export function processCounts(): { fds: number; threads: number } {
+  const fds = fs.readdirSync('/proc/self/fd').length
+  const status = fs.readFileSync('/proc/self/status', 'utf8')
+  const threads = Number(/^Threads:\s+(\d+)/m.exec(status)?.[1] ?? NaN)
+  return { fds, threads }
+}

@@ -1,0 +1,112 @@
+// Single flight (one download per blob however many ask) and back-pressure (max_downloads).
+import t, { type Test } from 'tap'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { createFetcher, cleanTmp, type Pipeline } from '../../lib/pipeline'
+import { startFaultServer, type FaultServer } from '../helpers/faults'
+import { makeConfig, memLog, randomBytes, tmpDir, writeBlob } from '../helpers/store'
+
+async function faultServer(t: Test, store: string, delayMs: number): Promise<FaultServer> {
+  const s = await startFaultServer({ store, delayMs })
+  t.teardown(() => s.close())
+  return s
+}
+
+function fetcher(t: Test, cfg: Parameters<typeof makeConfig>[0]): Pipeline {
+  const f = createFetcher({ config: makeConfig(cfg), log: memLog() })
+  t.teardown(() => f.close())
+  return f
+}
+
+t.test('single flight: 50 concurrent fetches of one blob, 1 download', async (t) => {
+  const store = tmpDir(t)
+  const blob = writeBlob(store, randomBytes(200_000, 40))
+  const srv = await faultServer(t, store, 200)
+  const cache = tmpDir(t)
+  const f = fetcher(t, { cache, stores: [srv.base('slow')] })
+  const all = Array.from({ length: 50 }, () => f.fetch(blob.md5, blob.size))
+  t.equal(f.stats().merged, 49)
+  await Promise.all(all)
+  t.equal(srv.count((r) => r.rel.endsWith(blob.md5)), 1, 'one request at the server')
+  t.same(fs.readFileSync(path.join(cache, blob.md5[0], blob.md5[1], blob.md5)), blob.data)
+  t.match(f.stats(), { fetches: 50, merged: 49, served: 1 })
+})
+
+t.test('single flight also shares a failure', async (t) => {
+  const store = tmpDir(t)
+  const blob = writeBlob(store, 'x')
+  const srv = await faultServer(t, store, 100)
+  const f = fetcher(t, { cache: tmpDir(t), stores: [srv.base('e500')] })
+  const results = await Promise.allSettled(Array.from({ length: 5 }, () => f.fetch(blob.md5, blob.size)))
+  t.ok(results.every((r) => r.status === 'rejected' && (r.reason as { code: string }).code === 'EIO'))
+  t.equal(srv.count(), 1)
+  // Nothing is remembered: a later fetch tries again.
+  await f.fetch(blob.md5, blob.size).catch(() => {})
+  t.equal(srv.count(), 2)
+})
+
+t.test('max_downloads: never more requests at once than allowed', async (t) => {
+  const store = tmpDir(t)
+  const blobs = Array.from({ length: 12 }, (_, i) => writeBlob(store, randomBytes(5000, 50 + i)))
+  const srv = await faultServer(t, store, 150)
+  const cache = tmpDir(t)
+  const f = fetcher(t, { cache, stores: [srv.base('slow')], maxDownloads: 3 })
+  const all = Promise.all(blobs.map((b) => f.fetch(b.md5, b.size)))
+  await new Promise((r) => setTimeout(r, 50))
+  t.match(f.stats().downloads, { active: 3, queued: 9, max: 3 })
+  await all
+  t.equal(srv.maxActive, 3, 'at most 3 requests at the server at once')
+  t.equal(srv.count(), 12)
+  t.match(f.stats().downloads, { active: 0, queued: 0 })
+  for (const b of blobs) t.ok(f.has(b.md5, b.size))
+})
+
+t.test('a blob that appears in the local cache while queued is not downloaded', async (t) => {
+  const store = tmpDir(t)
+  const slowOne = writeBlob(store, randomBytes(1000, 60))
+  const other = writeBlob(store, randomBytes(1000, 61))
+  const srv = await faultServer(t, store, 200)
+  const cache = tmpDir(t)
+  const f = fetcher(t, { cache, stores: [srv.base('slow')], maxDownloads: 1 })
+  const first = f.fetch(slowOne.md5, slowOne.size)
+  const second = f.fetch(other.md5, other.size)
+  // Another process puts it in place meanwhile.
+  writeBlob(cache, other.data, { layout: 'cache' })
+  await Promise.all([first, second])
+  t.equal(srv.count(), 1)
+  t.equal(f.stats().alreadyCached, 1)
+})
+
+t.test('temp files of dead writers are cleaned at start; live ones are not', async (t) => {
+  const cache = tmpDir(t)
+  const tmp = path.join(cache, 'tmp')
+  fs.mkdirSync(tmp)
+  const old = new Date(Date.now() - 3600_000)
+  const dead = path.join(tmp, '999999999.1234.0.1.0123456789abcdef0123456789abcdef')
+  const mine = path.join(tmp, `${process.pid}.${fs.readFileSync('/proc/self/stat', 'latin1').split(') ')[1].split(' ')[19]}.0.1.x`)
+  const fresh = path.join(tmp, '999999998.1234.0.1.y')
+  for (const f of [dead, mine, fresh]) fs.writeFileSync(f, 'partial')
+  fs.utimesSync(dead, old, old)
+  fs.utimesSync(mine, old, old)
+  const f = createFetcher({ config: makeConfig({ cache }), log: memLog() })
+  t.teardown(() => f.close())
+  t.same(fs.readdirSync(tmp).sort(), [path.basename(mine), path.basename(fresh)].sort(), 'the dead one is gone')
+  t.equal(cleanTmp(tmp, Date.now() + 2 * 86400_000), 2, 'anything a day old goes')
+})
+
+t.test('local cache failures are EIO of the cache, never blamed on a source', async (t) => {
+  const store = tmpDir(t)
+  const blob = writeBlob(store, randomBytes(1000, 62))
+  const cache = tmpDir(t)
+  const f = fetcher(t, { cache, stores: [store] })
+  // The tmp dir removed under a running fetcher: made again.
+  fs.rmSync(path.join(cache, 'tmp'), { recursive: true })
+  await f.fetch(blob.md5, blob.size)
+  t.ok(f.has(blob.md5, blob.size))
+  // The tmp dir replaced by a file: nothing can be written.
+  const other = writeBlob(store, randomBytes(1000, 63))
+  fs.rmSync(path.join(cache, 'tmp'), { recursive: true })
+  fs.writeFileSync(path.join(cache, 'tmp'), 'not a directory')
+  await t.rejects(f.fetch(other.md5, other.size), { code: 'EIO', message: /^local cache / })
+  t.match(f.stats().sources[0], { hits: 1, errors: 0 })
+})

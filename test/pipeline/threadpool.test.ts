@@ -1,0 +1,112 @@
+// The pipeline on a worker thread completes fetches (HTTP through nginx, by host name, and from a
+// directory store) while every thread of libuv's threadpool is blocked and the main thread is
+// parked in Atomics.wait: the situation of a process that reads its own mount (docs/design.md).
+import t from 'tap'
+import { execFileSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { Worker } from 'node:worker_threads'
+import { startNginx } from '../helpers/nginx'
+import { makeConfig, randomBytes, tmpDir, writeBlob } from '../helpers/store'
+
+const POOL = Number(process.env.UV_THREADPOOL_SIZE) || 4
+
+function once<T>(w: Worker, pred: (m: T) => boolean): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMsg = (m: T) => {
+      if (!pred(m)) return
+      w.off('message', onMsg)
+      resolve(m)
+    }
+    w.on('message', onMsg)
+    w.once('error', reject)
+  })
+}
+
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+}
+
+/** Occupy every threadpool thread with an open() of a FIFO that has no writer. */
+function blockThreadpool(dir: string): { unblock(): void } {
+  const fifo = path.join(dir, 'fifo')
+  execFileSync('mkfifo', [fifo])
+  for (let i = 0; i < POOL; i++) {
+    fs.open(fifo, 'r', (err, fd) => {
+      if (!err) fs.closeSync(fd)
+    })
+  }
+  let released = false
+  return {
+    unblock() {
+      if (released) return
+      released = true
+      // A writer arriving releases every reader blocked in open(); O_NONBLOCK so this thread
+      // never waits itself.
+      const fd = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK)
+      fs.closeSync(fd)
+    },
+  }
+}
+
+t.test('fetches complete on a worker while the threadpool and the main thread are blocked', async (t) => {
+  const n = await startNginx()
+  t.teardown(() => n.stop())
+  const dirStore = tmpDir(t)
+  const cache = tmpDir(t)
+  const viaHttp = writeBlob(n.dirs.store, randomBytes(500_000, 70))
+  const viaBro = writeBlob(n.dirs.store, randomBytes(20_000, 71), { variant: 'bro' })
+  const viaDir = writeBlob(dirStore, randomBytes(300_000, 72))
+  const pushTarget = tmpDir(t)
+  const config = makeConfig({
+    cache,
+    caches: [`http://localhost:${n.port}/cache`, pushTarget],
+    stores: [`http://localhost:${n.port}/store`, `file://${dirStore}`],
+    timeoutMs: 2000,
+  })
+  const flag = new SharedArrayBuffer(4)
+  const done = new Int32Array(flag)
+  const w = new Worker(path.join(__dirname, 'fixtures', 'fetch-worker.ts'), { workerData: { config, flag } })
+  t.teardown(() => w.terminate())
+  await once<{ type: string }>(w, (m) => m.type === 'ready')
+
+  const block = blockThreadpool(tmpDir(t))
+  try {
+    let statDone = false
+    fs.stat(__filename, () => (statDone = true))
+    await new Promise((r) => setTimeout(r, 300))
+    t.notOk(statDone, `the threadpool (${POOL} threads) is blocked: an async fs.stat does not complete`)
+
+    const results: { type: string; md5: string; stats: { sources: { hits: number; pushes: number }[] } }[] = []
+    for (const blob of [viaHttp, viaBro, viaDir]) {
+      const before = Atomics.load(done, 0)
+      const got = once<(typeof results)[0]>(w, (m) => m.md5 === blob.md5)
+      w.postMessage({ type: 'fetch', md5: blob.md5, size: blob.size })
+      // Park the main thread, as a thread blocked reading the mount would be.
+      const waited = Atomics.wait(done, 0, before, 10_000)
+      t.equal(waited === 'timed-out' ? 'timed-out' : 'woken', 'woken', `worker finished ${blob.md5} with the main thread parked`)
+      results.push(await within(got, 2000, `fetch of ${blob.md5}`))
+    }
+    t.same(results.map((r) => r.type), ['fetched', 'fetched', 'fetched'])
+    for (const blob of [viaHttp, viaBro, viaDir]) {
+      t.same(fs.readFileSync(path.join(cache, blob.md5[0], blob.md5[1], blob.md5)), blob.data)
+    }
+    t.notOk(statDone, 'and the threadpool was blocked all along')
+    // Pushes ran on the worker too (sync reads for PUT, sync copy for the directory cache).
+    w.postMessage({ type: 'close' })
+    await within(once<{ type: string }>(w, (m) => m.type === 'closed'), 5000, 'drain and close')
+    for (const blob of [viaHttp, viaBro, viaDir]) {
+      const rel = path.join(blob.md5[0], blob.md5[1], blob.md5)
+      t.same(fs.readFileSync(path.join(n.dirs.cache, rel)), blob.data, 'pushed over HTTP')
+      t.same(fs.readFileSync(path.join(pushTarget, rel)), blob.data, 'pushed to the directory cache')
+    }
+    t.notOk(statDone)
+  } finally {
+    block.unblock()
+  }
+  await new Promise((r) => setTimeout(r, 100))
+})
