@@ -91,8 +91,8 @@ export function complete(id: number, md5: string, errno: number): void
 /** Replaces the live table and invalidates what changed in the kernel's caches. */
 export function swap(id: number, table: Buffer): SwapResult
 export function stats(id: number): NativeStats
-/** The pipeline's part of the `user.aysfs.status` document (a JSON text). */
-export function setStatus(id: number, json: string): void
+/** Sets one part (`pipeline`, `mount`) of the `user.aysfs.status` document to a JSON text. */
+export function setStatus(id: number, part: string, json: string): void
 /** The whole `user.aysfs.status` document, as the mount's root serves it. */
 export function status(id: number): string
 /** Unmounts; returns within about a second even with files held open. Idempotent. */

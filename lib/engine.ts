@@ -47,7 +47,10 @@ export interface StatusDocument {
   version: 1
   mountpoint: string
   engine: Omit<NativeStats, 'mounted'>
-  pipeline: Record<string, unknown>
+  /** The fetcher's counters, as the miss worker last published them (at most a second old). */
+  pipeline?: Record<string, unknown>
+  /** Parts set with {@link Engine.setStatus}. */
+  [part: string]: unknown
 }
 
 const live = new Set<Engine>()
@@ -166,6 +169,23 @@ export class Engine {
   swap(table: Buffer): SwapResult {
     if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
     return loadBinding().swap(this.#id, table)
+  }
+
+  /**
+   * Hands the miss worker new fetcher data (a reload with changed sources): new misses use it,
+   * downloads already running finish on the old fetcher, which is closed after `graceMs`.
+   */
+  async reconfigure(data: unknown, graceMs = 30_000): Promise<void> {
+    if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
+    const done = message(this.#worker, 'reconfigured')
+    this.#worker.postMessage({ type: 'reconfigure', data, graceMs })
+    await done
+  }
+
+  /** Sets one part of the status document (the mount's own facts: `mount`). */
+  setStatus(part: string, value: unknown): void {
+    if (this.#gone) return
+    loadBinding().setStatus(this.#id, part, JSON.stringify(value))
   }
 
   /** Unmounts at once (within about a second, even with files held open). Idempotent. */

@@ -829,17 +829,13 @@ function parseFile(file: string, opts: ParseFlistOptions, prefix: string): Parse
   try {
     const total = fstatSync(fd).size
     checkSize(total, opts)
-    let buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(total, 1)) + MAX_LINE_BYTES + 2)
+    // Room for a chunk plus the longest line carried over from the previous one: feed() fails
+    // a longer unfinished line, so the buffer never fills up without progress.
+    const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(total, 1)) + MAX_LINE_BYTES + 2)
     let have = 0
     let p: Parser | undefined
     let read = 0
     for (;;) {
-      if (have === buf.length) {
-        // Only a line longer than the limit fills the buffer: feed() reports it.
-        const b = Buffer.allocUnsafe(buf.length * 2)
-        buf.copy(b, 0, 0, have)
-        buf = b
-      }
       const n = readSync(fd, buf, have, buf.length - have, null)
       read += n
       have += n

@@ -9,6 +9,7 @@ interface Fetcher {
   stats(): Record<string, unknown>
   close(): Promise<void>
 }
+type FetcherModule = { createFetcher(data: unknown): Fetcher | Promise<Fetcher> }
 
 const EIO = 5
 const port = parentPort!
@@ -16,14 +17,15 @@ const binding = loadBinding()
 const { module: modulePath, data } = workerData as { module: string; data: unknown }
 
 async function main(): Promise<void> {
+  // Load everything now: the module loader uses async fs, which a blocked threadpool would stall.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const mod = require(modulePath) as { createFetcher(data: unknown): Fetcher | Promise<Fetcher> }
-  const fetcher = await mod.createFetcher(data)
+  const mod = require(modulePath) as FetcherModule
+  let fetcher = await mod.createFetcher(data)
   let id = 0
   let statusTimer: NodeJS.Timeout | undefined
 
   const publish = (): void => {
-    if (id !== 0) binding.setStatus(id, JSON.stringify(fetcher.stats()))
+    if (id !== 0) binding.setStatus(id, 'pipeline', JSON.stringify(fetcher.stats()))
   }
 
   const onMiss = (md5: string, size: number): void => {
@@ -40,7 +42,7 @@ async function main(): Promise<void> {
     )
   }
 
-  port.on('message', (msg: { type: string; id?: number }) => {
+  port.on('message', (msg: { type: string; id?: number; data?: unknown; graceMs?: number }) => {
     if (msg.type === 'attach' && typeof msg.id === 'number') {
       id = msg.id
       binding.attach(id, onMiss)
@@ -48,6 +50,18 @@ async function main(): Promise<void> {
       statusTimer = setInterval(publish, 1000)
       statusTimer.unref()
       port.postMessage({ type: 'attached' })
+    } else if (msg.type === 'reconfigure') {
+      // New sources for new misses; downloads already running finish on the old fetcher.
+      Promise.resolve(mod.createFetcher(msg.data)).then(
+        (next) => {
+          const old = fetcher
+          fetcher = next
+          publish()
+          setTimeout(() => void old.close(), msg.graceMs ?? 30_000).unref()
+          port.postMessage({ type: 'reconfigured' })
+        },
+        (err: Error & { code?: string }) => port.postMessage({ type: 'error', error: { message: err.message, code: err.code } }),
+      )
     } else if (msg.type === 'close') {
       if (statusTimer) clearInterval(statusTimer)
       void fetcher.close()

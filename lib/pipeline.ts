@@ -12,6 +12,7 @@
  * miss worker, so it uses sync fs only, in-thread crypto and zlib, and resolves host names with
  * `./sources/resolve`. Nothing in it needs libuv's threadpool or the main thread.
  */
+import { createLogger, type LogOptions } from './log'
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -132,6 +133,8 @@ export interface FetcherData {
   config: Config
   /** Default: warnings and errors to stderr. Cannot cross a worker boundary: omit it there. */
   log?: Log
+  /** A logger to make (on the miss worker, where `log` cannot be passed); `log` wins. */
+  logging?: LogOptions
   /** Uploads to grid caches at once; default `min(4, max_downloads)`. */
   pushConcurrency?: number
   /** fsync blobs before renaming them in; default true (tests may turn it off). */
@@ -356,7 +359,7 @@ export class Pipeline implements Fetcher {
     }
     const config = data.config
     this.config = config
-    this.log = data.log ?? stderrLog
+    this.log = data.log ?? (data.logging ? createLogger(data.logging) : stderrLog)
     this.fsync = data.fsync ?? true
     this.cacheDir = config.main.cache
     this.tmpDir = path.join(this.cacheDir, 'tmp')

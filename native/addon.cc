@@ -289,9 +289,12 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 
 Napi::Value SetStatus(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!CheckArgs(info, "setStatus", {napi_number, napi_string})) return env.Undefined();
+  if (!CheckArgs(info, "setStatus", {napi_number, napi_string, napi_string}))
+    return env.Undefined();
   auto b = Find(info[0].As<Napi::Number>().Uint32Value());
-  if (b) b->session->SetStatus(info[1].As<Napi::String>().Utf8Value());
+  if (b)
+    b->session->SetStatus(info[1].As<Napi::String>().Utf8Value(),
+                          info[2].As<Napi::String>().Utf8Value());
   return env.Undefined();
 }
 

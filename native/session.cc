@@ -496,6 +496,8 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     buf.buf[0].fd = fd;
     buf.buf[0].pos = off;
+    counters.bytes_read +=
+        want;  // before the reply: a reader that sees its bytes sees them counted
     rc = fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
   } else {
     thread_local std::vector<char> scratch;
@@ -513,15 +515,16 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
       fuse_reply_err(req, EIO);
       return;
     }
+    counters.bytes_read += want;
     rc = fuse_reply_buf(req, scratch.data(), want);
   }
   close(fd);
-  if (rc == 0) counters.bytes_read += want;
+  if (rc != 0) counters.bytes_read -= want;  // the reader was gone
 }
 
-void Session::SetStatus(std::string json) {
+void Session::SetStatus(const std::string& part, std::string json) {
   std::lock_guard<std::mutex> lock(status_mu_);
-  status_json_ = std::move(json);
+  status_parts_[part] = std::move(json);
 }
 
 std::string Session::Status() const {
@@ -541,9 +544,10 @@ std::string Session::Status() const {
     << ",\"missTimeouts\":" << counters.miss_timeouts << ",\"errors\":" << counters.errors
     << ",\"parked\":" << misses.parked() << ",\"fetching\":" << misses.blobs()
     << ",\"entries\":" << t->count() << ",\"retiredTables\":" << retired_tables()
-    << ",\"invalidations\":" << counters.invalidations << "},\"pipeline\":";
+    << ",\"invalidations\":" << counters.invalidations << "}";
   std::lock_guard<std::mutex> lock(status_mu_);
-  o << status_json_ << "}";
+  for (const auto& [part, json] : status_parts_) o << "," << JsonString(part) << ":" << json;
+  o << "}";
   return o.str();
 }
 

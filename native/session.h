@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,10 +39,11 @@ struct SessionOptions {
 };
 
 // Requests served per operation; `rejected` counts write-type requests answered EROFS.
-#define AYSFS_OPS(X)                                                                               \
-  X(init)                                                                                          \
-  X(lookup)                                                                                        \
-  X(forget) X(getattr) X(readlink) X(open) X(opendir) X(read) X(readdir) X(readdirplus) X(release) \
+#define AYSFS_OPS(X)                                                                     \
+  X(init)                                                                                \
+  X(lookup)                                                                              \
+  X(forget)                                                                              \
+  X(getattr) X(readlink) X(open) X(opendir) X(read) X(readdir) X(readdirplus) X(release) \
       X(releasedir) X(statfs) X(getxattr) X(listxattr) X(rejected)
 
 struct Counters {
@@ -103,7 +105,8 @@ class Session {
   // Answers a read from the cache file, or parks it when the blob is not there yet.
   void ServeRead(const Node& node, fuse_req_t req, size_t size, off_t off);
 
-  void SetStatus(std::string json);
+  // Sets one part of the status document (`pipeline`, `mount`): a JSON text.
+  void SetStatus(const std::string& part, std::string json);
   std::string Status() const;
   size_t retired_tables() const;
 
@@ -157,7 +160,7 @@ class Session {
   void RememberFailure(const std::string& md5);
 
   mutable std::mutex status_mu_;
-  std::string status_json_ = "{}";  // guarded by status_mu_; the pipeline's part of `status`
+  std::map<std::string, std::string> status_parts_;  // guarded by status_mu_; JSON texts
 
   std::mutex init_mu_;
   std::condition_variable init_cv_;

@@ -6,7 +6,7 @@ import fc from 'fast-check'
 import t from 'tap'
 import { FType, formatFlistLine, parseFlist, type FlistEntry, type FlistLineInput, type FlistTree } from '../../lib/flist'
 import { buildTable, readTable, S_IFMT_BY_FTYPE } from '../../lib/table'
-import { tableViolations } from './table-invariants'
+import { tableViolations } from '../helpers/table-invariants'
 
 const UID = 1000
 const GID = 100

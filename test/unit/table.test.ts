@@ -1,6 +1,9 @@
 // lib/table.ts: the exact layout of docs/design.md, sorted contiguous children, stable inode
 // numbers; lib/md5.ts against node:crypto.
+import { execFileSync } from 'node:child_process'
 import crypto from 'node:crypto'
+import fs from 'node:fs'
+import path from 'node:path'
 import fc from 'fast-check'
 import t from 'tap'
 import { AysfsError } from '../../lib/errors'
@@ -10,7 +13,7 @@ import {
   buildTable, deriveIno, ENTRY, ENTRY_SIZE, HEADER, HEADER_SIZE, KIND_BY_FTYPE, MAGIC, readTable, ROOT_INO,
   S_IFMT_BY_FTYPE, VERSION, type TableEntry,
 } from '../../lib/table'
-import { tableViolations } from './table-invariants'
+import { tableViolations } from '../helpers/table-invariants'
 
 const MD5A = '8a3e5e03a10ecc3601a1f14fbc371019'
 const MD5B = '0123456789abcdef0123456789abcdef'
@@ -216,4 +219,10 @@ t.test('lib/md5.ts agrees with node:crypto', async (t) => {
   for (let n = 0; n <= 200; n++) t.ok(check(crypto.randomBytes(n)), `length ${n}`)
   fc.assert(fc.property(fc.uint8Array({ maxLength: 2000 }), check), { numRuns: 500 })
   t.ok(check(Buffer.from('The quick brown fox jumps over the lazy dog')))
+})
+
+t.test('lib/md5.ts is what scripts/gen-md5.js writes', async (t) => {
+  const root = path.resolve(__dirname, '../..')
+  const generated = execFileSync(process.execPath, [path.join(root, 'scripts/gen-md5.js')], { encoding: 'utf8' })
+  t.equal(generated, fs.readFileSync(path.join(root, 'lib/md5.ts'), 'utf8'))
 })

@@ -1,0 +1,288 @@
+/**
+ * aysfs-native: mount AYS flists from content-addressed stores as a read-only FUSE file system.
+ *
+ * ```ts
+ * import { mount } from 'aysfs-native'
+ * const fs = await mount({ mountpoint: '/opt/jumpscale7', config: '/etc/aysfs/config.toml' })
+ * fs.stats()
+ * await fs.reload()
+ * await fs.unmount()
+ * ```
+ */
+import path from 'node:path'
+import type { NativeStats } from '../binding'
+import { checkConfig, loadConfig, type Config } from './config'
+import { Engine } from './engine'
+import { AysfsError } from './errors'
+import { mergeServices, parseFlist, type ParsedFlist } from './flist'
+import { createLogger, type Logger, type LogOptions } from './log'
+import { runtimeModule } from './native'
+import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
+import { buildTable } from './table'
+
+export { AysfsError } from './errors'
+export type { Config } from './config'
+export type { FetcherStats, SourceStats } from './pipeline'
+export type { NativeStats } from '../binding'
+export type { LogOptions, LogLevel, LogFormat } from './log'
+
+/** Options of {@link mount}. */
+export interface MountOptions {
+  /**
+   * An absolute path of an existing directory. Default: `main.mount` of the config. Flist paths
+   * under the prefix (`main.prefix`, default this path) are exposed with the prefix stripped.
+   */
+  mountpoint?: string
+  /**
+   * The configuration: a TOML file's path, or an object of the file's shape
+   * (`{ main: {...}, ays: [...], cache: [...], store: [...] }`), checked the same way.
+   */
+  config: string | Record<string, unknown>
+  /** Let users other than the mounting one see the tree (`allow_other`; needs
+   * `user_allow_other` in /etc/fuse.conf for non-root). Default false. */
+  allowOther?: boolean
+  /** How to log (stderr), or a pino logger to log to. Default: `info`, text. */
+  log?: LogOptions | Logger
+  /** libfuse's own debug output on stderr. */
+  debug?: boolean
+  /** Called when the mount goes away from outside (someone ran `umount`). */
+  onExit?: () => void
+}
+
+/** One service of a mount, as it was last loaded. */
+export interface ServiceInfo {
+  id: string
+  /** `store[N]`, or `kept`: the copy in `<cache>/md/` (no store answered). */
+  source: string
+  /** Entries it contributed, implied directories included. */
+  entries: number
+  /** Lines outside the prefix, ignored. */
+  ignored: number
+}
+
+/** The mount's own facts in `status`. */
+export interface MountInfo {
+  prefix: string
+  config?: string
+  services: ServiceInfo[]
+  /** Whether flist signatures are checked (`main.trusted_keys`). */
+  signed: boolean
+  mountedAt: string
+  reloads: number
+  lastReload?: { at: string; ok: boolean; error?: string }
+}
+
+/** What {@link AysfsMount.stats} and `aysfs-native status` report. */
+export interface MountStats {
+  version: 1
+  mountpoint: string
+  /** Counters kept in C++: requests by op, hits, misses, bytes. */
+  engine: Omit<NativeStats, 'mounted'>
+  /** The content pipeline: per source hits, misses, errors, bytes, pushes; downloads in flight. */
+  pipeline?: FetcherStats
+  mount?: MountInfo
+}
+
+/** What a reload changed. */
+export interface ReloadResult {
+  entries: number
+  /** Kernel cache entries dropped for names that changed. */
+  invalidated: number
+  services: ServiceInfo[]
+}
+
+/** A mounted tree. */
+export interface AysfsMount {
+  readonly mountpoint: string
+  /** The configuration in force (after the last successful reload). */
+  readonly config: Config
+  /** False once unmounted, by {@link unmount} or from outside. */
+  readonly mounted: boolean
+  /** The same counters as `aysfs-native status`. */
+  stats(): MountStats
+  /**
+   * Re-reads the config (when it is a file) and the flists and swaps the tree in place, without
+   * unmounting. All or nothing: if anything fails, the old tree stays and the promise rejects.
+   * Files already open keep reading what they opened.
+   */
+  reload(): Promise<ReloadResult>
+  /** Unmounts; returns within about a second even with files held open. */
+  unmount(): Promise<void>
+}
+
+function readConfig(config: MountOptions['config']): Config {
+  if (typeof config === 'string') return loadConfig(path.resolve(config))
+  if (config === null || typeof config !== 'object') {
+    throw new TypeError('config must be a file path or an object of the config file\'s shape')
+  }
+  return checkConfig(config)
+}
+
+interface Loaded {
+  table: Buffer
+  entries: number
+  services: ServiceInfo[]
+  prefix: string
+}
+
+/** Fetches, checks and merges the flists of every service: all or nothing. */
+async function loadTree(config: Config, mountpoint: string, meta: Pipeline): Promise<Loaded> {
+  const prefix = config.main.prefix ?? mountpoint
+  const parsed: ParsedFlist[] = []
+  const services: ServiceInfo[] = []
+  for (const ays of config.ays) {
+    const result = await meta.fetchFlist(ays.id, (data) =>
+      parseFlist(data, {
+        name: ays.id,
+        prefix,
+        file: `${ays.id}.flist`,
+        maxEntries: config.main.maxEntries,
+        maxSize: config.main.maxFlistSize,
+      }),
+    )
+    parsed.push(result.value)
+    services.push({ id: ays.id, source: result.source, entries: result.value.entries, ignored: result.value.ignored })
+  }
+  const tree = mergeServices(parsed, { maxEntries: config.main.maxEntries })
+  const { buffer, count } = buildTable(tree, { suid: config.main.suid })
+  return { table: buffer, entries: count, services, prefix }
+}
+
+/** Fills the local cache with every blob of the services marked `prefetch = true`. */
+async function prefetchMarked(config: Config, mountpoint: string, meta: Pipeline, log: Logger): Promise<void> {
+  const marked = config.ays.filter((a) => a.prefetch)
+  if (marked.length === 0) return
+  const prefix = config.main.prefix ?? mountpoint
+  const blobs = new Map<string, number>()
+  for (const ays of marked) {
+    const { value } = await meta.fetchFlist(ays.id, (data) => parseFlist(data, { name: ays.id, prefix, maxEntries: config.main.maxEntries }))
+    value.tree.forEachFile((md5, size) => blobs.set(md5, size))
+  }
+  log.info({ services: marked.map((a) => a.id), blobs: blobs.size }, 'prefetching before serving')
+  const failures = (await Promise.allSettled([...blobs].map(([md5, size]) => meta.fetch(md5, size)))).filter((r) => r.status === 'rejected')
+  if (failures.length > 0) {
+    throw new AysfsError('EIO', `prefetch: ${failures.length} of ${blobs.size} blobs could not be fetched`)
+  }
+}
+
+/**
+ * Mounts every `[[ays]]` service of the config at the mountpoint and resolves once the tree is
+ * visible there. Rejects with an {@link AysfsError}: `EINVAL` (with `key`, `file`, `line`) for
+ * configuration mistakes and invalid flists, `ENOTDIR`/`ENOENT`/`EBUSY` for a bad mountpoint,
+ * `EIO` when a flist can be had from no store and no kept copy.
+ */
+export async function mount(options: MountOptions): Promise<AysfsMount> {
+  if (options === null || typeof options !== 'object') throw new TypeError('mount() takes an options object')
+  const log: Logger = isLogger(options.log) ? options.log : createLogger(options.log)
+  const logging: LogOptions | undefined = isLogger(options.log) ? { level: options.log.level as LogOptions['level'] } : options.log
+  let config = readConfig(options.config)
+  const mountpoint = options.mountpoint ?? config.main.mount
+  if (mountpoint === undefined) {
+    throw new AysfsError('EINVAL', 'no mountpoint: pass one, or set main.mount in the config', { key: 'main.mount', file: config.file })
+  }
+  if (!path.isAbsolute(mountpoint)) {
+    throw new AysfsError('EINVAL', `mountpoint must be an absolute path: ${mountpoint}`, { key: 'main.mount', file: config.file })
+  }
+  const fetcherData = (c: Config): FetcherData => ({ config: c, ...(logging ? { logging } : {}) })
+
+  // The main thread's own pipeline: flists at mount and reload, and prefetch.
+  let meta = createFetcher({ config, log })
+  let loaded: Loaded
+  try {
+    loaded = await loadTree(config, mountpoint, meta)
+    await prefetchMarked(config, mountpoint, meta, log)
+  } catch (err) {
+    await meta.close()
+    throw err
+  }
+
+  let engine: Engine
+  try {
+    engine = await Engine.mount({
+      mountpoint,
+      cacheDir: config.main.cache,
+      table: loaded.table,
+      fetcher: { module: runtimeModule('pipeline'), data: fetcherData(config) },
+      allowOther: options.allowOther ?? false,
+      suid: config.main.suid,
+      dev: config.main.dev,
+      debug: options.debug ?? false,
+      // The pipeline gives up within timeout × sources + 1 s; the backstop comes well after.
+      missTimeoutMs: config.main.timeoutMs * (config.caches.length + config.stores.length + 1) * 2 + 5000,
+      onExit: () => {
+        void meta.close()
+        options.onExit?.()
+      },
+    })
+  } catch (err) {
+    await meta.close()
+    throw err
+  }
+
+  const info: MountInfo = {
+    prefix: loaded.prefix,
+    ...(config.file ? { config: config.file } : {}),
+    services: loaded.services,
+    signed: config.main.trustedKeys.length > 0,
+    mountedAt: new Date().toISOString(),
+    reloads: 0,
+  }
+  engine.setStatus('mount', info)
+  log.info({ mountpoint, entries: loaded.entries, services: loaded.services.map((s) => s.id) }, 'mounted')
+
+  let reloading: Promise<ReloadResult> | undefined
+  const reload = async (): Promise<ReloadResult> => {
+    const next = typeof options.config === 'string' ? readConfig(options.config) : config
+    const nextMeta = next === config ? meta : createFetcher({ config: next, log })
+    try {
+      const fresh = await loadTree(next, mountpoint, nextMeta)
+      const swapped = engine.swap(fresh.table)
+      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next), next.main.timeoutMs * 3)
+      if (nextMeta !== meta) {
+        void meta.close()
+        meta = nextMeta
+      }
+      config = next
+      info.services = fresh.services
+      info.prefix = fresh.prefix
+      info.signed = next.main.trustedKeys.length > 0
+      info.reloads++
+      info.lastReload = { at: new Date().toISOString(), ok: true }
+      engine.setStatus('mount', info)
+      log.info({ mountpoint, entries: fresh.entries, invalidated: swapped.invalidatedEntries }, 'reloaded')
+      return { entries: fresh.entries, invalidated: swapped.invalidatedEntries, services: fresh.services }
+    } catch (err) {
+      if (nextMeta !== meta) void nextMeta.close()
+      info.lastReload = { at: new Date().toISOString(), ok: false, error: (err as Error).message }
+      engine.setStatus('mount', info)
+      log.error({ err: (err as Error).message }, 'reload failed; the old tree stays')
+      throw err
+    }
+  }
+
+  return {
+    mountpoint,
+    get config() {
+      return config
+    },
+    get mounted() {
+      return engine.mounted
+    },
+    stats: () => engine.status() as unknown as MountStats,
+    reload: () => {
+      // One reload at a time; a second call while one runs waits for it and starts another.
+      const run = (reloading ?? Promise.resolve()).catch(() => undefined).then(reload)
+      reloading = run
+      return run
+    },
+    unmount: async () => {
+      await engine.unmount()
+      await meta.close()
+      log.info({ mountpoint }, 'unmounted')
+    },
+  }
+}
+
+function isLogger(x: unknown): x is Logger {
+  return typeof x === 'object' && x !== null && typeof (x as Logger).info === 'function' && typeof (x as Logger).child === 'function'
+}
