@@ -18,6 +18,7 @@ import { mergeServices, parseFlist, type ParsedFlist } from './flist'
 import { createLogger, type Logger, type LogOptions } from './log'
 import { runtimeModule } from './native'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
+import { loadTrustedKeys, verifyFlist } from './sign'
 import { buildTable } from './table'
 
 export { AysfsError } from './errors'
@@ -58,6 +59,8 @@ export interface ServiceInfo {
   entries: number
   /** Lines outside the prefix, ignored. */
   ignored: number
+  /** Id of the trusted key whose signature was checked (only with `main.trusted_keys`). */
+  key?: string
 }
 
 /** The mount's own facts in `status`. */
@@ -65,7 +68,11 @@ export interface MountInfo {
   prefix: string
   config?: string
   services: ServiceInfo[]
-  /** Whether flist signatures are checked (`main.trusted_keys`). */
+  /**
+   * Whether flist signatures are checked (`main.trusted_keys` is set): when true, every service
+   * mounted was signed by a trusted key (see {@link ServiceInfo.key}); when false, flists are
+   * not verified and whoever can write to a store decides what is mounted.
+   */
   signed: boolean
   mountedAt: string
   reloads: number
@@ -123,41 +130,60 @@ interface Loaded {
   entries: number
   services: ServiceInfo[]
   prefix: string
+  /** Blobs of the services marked `prefetch`, when asked for. */
+  prefetch?: Map<string, number>
 }
 
-/** Fetches, checks and merges the flists of every service: all or nothing. */
-async function loadTree(config: Config, mountpoint: string, meta: Pipeline): Promise<Loaded> {
+/**
+ * Fetches, checks and merges the flists of every service: all or nothing. With
+ * `main.trusted_keys`, each flist's signature is checked before a byte of it is parsed, on the
+ * copy from a store and on the copy kept in `<cache>/md/` alike; the key files are read again
+ * on every call, so a reload picks up a rotation.
+ */
+async function loadTree(config: Config, mountpoint: string, meta: Pipeline, opts: { prefetch?: boolean } = {}): Promise<Loaded> {
   const prefix = config.main.prefix ?? mountpoint
+  const keys = loadTrustedKeys(config.main.trustedKeys)
   const parsed: ParsedFlist[] = []
   const services: ServiceInfo[] = []
+  const prefetch = opts.prefetch ? new Map<string, number>() : undefined
   for (const ays of config.ays) {
-    const result = await meta.fetchFlist(ays.id, (data) =>
-      parseFlist(data, {
-        name: ays.id,
-        prefix,
-        file: `${ays.id}.flist`,
-        maxEntries: config.main.maxEntries,
-        maxSize: config.main.maxFlistSize,
-      }),
+    let signer: string | undefined
+    const result = await meta.fetchFlist(
+      ays.id,
+      (data, signature, source) => {
+        if (keys.length > 0) signer = verifyFlist(data, signature, keys, { id: ays.id, source }).keyId
+        return parseFlist(data, {
+          name: ays.id,
+          prefix,
+          file: `${ays.id}.flist`,
+          maxEntries: config.main.maxEntries,
+          maxSize: config.main.maxFlistSize,
+        })
+      },
+      { signature: keys.length > 0 },
     )
     parsed.push(result.value)
-    services.push({ id: ays.id, source: result.source, entries: result.value.entries, ignored: result.value.ignored })
+    services.push({
+      id: ays.id,
+      source: result.source,
+      entries: result.value.entries,
+      ignored: result.value.ignored,
+      ...(signer !== undefined ? { key: signer } : {}),
+    })
+    if (prefetch && ays.prefetch) result.value.tree.forEachFile((md5, size) => prefetch.set(md5, size))
   }
   const tree = mergeServices(parsed, { maxEntries: config.main.maxEntries })
   const { buffer, count } = buildTable(tree, { suid: config.main.suid })
-  return { table: buffer, entries: count, services, prefix }
+  return { table: buffer, entries: count, services, prefix, ...(prefetch ? { prefetch } : {}) }
 }
 
-/** Fills the local cache with every blob of the services marked `prefetch = true`. */
-async function prefetchMarked(config: Config, mountpoint: string, meta: Pipeline, log: Logger): Promise<void> {
+/**
+ * Fills the local cache with every blob of the services marked `prefetch = true`, from the
+ * flists {@link loadTree} verified (never a second, unchecked fetch).
+ */
+async function prefetchMarked(config: Config, blobs: Map<string, number> | undefined, meta: Pipeline, log: Logger): Promise<void> {
   const marked = config.ays.filter((a) => a.prefetch)
-  if (marked.length === 0) return
-  const prefix = config.main.prefix ?? mountpoint
-  const blobs = new Map<string, number>()
-  for (const ays of marked) {
-    const { value } = await meta.fetchFlist(ays.id, (data) => parseFlist(data, { name: ays.id, prefix, maxEntries: config.main.maxEntries }))
-    value.tree.forEachFile((md5, size) => blobs.set(md5, size))
-  }
+  if (marked.length === 0 || blobs === undefined) return
   log.info({ services: marked.map((a) => a.id), blobs: blobs.size }, 'prefetching before serving')
   const failures = (await Promise.allSettled([...blobs].map(([md5, size]) => meta.fetch(md5, size)))).filter((r) => r.status === 'rejected')
   if (failures.length > 0) {
@@ -189,8 +215,9 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   let meta = createFetcher({ config, log })
   let loaded: Loaded
   try {
-    loaded = await loadTree(config, mountpoint, meta)
-    await prefetchMarked(config, mountpoint, meta, log)
+    loaded = await loadTree(config, mountpoint, meta, { prefetch: true })
+    await prefetchMarked(config, loaded.prefetch, meta, log)
+    delete loaded.prefetch
   } catch (err) {
     await meta.close()
     throw err

@@ -18,6 +18,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { threadId } from 'node:worker_threads'
 import { AysfsError } from './errors'
+import { acquireQuota, isNoSpace, releaseQuota, type CacheQuota, type QuotaStats } from './cache'
+import { SourceHealth, isHealthFault, type HealthState } from './health'
 import { redactUrl, type Config, type SourceConfig } from './config'
 import { DirSource, dirRoot } from './sources/dir'
 import { HttpSource } from './sources/http'
@@ -91,6 +93,8 @@ export interface SourceStats {
   pushes: number
   /** Pushes to it that failed. */
   pushErrors: number
+  /** Its backoff: consecutive failures, when it is tried again, misses that skipped it. */
+  backoff: HealthState
 }
 
 /** What `stats()` returns: plain JSON. */
@@ -107,6 +111,10 @@ export interface FetcherStats {
   alreadyCached: number
   /** Zero-size blobs created without a source. */
   empty: number
+  /** Downloads that failed because the local cache's disk was full, even after evicting. */
+  noSpace: number
+  /** The local cache: quota, usage, evictions. */
+  cache: QuotaStats
   downloads: { active: number; queued: number; max: number }
   pushes: { active: number; queued: number; dropped: number }
   flists: { fetched: number; kept: number }
@@ -179,6 +187,24 @@ function procStart(pid: number): string | undefined {
 const MY_START = procStart(process.pid) ?? '0'
 
 /**
+ * This kernel boot and pid namespace, as 8 hex digits: a temp file named with the same tag was
+ * written by a process whose pid and start time we can look up here, so whether it is alive is
+ * certain. Without it (another host sharing the cache, another container), only age tells.
+ */
+function pidSpaceTag(): string {
+  let id = ''
+  try {
+    id += fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()
+    id += fs.readlinkSync('/proc/self/ns/pid')
+  } catch {
+    return '00000000'
+  }
+  return crypto.createHash('md5').update(id).digest('hex').slice(0, 8)
+}
+
+const MY_SPACE = pidSpaceTag()
+
+/**
  * Remove temp files in `<cache>/tmp` whose writer is gone: the pid in the name is not running, or
  * runs with another start time (pid reused). Returns how many were removed.
  */
@@ -199,9 +225,12 @@ export function cleanTmp(tmpDir: string, now = Date.now()): number {
       continue
     }
     const age = now - st.mtimeMs
-    const m = /^(\d+)\.(\d+)\./.exec(name)
+    // <pid>.<start>.[<space>.]...: see tmpName.
+    const m = /^(\d+)\.(\d+)\.(?:([0-9a-f]{8})\.)?/.exec(name)
     let dead = age > TMP_MAX_AGE_MS
-    if (!dead && m && age > TMP_GRACE_MS) {
+    // In our pid space the lookup is certain: a SIGKILLed writer's file goes at once. From
+    // elsewhere, the pid we see may be another process: wait for the grace period.
+    if (!dead && m && (m[3] === MY_SPACE || age > TMP_GRACE_MS)) {
       const pid = Number(m[1])
       const start = pid === process.pid ? MY_START : procStart(pid)
       dead = start !== m[2]
@@ -342,7 +371,7 @@ export class Pipeline implements Fetcher {
   private readonly fsync: boolean
   private readonly slots: Slots
   private readonly inflight = new Map<string, Promise<void>>()
-  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
+  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
   private readonly perSource = new Map<Source, SourceStats>()
   private readonly logged = new Set<string>()
   private readonly pushQueue: PushJob[] = []
@@ -352,6 +381,10 @@ export class Pipeline implements Fetcher {
   private idleWaiters: (() => void)[] = []
   private seq = 0
   private closed = false
+  private readonly quota: CacheQuota
+  private readonly health: SourceHealth
+  /** The full-disk message is logged once a minute at most, with the count of the others. */
+  private noSpaceLog = { at: 0, suppressed: 0 }
 
   constructor(data: FetcherData) {
     if (data === null || typeof data !== 'object' || typeof data.config?.main?.cache !== 'string') {
@@ -371,14 +404,23 @@ export class Pipeline implements Fetcher {
       ...config.stores.map((s) => createSource(s, 'store', opts)),
     ]
     for (const s of this.sources) {
-      this.perSource.set(s, { key: s.key, role: s.role, url: s.url, hits: 0, misses: 0, errors: 0, errorKinds: {}, bytes: 0, pushes: 0, pushErrors: 0 })
+      this.perSource.set(s, { key: s.key, role: s.role, url: s.url, hits: 0, misses: 0, errors: 0, errorKinds: {}, bytes: 0, pushes: 0, pushErrors: 0, backoff: { failures: 0, skipped: 0 } })
     }
+    this.health = new SourceHealth({
+      onChange: (key, up, failures, delayMs) => {
+        const src = this.sources.find((x) => x.key === key)
+        const fields = { source: key, url: src?.url }
+        if (up) this.log.info(fields, `${key} (${src?.url}) answers again after ${failures} failures in a row`)
+        else this.log.warn(fields, `${key} (${src?.url}) failed: backed off (first retry in ${(delayMs / 1000).toFixed(1)} s, then longer, up to a minute, while it keeps failing)`)
+      },
+    })
     try {
       fs.mkdirSync(this.tmpDir, { recursive: true })
     } catch (err) {
       throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${(err as Error).message}`, { key: 'main.cache', cause: err })
     }
     cleanTmp(this.tmpDir)
+    this.quota = acquireQuota(this.cacheDir, config.main.cacheSize, this.log)
   }
 
   /** Where the blob lives (or will) in the local cache. */
@@ -413,14 +455,21 @@ export class Pipeline implements Fetcher {
       this.counters.merged++
       return running
     }
-    const p = this.download(hash, size).finally(() => this.inflight.delete(key))
+    // Pinned until the event-loop turn after it settled: by then whoever waited for it (the
+    // engine's parked reads) has been answered from the file (lib/cache.ts).
+    this.quota.pin(hash)
+    this.quota.start()
+    const p = this.download(hash, size).finally(() => {
+      this.inflight.delete(key)
+      setImmediate(() => this.quota.unpin(hash))
+    })
     this.inflight.set(key, p)
     return p
   }
 
   private tmpName(md5: string): string {
-    // <pid>.<start>.: lets cleanTmp tell a dead writer's file from a live one.
-    return path.join(this.tmpDir, `${process.pid}.${MY_START}.${threadId}.${++this.seq}.${md5}`)
+    // <pid>.<start>.<space>.: lets cleanTmp tell a dead writer's file from a live one.
+    return path.join(this.tmpDir, `${process.pid}.${MY_START}.${MY_SPACE}.${threadId}.${++this.seq}.${md5}`)
   }
 
   private async download(md5: string, size: number): Promise<void> {
@@ -457,7 +506,17 @@ export class Pipeline implements Fetcher {
       const missed: Source[] = []
       for (const src of this.sources) {
         if (this.closed) break
-        const outcome = await this.trySource(src, md5, size, dest)
+        if (!(await this.health.admit(src.key))) {
+          tried.push(`${src.key}: backed off`)
+          continue
+        }
+        let outcome: Outcome | undefined
+        try {
+          outcome = await this.tryWithRoom(src, md5, size, dest)
+        } finally {
+          // No verdict when the try ended for a reason of ours (the local disk).
+          this.health.settle(src.key, outcome === undefined ? undefined : outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind))
+        }
         if (outcome === 'ok') {
           this.counters.served++
           this.schedulePushes(missed, md5, size, dest)
@@ -473,6 +532,37 @@ export class Pipeline implements Fetcher {
     } finally {
       this.slots.release()
     }
+  }
+
+  /**
+   * {@link trySource}; when the local cache's disk is full, evict least recently used blobs and
+   * try again (twice at most); when nothing more can be evicted, EIO and one clear log line.
+   */
+  private async tryWithRoom(src: Source, md5: string, size: number, dest: string): Promise<Outcome> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.trySource(src, md5, size, dest)
+      } catch (err) {
+        if (!isNoSpace(err)) throw err
+        const room = attempt < 2 ? this.quota.makeRoomSync(size) : undefined
+        if (room && (room.evicted > 0 || room.room)) continue
+        throw this.noSpace(md5, size, err)
+      }
+    }
+  }
+
+  private noSpace(md5: string, size: number, cause: unknown): AysfsError {
+    this.counters.noSpace++
+    const msg = `local cache ${this.cacheDir}: disk full (ENOSPC), no room for blob ${md5} (${size} bytes) even after evicting every blob not in use; reads of it fail with EIO until space is freed`
+    const now = Date.now()
+    if (now - this.noSpaceLog.at >= 60_000) {
+      const more = this.noSpaceLog.suppressed > 0 ? ` (and ${this.noSpaceLog.suppressed} other blobs since the last message)` : ''
+      this.log.error({ cache: this.cacheDir, md5, size, kind: 'ENOSPC' }, msg + more)
+      this.noSpaceLog = { at: now, suppressed: 0 }
+    } else {
+      this.noSpaceLog.suppressed++
+    }
+    return new AysfsError('EIO', msg, { cause })
   }
 
   /** Run a local-cache operation; its failure is EIO naming the cache. */
@@ -504,6 +594,7 @@ export class Pipeline implements Fetcher {
         const r = await src.get(blobRel(src.role, md5, bro), bro ? new BroSink(writer) : writer)
         if (r === 'absent') continue
         this.local(() => writer.commit(dest))
+        this.quota.added(size)
         st.hits++
         st.bytes += size
         return 'ok'
@@ -604,17 +695,30 @@ export class Pipeline implements Fetcher {
    * `<cache>/md/<id>.flist`. With `signature`, `R/md/<id>.flist.sig` from the same store is
    * handed to `validate` and kept too.
    *
+   * `validate`'s third argument says where the bytes came from, for messages:
+   * `store[0] (<url>)` or `the copy kept in <file>`.
+   *
+   * One kind of throw is not final: an `AysfsError` coded `EACCES` (the signature does not vouch
+   * for the flist) marks that store's copy as refused, is logged and counted (`untrusted`), and
+   * the next store is tried. If no store has an accepted copy, the fetch rejects with `EACCES`
+   * and the kept copy is not used: a store answered, and what it says must be looked at.
+   *
    * When no store answers, the kept copy is validated and used, with a warning. When every store
    * answers 404, the service does not exist: `ENOENT`, whatever is kept. No store and no copy:
    * `EIO`. An flist over `max_flist_size` is a failure of that store.
    */
-  async fetchFlist<T>(id: string, validate: (data: Buffer, signature: Buffer | undefined) => T, opts: { signature?: boolean } = {}): Promise<FlistResult<T>> {
+  async fetchFlist<T>(
+    id: string,
+    validate: (data: Buffer, signature: Buffer | undefined, source: string) => T,
+    opts: { signature?: boolean } = {},
+  ): Promise<FlistResult<T>> {
     if (typeof id !== 'string' || id === '' || id === '.' || id === '..' || /[/\0]/.test(id)) {
       throw new AysfsError('EINVAL', `not a valid ays id: ${JSON.stringify(id)}`)
     }
     const stores = this.sources.filter((s) => s.role === 'store')
     const rel = `md/${id}.flist`
     const failures: string[] = []
+    const refused: AysfsError[] = []
     let absent = 0
     for (const store of stores) {
       let data: Buffer
@@ -637,10 +741,31 @@ export class Pipeline implements Fetcher {
         failures.push(`${store.key}: ${fault.kind}`)
         continue
       }
-      const value = validate(data, signature)
+      let value: T
+      try {
+        value = validate(data, signature, `${store.key} (${store.url})`)
+      } catch (err) {
+        if (!(err instanceof AysfsError && err.code === 'EACCES')) throw err
+        // Refused (never kept): another store may have the genuine copy. Logged every time,
+        // not once per source like blob faults: flists are few and this is a security event.
+        const st = this.perSource.get(store)!
+        st.errors++
+        st.errorKinds.untrusted = (st.errorKinds.untrusted ?? 0) + 1
+        st.lastError = err.message
+        this.log.warn({ id, source: store.key, url: store.url, kind: 'untrusted' }, err.message)
+        refused.push(err)
+        failures.push(`${store.key}: refused`)
+        continue
+      }
       this.keepFlist(id, data, opts.signature ? signature : null)
       this.counters.flistsFetched++
       return { value, data, signature, source: store.key, kept: false }
+    }
+    if (refused.length > 0) {
+      if (refused.length === 1 && failures.length === 1) throw refused[0]
+      throw new AysfsError('EACCES', `flist ${id}: no store has a copy that can be trusted (${failures.join(', ')}): ${refused.map((e) => e.message).join('; ')}`, {
+        key: 'main.trusted_keys',
+      })
     }
     if (stores.length > 0 && absent === stores.length) {
       throw new AysfsError('ENOENT', `flist ${id}: not found in any store (${stores.map((s) => s.key).join(', ')})`)
@@ -661,7 +786,7 @@ export class Pipeline implements Fetcher {
         // none kept
       }
     }
-    const value = validate(data, signature)
+    const value = validate(data, signature, `the copy kept in ${keptFile}`)
     this.counters.flistsKept++
     this.log.warn(
       { id, file: keptFile },
@@ -704,12 +829,14 @@ export class Pipeline implements Fetcher {
       failed: c.failed,
       alreadyCached: c.alreadyCached,
       empty: c.empty,
+      noSpace: c.noSpace,
+      cache: this.quota.stats(),
       downloads: { active: this.slots.active, queued: this.slots.queued, max: this.slots.max },
       pushes: { active: this.pushActive, queued: this.pushQueue.length, dropped: c.pushDropped },
       flists: { fetched: c.flistsFetched, kept: c.flistsKept },
       sources: this.sources.map((s) => {
         const st = this.perSource.get(s)!
-        return { ...st, errorKinds: { ...st.errorKinds } }
+        return { ...st, errorKinds: { ...st.errorKinds }, backoff: this.health.state(s.key) }
       }),
     }
   }
@@ -721,6 +848,7 @@ export class Pipeline implements Fetcher {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    releaseQuota(this.quota)
     this.counters.pushDropped += this.pushQueue.length
     this.pushQueue.length = 0
     if (this.pushActive > 0) {

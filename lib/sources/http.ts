@@ -207,7 +207,9 @@ export class HttpSource implements Source {
   /** The full URL of `rel` (credentials are passed apart, as `auth`; a query string stays last). */
   urlFor(rel: string): string {
     const u = new URL(this.base)
-    u.pathname = `${u.pathname.replace(/\/+$/, '')}/${rel}`
+    // Each segment percent-encoded: an ays id with `%2f`, `?` or `#` in it must name one file
+    // under md/, never a path the server decodes into another place.
+    u.pathname = `${u.pathname.replace(/\/+$/, '')}/${rel.split('/').map(encodeURIComponent).join('/')}`
     return u.toString()
   }
 

@@ -1,0 +1,109 @@
+/**
+ * `aysfs-native prefetch [--ays ID]`: fill the local cache with every blob of the services ahead
+ * of time (before a node goes offline, or to take the first-read latency out of a deploy), through
+ * the same pipeline a mount uses: grid caches before stores, checked content only, pushes to grid
+ * caches that missed. Safe next to a running mount of the same cache: blobs are renamed in whole.
+ */
+import { AysfsError } from './errors'
+import type { Config } from './config'
+import { parseFlist } from './flist'
+import type { Logger } from './log'
+import { createFetcher } from './pipeline'
+import { createProgress } from './progress'
+import { forEachLimit } from './publish'
+
+/** Options of {@link prefetch}. */
+export interface PrefetchOptions {
+  config: Config
+  /** Only these services (ids of `[[ays]]`); default all. */
+  ays?: string[]
+  /**
+   * Only flist paths under this prefix count (what the mount exposes). Default `main.prefix`,
+   * else `main.mount`, else everything.
+   */
+  prefix?: string
+  log: Logger
+  /** Progress display; default a bar on a TTY, lines otherwise. False: none. */
+  progress?: boolean | { tty?: boolean; every?: number }
+}
+
+/** What {@link prefetch} did. */
+export interface PrefetchResult {
+  services: string[]
+  /** Distinct blobs of the services (zero-size ones excluded: they need no source). */
+  blobs: number
+  bytes: number
+  /** Already in the local cache. */
+  cached: number
+  /** Fetched now, and their bytes. */
+  fetched: number
+  fetchedBytes: number
+  /** Blobs no source could serve; the first few messages. */
+  failed: number
+  errors: string[]
+}
+
+/**
+ * Fetches every blob of the chosen services into `main.cache`. Resolves with what it did even when
+ * some blobs failed (`failed` > 0); rejects for an unknown `--ays` id (`EUSAGE`) or an flist no
+ * store (and no kept copy) gives.
+ */
+export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
+  const { config, log } = opts
+  const known = new Set(config.ays.map((a) => a.id))
+  for (const id of opts.ays ?? []) {
+    if (!known.has(id)) {
+      throw new AysfsError('EUSAGE', `--ays ${id}: no [[ays]] with that id in ${config.file ?? 'the config'} (it has ${[...known].join(', ')})`, { key: 'ays' })
+    }
+  }
+  const ids = opts.ays && opts.ays.length > 0 ? config.ays.map((a) => a.id).filter((id) => opts.ays!.includes(id)) : config.ays.map((a) => a.id)
+  const prefix = opts.prefix ?? config.main.prefix ?? config.main.mount ?? '/'
+  const pipeline = createFetcher({ config, log })
+  try {
+    const blobs = new Map<string, number>()
+    for (const id of ids) {
+      const { value, source } = await pipeline.fetchFlist(id, (data) =>
+        parseFlist(data, { name: id, prefix, file: `${id}.flist`, maxEntries: config.main.maxEntries, maxSize: config.main.maxFlistSize }),
+      )
+      log.info({ id, source, entries: value.entries }, `flist ${id} from ${source}`)
+      value.tree.forEachFile((md5, size) => {
+        if (size > 0) blobs.set(md5, size)
+      })
+    }
+    let bytes = 0
+    const todo: Array<[string, number]> = []
+    for (const [md5, size] of blobs) {
+      bytes += size
+      if (!pipeline.has(md5, size)) todo.push([md5, size])
+    }
+    const todoBytes = todo.reduce((n, [, s]) => n + s, 0)
+    const show = opts.progress !== false && todo.length > 0
+    const bar = show ? createProgress({ label: 'prefetch', files: todo.length, bytes: todoBytes, ...(typeof opts.progress === 'object' ? opts.progress : {}) }) : undefined
+    let fetched = 0
+    let fetchedBytes = 0
+    const errors: string[] = []
+    let failed = 0
+    try {
+      // The pipeline queues beyond max_downloads itself; twice that in flight keeps it busy
+      // without a promise per blob of a million-file service.
+      await forEachLimit(todo, config.main.maxDownloads * 2, async ([md5, size]) => {
+        try {
+          await pipeline.fetch(md5, size)
+          fetched++
+          fetchedBytes += size
+        } catch (err) {
+          failed++
+          if (errors.length < 5) errors.push(`${md5}: ${(err as Error).message}`)
+        }
+        bar?.add(1, size)
+      })
+    } finally {
+      bar?.stop()
+    }
+    // Pushes to grid caches of what came from stores: let them land before exiting.
+    await pipeline.drain()
+    return { services: ids, blobs: blobs.size, bytes, cached: blobs.size - todo.length, fetched, fetchedBytes, failed, errors }
+  } finally {
+    await pipeline.close()
+  }
+}
