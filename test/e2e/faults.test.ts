@@ -65,7 +65,8 @@ t.test('each fault through a mount, alone and in front of a good store', async (
         let got: Buffer | undefined
         let error: NodeJS.ErrnoException | undefined
         try {
-          got = fs.readFileSync(path.join(mnt, 'blob.bin'))
+          // Asynchronously: the fault server runs on this thread and must be free to answer.
+          got = await fs.promises.readFile(path.join(mnt, 'blob.bin'))
         } catch (err) {
           error = err as NodeJS.ErrnoException
         }
