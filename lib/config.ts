@@ -6,6 +6,7 @@
  * is known, the line. Secrets (header values, `user:password@` in URLs, query strings) never reach
  * a message: config errors end up in logs and bug reports.
  */
+import { LOG_LEVELS, type LogLevel } from './log'
 import { readFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
@@ -70,7 +71,7 @@ export interface MainConfig {
   /** Honour device files from flists. Default false. */
   dev: boolean
   /** Log level name (pino's: trace, debug, info, warn, error, fatal, silent). */
-  logLevel?: string
+  logLevel?: LogLevel
 }
 
 /** A checked configuration. */
@@ -86,8 +87,6 @@ export interface Config {
   stores: SourceConfig[]
 }
 
-/** Log levels accepted by `main.log_level` (pino's names). */
-export const LOG_LEVELS: readonly string[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
 
 const DEFAULTS = {
   cache: '/var/cache/aysfs',
@@ -440,8 +439,8 @@ function check(obj: unknown, ctx: Ctx): Config {
   }
   const level = optString(ctx, m.log_level, 'main.log_level')
   if (level !== undefined) {
-    if (!LOG_LEVELS.includes(level)) fail(ctx, 'main.log_level', `expected one of ${LOG_LEVELS.join(', ')}, got ${describe(level)}`)
-    main.logLevel = level
+    if (!(LOG_LEVELS as readonly string[]).includes(level)) fail(ctx, 'main.log_level', `expected one of ${LOG_LEVELS.join(', ')}, got ${describe(level)}`)
+    main.logLevel = level as LogLevel
   }
 
   const aysIn = arrayOfTables(ctx, obj.ays, 'ays')
