@@ -39,7 +39,7 @@ function withLogOptions(cmd: Command, dflt: LogLevel): Command {
 }
 
 function logger(flags: LogFlags, config: Config | undefined, dflt: LogLevel): Logger {
-  const level = flags.logLevel ?? (config?.main.logLevel as LogLevel | undefined) ?? dflt
+  const level = flags.logLevel ?? config?.main.logLevel ?? dflt
   return createLogger({ level, format: flags.logFormat ?? 'text' })
 }
 
@@ -126,7 +126,7 @@ function buildProgram(): Command {
   program
     .command('unmount')
     .alias('umount')
-    .description('unmount a mount served by any process (lazily: works with files held open); the process serving it exits')
+    .description('unmount a mount served by any process, lazily: open files keep working, and the serving process exits once they are closed')
     .argument('<mountpoint>')
     .action(async (mountpoint: string) => {
       const { unmountPath } = await import('./mounts')

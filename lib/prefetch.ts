@@ -10,6 +10,7 @@ import { parseFlist } from './flist'
 import type { Logger } from './log'
 import { createFetcher } from './pipeline'
 import { createProgress } from './progress'
+import { loadTrustedKeys, verifyThenParse } from './sign'
 import { forEachLimit } from './publish'
 
 /** Options of {@link prefetch}. */
@@ -58,12 +59,19 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
   }
   const ids = opts.ays && opts.ays.length > 0 ? config.ays.map((a) => a.id).filter((id) => opts.ays!.includes(id)) : config.ays.map((a) => a.id)
   const prefix = opts.prefix ?? config.main.prefix ?? config.main.mount ?? '/'
+  // With trusted_keys, only verified flists are used (and kept in <cache>/md/, replacing the copy
+  // a mount would remount from): the same check as mount().
+  const keys = loadTrustedKeys(config.main.trustedKeys)
   const pipeline = createFetcher({ config, log })
   try {
     const blobs = new Map<string, number>()
     for (const id of ids) {
-      const { value, source } = await pipeline.fetchFlist(id, (data) =>
-        parseFlist(data, { name: id, prefix, file: `${id}.flist`, maxEntries: config.main.maxEntries, maxSize: config.main.maxFlistSize }),
+      const { value, source } = await pipeline.fetchFlist(
+        id,
+        verifyThenParse(keys, id, (data) =>
+          parseFlist(data, { name: id, prefix, file: `${id}.flist`, maxEntries: config.main.maxEntries, maxSize: config.main.maxFlistSize }),
+        ),
+        { signature: keys.length > 0 },
       )
       log.info({ id, source, entries: value.entries }, `flist ${id} from ${source}`)
       value.tree.forEachFile((md5, size) => {

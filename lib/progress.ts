@@ -81,7 +81,8 @@ export function createProgress(opts: ProgressOptions): Progress {
     const bar = new SingleBar({
       format: `${opts.label} [{bar}] {percentage}% | {files} | {bytesText} | {rateText} | ETA {etaText}`,
       stream: stream as NodeJS.WriteStream,
-      hideCursor: true,
+      // The cursor stays visible: a Ctrl-C mid-bar must not leave the terminal without one.
+      hideCursor: false,
       barsize: 24,
       fps: 5,
     })

@@ -3,6 +3,7 @@
  * until SIGINT/SIGTERM or an outside unmount, reload on SIGHUP.
  */
 import fs from 'node:fs'
+import { loadConfig } from './config'
 import { mount, type AysfsMount } from './index'
 import { AysfsError } from './errors'
 import type { Logger } from './log'
@@ -81,6 +82,17 @@ export async function serve(opts: ServeOptions): Promise<number> {
       return
     }
     log.info({ mountpoint: opts.mountpoint }, 'SIGHUP: reloading the config and flists')
+    if (typeof opts.config === 'string') {
+      // Check the file first: a config mistake is reported with its key and line, and the mount
+      // keeps the config and tree it has.
+      try {
+        loadConfig(opts.config)
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'reload failed: the config is invalid; the old config and tree stay')
+        void notifySystemd({ STATUS: `serving ${opts.mountpoint}; the last reload failed, the old tree stays` }, log)
+        return
+      }
+    }
     const mounted = m
     // The result (or why it failed, the old tree staying) is logged by reload() itself.
     mounted.reload().then(

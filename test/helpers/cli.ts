@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { clearMounts, mountsBelow } from '../helpers/mount'
+import { clearMounts, mountsBelow } from './mount'
 
 export const ROOT = path.resolve(__dirname, '../..')
 export const CLI = path.join(ROOT, 'dist', 'lib', 'cli.js')
@@ -143,15 +143,21 @@ export async function waitMount(mnt: string, mounted = true, ms = 20_000): Promi
 }
 
 /**
- * Starts `aysfs-native --mount MNT --config CONFIG …` and waits for the mount; unmounted (and the
- * process killed) in teardown whatever happened.
+ * Starts `aysfs-native --mount MNT --config CONFIG …` and waits until it serves (log level info or
+ * lower); unmounted (and the process killed) in teardown whatever happened.
  */
 export async function serveCli(t: Test, mnt: string, config: string, extra: string[] = [], opts: RunOptions = {}): Promise<Cli> {
-  fs.mkdirSync(mnt, { recursive: true })
+  try {
+    fs.mkdirSync(mnt, { recursive: true })
+  } catch (err) {
+    // A stale mount of a killed daemon: the new one clears it.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOTCONN') throw err
+  }
   const cli = start(t, ['--mount', mnt, '--config', config, ...extra], opts)
   t.teardown(() => clearMounts(mnt))
+  // Visible in the mount table a moment before mount() resolved: wait for the log line too.
   await Promise.race([
-    waitMount(mnt),
+    waitMount(mnt).then(() => cli.waitFor(/INFO: mounted|"msg":"mounted"/)),
     cli.exited.then((r) => {
       throw new Error(`aysfs-native exited (${r.code ?? r.signal}) before mounting\n${r.stderr}`)
     }),

@@ -1,0 +1,48 @@
+// The progress display of prefetch, publish and verify: a bar on a terminal, lines otherwise.
+import { PassThrough } from 'node:stream'
+import t from 'tap'
+import { createProgress, formatBytes, formatDuration } from '../../lib/progress'
+
+t.test('units', async (t) => {
+  t.equal(formatBytes(0), '0 B')
+  t.equal(formatBytes(1023), '1023 B')
+  t.equal(formatBytes(1536), '1.50 KiB')
+  t.equal(formatBytes(20 * 2 ** 30), '20.0 GiB')
+  t.equal(formatBytes(300 * 2 ** 20), '300 MiB')
+  t.equal(formatDuration(42), '42s')
+  t.equal(formatDuration(185), '3m05s')
+  t.equal(formatDuration(3720), '1h02m')
+  t.equal(formatDuration(Infinity), '?')
+})
+
+function capture(): { stream: PassThrough & { isTTY?: boolean; columns?: number }; text: () => string } {
+  const stream = new PassThrough() as PassThrough & { isTTY?: boolean; columns?: number }
+  let out = ''
+  stream.on('data', (d: Buffer) => (out += d.toString()))
+  return { stream, text: () => out }
+}
+
+t.test('not a TTY: a plain line now and then, and a last one', async (t) => {
+  const { stream, text } = capture()
+  const p = createProgress({ label: 'prefetch', files: 4, bytes: 4096, stream, every: 0.05 })
+  p.add(1, 1024)
+  await new Promise((r) => setTimeout(r, 120))
+  t.match(text(), /^prefetch: 1\/4 files, 1\.00 KiB\/4\.00 KiB, \S+ \S+\/s, ETA \S+\n/, 'a periodic line with the ETA')
+  p.add(3, 3072)
+  p.stop()
+  p.stop()
+  const lines = text().trim().split('\n')
+  t.match(lines.at(-1), /^prefetch: 4\/4 files, 4\.00 KiB\/4\.00 KiB, .* in \d+s$/)
+  t.equal(lines.filter((l) => / in \d+s$/.test(l)).length, 1, 'stop() is idempotent')
+})
+
+t.test('a TTY: a bar with files, bytes, rate and ETA', async (t) => {
+  const { stream, text } = capture()
+  stream.isTTY = true
+  stream.columns = 200
+  const p = createProgress({ label: 'hashing', files: 2, bytes: 2048, stream })
+  p.add(1, 1024)
+  p.add(1, 1024)
+  p.stop()
+  t.match(text(), /hashing \[[^\]]+\] 100% \| 2\/2 files \| 2\.00 KiB\/2\.00 KiB \| \S+ \S+\/s \| ETA 0s/)
+})
