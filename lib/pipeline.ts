@@ -149,6 +149,8 @@ export interface FetcherData {
   fsync?: boolean
   /** Host name resolution for HTTP sources; default `./sources/resolve`. */
   lookup?: LookupFunction
+  /** Backoff of failing sources (lib/health.ts); `baseMs: 0` retries at once (tests). */
+  backoff?: { baseMs?: number; maxMs?: number }
 }
 
 const stderrLog: Log = {
@@ -246,10 +248,22 @@ export function cleanTmp(tmpDir: string, now = Date.now()): number {
   return removed
 }
 
-/** MD5 and size of a file, read with readSync. */
+/** Opens for reading without moving the atime (the cache quota's LRU clock, lib/cache.ts) when
+ * the file system and our rights allow it (O_NOATIME: the owner or root). */
+function openNoAtime(file: string): number {
+  try {
+    return fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOATIME)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err
+    return fs.openSync(file, 'r')
+  }
+}
+
+/** MD5 and size of a file, read with readSync (without moving its atime: `verify` must not
+ * reorder the cache's LRU). */
 export function hashFileSync(file: string): { md5: string; size: number } {
   const hash = crypto.createHash('md5')
-  const fd = fs.openSync(file, 'r')
+  const fd = openNoAtime(file)
   try {
     const buf = Buffer.allocUnsafe(1024 * 1024)
     let size = 0
@@ -407,11 +421,13 @@ export class Pipeline implements Fetcher {
       this.perSource.set(s, { key: s.key, role: s.role, url: s.url, hits: 0, misses: 0, errors: 0, errorKinds: {}, bytes: 0, pushes: 0, pushErrors: 0, backoff: { failures: 0, skipped: 0 } })
     }
     this.health = new SourceHealth({
+      ...data.backoff,
       onChange: (key, up, failures, delayMs) => {
         const src = this.sources.find((x) => x.key === key)
         const fields = { source: key, url: src?.url }
         if (up) this.log.info(fields, `${key} (${src?.url}) answers again after ${failures} failures in a row`)
-        else this.log.warn(fields, `${key} (${src?.url}) failed: backed off (first retry in ${(delayMs / 1000).toFixed(1)} s, then longer, up to a minute, while it keeps failing)`)
+        // info: the failure itself was already logged as a warning, once per kind.
+        else this.log.info(fields, `${key} (${src?.url}) failed: backed off (first retry in ${(delayMs / 1000).toFixed(1)} s, then longer, up to a minute, while it keeps failing)`)
       },
     })
     try {
@@ -421,6 +437,7 @@ export class Pipeline implements Fetcher {
     }
     cleanTmp(this.tmpDir)
     this.quota = acquireQuota(this.cacheDir, config.main.cacheSize, this.log)
+    this.quota.trashName ??= (label) => this.tmpName(label)
   }
 
   /** Where the blob lives (or will) in the local cache. */

@@ -277,3 +277,25 @@ export function verifyFlist(data: Buffer, signature: Buffer | undefined, keys: T
   }
   return refuse(`bad signature: its bytes are not what key ${sig.keyId} (${candidates[0]!.file}) signed (changed after signing, or the signature is another flist's)`)
 }
+
+/**
+ * The `validate` to hand `Pipeline.fetchFlist` (with `{ signature: keys.length > 0 }`) wherever an
+ * flist is fetched for use: with trusted keys, the signature is checked before `parse` sees a
+ * byte (a refusal is the `EACCES` of {@link verifyFlist}, which makes `fetchFlist` try the next
+ * store and never keep the copy); without keys, it only parses.
+ * @param onVerified called with the id of the key that signed it.
+ */
+export function verifyThenParse<T>(
+  keys: TrustedKey[],
+  id: string,
+  parse: (data: Buffer) => T,
+  onVerified?: (keyId: string) => void,
+): (data: Buffer, signature: Buffer | undefined, source: string) => T {
+  return (data, signature, source) => {
+    if (keys.length > 0) {
+      const { keyId } = verifyFlist(data, signature, keys, { id, source })
+      onVerified?.(keyId)
+    }
+    return parse(data)
+  }
+}

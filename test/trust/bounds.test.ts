@@ -35,13 +35,13 @@ function config(dir: string, name: string, stores: string[], main: Record<string
   }
 }
 
-async function rejects(t: Test, dir: string, name: string, cfg: object, expect: object, msg?: string): Promise<void> {
+async function rejects(t: Test, dir: string, name: string, cfg: Record<string, unknown>, expect: { code: string; message: RegExp }, msg = 'mount() rejects'): Promise<void> {
   const mnt = mountpointIn(dir, name)
   await t.rejects(mount({ mountpoint: mnt, log: { level: 'silent' }, config: cfg }), expect, msg)
   t.notOk(fs.readFileSync('/proc/self/mounts', 'utf8').includes(` ${mnt} `), 'nothing mounted')
 }
 
-async function mounts(t: Test, dir: string, name: string, cfg: object): Promise<AysfsMount> {
+async function mounts(t: Test, dir: string, name: string, cfg: Record<string, unknown>): Promise<AysfsMount> {
   const mnt = mountpointIn(dir, name)
   const m = await mount({ mountpoint: mnt, log: { level: 'silent' }, config: cfg })
   t.teardown(async () => {

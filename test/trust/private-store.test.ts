@@ -4,11 +4,12 @@
 // every byte it writes (its logs and its miss worker's), its status (stats() and the
 // user.aysfs.status xattr that `aysfs-native status --json` reads), its errors with their stacks
 // and causes can be searched for the secrets: none may appear anywhere.
-import { fork, spawnSync, type ChildProcess } from 'node:child_process'
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
 import { clearMounts, tmpdir } from '../helpers/mount'
+import { freePort, NGINX_BIN } from '../helpers/nginx'
 import { makeCa, startPrivateNginx, type PrivateNginx } from '../helpers/private-nginx'
 import { md5, writeStore, type GenEntry } from '../helpers/tree'
 
@@ -235,7 +236,7 @@ t.test('https with a private CA (`ca`) and user:password in the URL (Basic auth)
   try {
     pki = makeCa(dir)
   } catch {
-    t.skip('no openssl to make a CA')
+    t.comment('skipped: no openssl to make a CA')
     return
   }
   const store = path.join(dir, 'store')
@@ -267,4 +268,76 @@ t.test('https with a private CA (`ca`) and user:password in the URL (Basic auth)
   const all = [ok.child.transcript, status, noCa.child.transcript, noPassword.child.transcript].join('\n')
   noSecrets(t, all, 'https + basic auth', [PASSWORD, PASSWORD.slice(3), Buffer.from(`${USER}:${PASSWORD}`).toString('base64')])
   t.notOk(all.includes(`${USER}:`), 'not even the user name with a colon')
+})
+
+t.test('examples/nginx-store-token.conf works as documented (store over TLS and grid cache, each behind its token)', async (t) => {
+  const dir = tmpdir(t)
+  let pki: ReturnType<typeof makeCa>
+  try {
+    pki = makeCa(dir)
+  } catch {
+    t.comment('skipped: no openssl to make a CA')
+    return
+  }
+  const store = path.join(dir, 'store')
+  const grid = path.join(dir, 'gridcache')
+  fs.mkdirSync(grid)
+  writeStore(ENTRIES, store, ID, PREFIX)
+  const [storePort, cachePort] = [await freePort(), await freePort()]
+  const example = fs.readFileSync(path.join(__dirname, '..', '..', 'examples', 'nginx-store-token.conf'), 'utf8')
+  const site = example
+    .replace('listen 443 ssl;', `listen 127.0.0.1:${storePort} ssl;`)
+    .replace('listen 9990;', `listen 127.0.0.1:${cachePort};`)
+    .replace('/etc/nginx/tls/stor.example.com.pem', pki.cert)
+    .replace('/etc/nginx/tls/stor.example.com.key', pki.key)
+    .replace('/srv/aysfs/store/', `${store}/`)
+    .replace('/srv/aysfs/gridcache/', `${grid}/`)
+    .replace('REPLACE-WITH-A-LONG-RANDOM-TOKEN', TOKEN)
+    .replace('REPLACE-WITH-THE-CACHE-TOKEN', WRONG) // another token for the cache
+  t.notMatch(site.replace(/#.*$/gm, ''), /REPLACE-|\/srv\/|\/etc\/nginx/, 'every placeholder replaced')
+  const prefix = path.join(dir, 'nginx')
+  fs.mkdirSync(prefix)
+  fs.writeFileSync(path.join(prefix, 'site.conf'), site)
+  const p = (x: string) => path.join(prefix, x)
+  fs.writeFileSync(
+    p('nginx.conf'),
+    `daemon off; master_process off; pid ${p('pid')}; error_log ${p('error.log')} warn; events {}
+http { log_format t '$request_method $uri $status'; access_log ${p('access.log')} t; client_body_temp_path ${p('cb')}; proxy_temp_path ${p('px')};
+  fastcgi_temp_path ${p('fc')}; uwsgi_temp_path ${p('uw')}; scgi_temp_path ${p('sc')}; include ${p('site.conf')}; }\n`,
+  )
+  const ngx = spawn(NGINX_BIN, ['-p', prefix, '-c', p('nginx.conf'), '-e', p('error.log')], { stdio: 'ignore' })
+  const gone = new Promise((r) => ngx.once('exit', r))
+  t.teardown(async () => {
+    ngx.kill('SIGTERM')
+    await gone
+  })
+  t.ok(await until(() => fs.existsSync(p('pid'))), 'nginx runs the example')
+  await new Promise((r) => setTimeout(r, 200))
+
+  const storeToken = path.join(dir, 'store.token')
+  const cacheToken = path.join(dir, 'cache.token')
+  fs.writeFileSync(storeToken, `${TOKEN}\n`, { mode: 0o600 })
+  fs.writeFileSync(cacheToken, `${WRONG}\n`, { mode: 0o600 })
+  const cfg = toml(path.join(dir, 'config.toml'), [
+    '[main]',
+    `cache = ${q(path.join(dir, 'cache'))}`,
+    `prefix = ${q(PREFIX)}`,
+    'timeout = "2s"',
+    '[[ays]]',
+    `id = ${q(ID)}`,
+    '[[store]]',
+    `url = ${q(`https://localhost:${storePort}/dedupe`)}`,
+    `token_file = ${q(storeToken)}`,
+    `ca = ${q(pki.ca)}`,
+    '[[cache]]',
+    `url = ${q(`http://127.0.0.1:${cachePort}/ays`)}`,
+    `token_file = ${q(cacheToken)}`,
+  ])
+  const { child, first } = await start(t, path.join(dir, 'mnt'), cfg)
+  t.equal(first.type, 'mounted', String(first.message ?? '') + fs.readFileSync(p('error.log'), 'utf8'))
+  for (const e of ENTRIES) t.equal(fs.readFileSync(path.join(dir, 'mnt', e.path), 'utf8'), e.content!.toString())
+  const pushed = (e: GenEntry) => fs.existsSync(path.join(grid, e.md5[0]!, e.md5[1]!, e.md5))
+  t.ok(await until(() => ENTRIES.every(pushed)), 'every blob was pushed to the grid cache with its token')
+  await child.stop()
+  noSecrets(t, child.transcript, 'mount through the example', [TOKEN, WRONG])
 })

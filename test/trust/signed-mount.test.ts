@@ -5,6 +5,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
 import { mount, type AysfsMount } from '../../lib/index'
+import type { Logger } from '../../lib/log'
 import { generateKeyPair, signFlist, type KeyPairFiles } from '../../lib/sign'
 import { clearMounts, tmpdir } from '../helpers/mount'
 import { startNginx, type Nginx } from '../helpers/nginx'
@@ -39,7 +40,7 @@ function memLog() {
   const lines: { level: string; msg: string; obj: object }[] = []
   const mk = (level: string) => (obj: object, msg?: string) => void lines.push({ level, msg: msg ?? '', obj })
   const log = { level: 'debug', trace: mk('trace'), debug: mk('debug'), info: mk('info'), warn: mk('warn'), error: mk('error'), fatal: mk('fatal'), child: () => log }
-  return { log, lines }
+  return { log: log as unknown as Logger, lines }
 }
 
 interface NodeOpts {
@@ -96,7 +97,7 @@ async function node(t: Test, dir: string, o: NodeOpts): Promise<AysfsMount> {
 }
 
 /** mount() must reject, and nothing may be left mounted. */
-async function refused(t: Test, dir: string, o: NodeOpts, expect: object): Promise<void> {
+async function refused(t: Test, dir: string, o: NodeOpts, expect: { code: string; message: RegExp }): Promise<void> {
   const name = o.name ?? 'a'
   const mountpoint = mnt(dir, name)
   await t.rejects(mount({ mountpoint, log: o.log ?? { level: 'silent' }, config: configObject(dir, name, o) }), expect)
@@ -324,4 +325,26 @@ t.test('prefetch = true fills the cache from the verified flist, fetched once', 
   })
   for (const e of entriesV1) t.ok(fs.existsSync(path.join(dir, 'a', 'cache', e.md5[0]!, e.md5[1]!, e.md5)), `${e.path} cached before serving`)
   t.equal(n.requests().filter((r) => r.uri === `/store/md/${ID}.flist`).length, 1, 'the flist was fetched (and verified) once')
+})
+
+t.test('prefetch (the subcommand) checks signatures like a mount and never keeps an unverified copy', async (t) => {
+  const { prefetch } = await import('../../lib/prefetch')
+  const { checkConfig } = await import('../../lib/config')
+  const { createLogger } = await import('../../lib/log')
+  const dir = tmpdir(t)
+  const key = generateKeyPair(path.join(dir, 'keys'))
+  const store = path.join(dir, 'store')
+  const signed = publish(store, entriesV1, key)
+  const config = checkConfig(configObject(dir, 'p', { stores: [store], keys: [key.publicKey] }))
+  const log = createLogger({ level: 'silent' })
+  const r = await prefetch({ config, log, progress: false })
+  t.equal(r.fetched, entriesV1.length)
+  const kept = path.join(dir, 'p', 'cache', 'md', `${ID}.flist`)
+  t.ok(fs.readFileSync(kept).equals(signed), 'the verified flist is kept')
+  t.ok(fs.existsSync(`${kept}.sig`), 'with its signature')
+
+  publish(store, entriesV2) // unsigned
+  await t.rejects(prefetch({ config, log, progress: false }), { code: 'EACCES', message: /service jumpscale__base: flist from store\[0\] .* refused: it has no signature/ })
+  t.ok(fs.readFileSync(kept).equals(signed), 'the kept copy is still the verified one')
+  for (const e of entriesV2) t.notOk(fs.existsSync(path.join(dir, 'p', 'cache', e.md5[0]!, e.md5[1]!, e.md5)), `${e.path}: nothing fetched for a refused flist`)
 })
