@@ -271,9 +271,11 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
 
   let reloading: Promise<ReloadResult> | undefined
   const reload = async (): Promise<ReloadResult> => {
-    const next = typeof options.config === 'string' ? readConfig(options.config) : config
-    const nextMeta = next === config ? meta : createFetcher({ config: next, log })
+    let next: Config | undefined
+    let nextMeta: Pipeline | undefined
     try {
+      next = typeof options.config === 'string' ? readConfig(options.config) : config
+      nextMeta = next === config ? meta : createFetcher({ config: next, log })
       const fresh = await loadTree(next, mountpoint, nextMeta)
       const swapped = engine.swap(fresh.table)
       if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next), next.main.timeoutMs * 3)
@@ -291,7 +293,8 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       log.info({ mountpoint, entries: fresh.entries, invalidated: swapped.invalidatedEntries }, 'reloaded')
       return { entries: fresh.entries, invalidated: swapped.invalidatedEntries, services: fresh.services }
     } catch (err) {
-      if (nextMeta !== meta) void nextMeta.close()
+      // A bad config is reported like a bad flist: logged, recorded in status, old tree kept.
+      if (nextMeta && nextMeta !== meta) void nextMeta.close()
       info.lastReload = { at: new Date().toISOString(), ok: false, error: (err as Error).message }
       engine.setStatus('mount', info)
       log.error({ err: (err as Error).message }, 'reload failed; the old tree stays')

@@ -124,3 +124,27 @@ t.test('mount() rejects bad configs with the key', async (t) => {
   await t.rejects(mount({ config: { main: { cache: dir }, ays: [{ id: 'x' }] } }), { code: 'EINVAL', key: 'main.mount' })
   await t.rejects(mount({ mountpoint: dir, config: path.join(dir, 'missing.toml') }), { code: 'EINVAL', message: /missing\.toml.*cannot read/ })
 })
+
+t.test('a reload with a broken config file keeps the old tree and says why', async (t) => {
+  const dir = tmpdir(t)
+  const content = Buffer.from('hello\n')
+  const store = path.join(dir, 'store')
+  writeStore([{ path: '/hello', kind: 'file', perms: 0o644, size: content.length, md5: md5(content), mtime: 1_700_000_000, content }], store, 'svc', PREFIX)
+  const file = path.join(dir, 'config.toml')
+  const good = `[main]\ncache = "${dir}/cache"\nprefix = "${PREFIX}"\n\n[[ays]]\nid = "svc"\n\n[[store]]\nurl = "file://${store}"\n`
+  fs.writeFileSync(file, good)
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  const m = await mount({ mountpoint: mnt, config: file, log: { level: 'silent' } })
+  t.teardown(async () => {
+    await m.unmount()
+    clearMounts(mnt)
+  })
+  fs.writeFileSync(file, good.replace('[main]', '[main]\ntimeout = 10'))
+  await t.rejects(m.reload(), { code: 'EINVAL', key: 'main.timeout' })
+  t.equal(m.stats().mount?.lastReload?.ok, false, 'recorded in status')
+  t.match(m.stats().mount?.lastReload?.error, /main\.timeout/)
+  t.equal(fs.readFileSync(path.join(mnt, 'hello'), 'utf8'), 'hello\n', 'the old tree serves on')
+  fs.writeFileSync(file, good)
+  t.equal((await m.reload()).entries, 2, 'a fixed config reloads')
+})
