@@ -4,8 +4,9 @@
  * by misses for a while, exponentially longer with each consecutive failure (1 s, 2 s, 4 s, ... up
  * to a minute) with jitter (each delay drawn from its upper half, so a fleet of nodes does not
  * come back in step). When the delay has run out, one miss probes the source; misses arriving
- * meanwhile wait for that probe rather than pile onto a server that may still be dead. Any answer
- * (content, 404, even wrong content) means the server is up, and clears the backoff.
+ * meanwhile wait for that probe (at most one source timeout: a probe that is a long download at a
+ * fine speed must not hold them up) rather than pile onto a server that may still be dead. Any
+ * answer (content, 404, even wrong content) means the server is up, and clears the backoff.
  *
  * Without this, a storm of misses against a silent server would each wait the full timeout, and
  * a dead store in front of a good one would cost every miss a connection attempt. With it, and
@@ -31,6 +32,9 @@ export function isHealthFault(kind: string): boolean {
   }
   return false
 }
+
+/** What {@link SourceHealth.admit} allows: a try, the probe after a backoff, or nothing. */
+export type Admission = 'try' | 'probe' | false
 
 /** The backoff of one source, for `status`. */
 export interface HealthState {
@@ -87,16 +91,23 @@ export class SourceHealth {
   }
 
   /**
-   * May a miss try this source now? True when healthy, or when the backoff has run out and this
-   * caller is the probe. While another miss probes, waits for its outcome (at most one source
-   * timeout) and decides again. Every `true` must be followed by exactly one {@link settle}.
+   * May a miss try this source now? `'try'` when it is healthy, `'probe'` when its backoff has
+   * run out and this caller is the one to find out, false while it is backed off. While another
+   * miss probes, waits for that probe's outcome, at most `waitMs`, and decides again (after
+   * `waitMs` it tries too: the probe may just be a long download). Every answer but false must be
+   * followed by exactly one {@link settle} with it.
    */
-  async admit(key: string): Promise<boolean> {
+  async admit(key: string, waitMs = Infinity): Promise<Admission> {
     const s = this.get(key)
+    const deadline = this.now() + waitMs
     for (;;) {
-      if (s.failures === 0 && !s.probe) return true
+      if (s.failures === 0) return 'try'
       if (s.probe) {
-        await s.probe.done
+        const left = deadline - this.now()
+        if (left <= 0) return 'try'
+        let timer: NodeJS.Timeout | undefined
+        await Promise.race([s.probe.done, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))])
+        clearTimeout(timer)
         continue
       }
       if (this.now() < s.until) {
@@ -106,7 +117,7 @@ export class SourceHealth {
       let resolve!: () => void
       const done = new Promise<void>((r) => (resolve = r))
       s.probe = { done, resolve }
-      return true
+      return 'probe'
     }
   }
 
@@ -115,10 +126,10 @@ export class SourceHealth {
    * `false` it failed as an unwell source does, `undefined` no verdict (the try ended for a
    * reason of ours, such as a full local disk).
    */
-  settle(key: string, healthy: boolean | undefined): void {
+  settle(key: string, healthy: boolean | undefined, admission: Admission = 'try'): void {
     const s = this.get(key)
-    const probe = s.probe
-    s.probe = undefined
+    const probe = admission === 'probe' ? s.probe : undefined
+    if (probe) s.probe = undefined
     if (healthy === true) {
       if (s.failures > 0) this.onChange?.(key, true, s.failures, 0)
       s.failures = 0

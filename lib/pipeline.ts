@@ -523,7 +523,8 @@ export class Pipeline implements Fetcher {
       const missed: Source[] = []
       for (const src of this.sources) {
         if (this.closed) break
-        if (!(await this.health.admit(src.key))) {
+        const admission = await this.health.admit(src.key, this.config.main.timeoutMs)
+        if (!admission) {
           tried.push(`${src.key}: backed off`)
           continue
         }
@@ -532,7 +533,8 @@ export class Pipeline implements Fetcher {
           outcome = await this.tryWithRoom(src, md5, size, dest)
         } finally {
           // No verdict when the try ended for a reason of ours (the local disk).
-          this.health.settle(src.key, outcome === undefined ? undefined : outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind))
+          const healthy = outcome === undefined ? undefined : outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind)
+          this.health.settle(src.key, healthy, admission)
         }
         if (outcome === 'ok') {
           this.counters.served++

@@ -212,7 +212,7 @@ export class BroSink implements Sink {
 
 /** Collects a small body (an flist, a signature) in memory, at most `maxBytes`. */
 export class BufferSink implements Sink {
-  private chunks: Buffer[] = []
+  private chunks: Buffer[] | undefined = []
   private bytes = 0
   constructor(
     readonly maxBytes: number,
@@ -223,14 +223,22 @@ export class BufferSink implements Sink {
     if (this.bytes + chunk.length > this.maxBytes) {
       throw new SourceFault('too-long', `${this.what} is larger than ${this.maxBytes} bytes`)
     }
+    if (this.chunks === undefined) throw new Error('BufferSink: write after data()')
     this.chunks.push(chunk)
     this.bytes += chunk.length
   }
 
   end(): void {}
 
-  /** The bytes received. */
+  /**
+   * The bytes received. Once only: the sink lets go of them, since a finished response's
+   * listeners may keep it reachable as long as the keep-alive socket lives (for a big flist,
+   * that was its whole text kept for the life of the mount).
+   */
   data(): Buffer {
-    return Buffer.concat(this.chunks, this.bytes)
+    if (this.chunks === undefined) throw new Error('BufferSink: data() taken already')
+    const out = Buffer.concat(this.chunks, this.bytes)
+    this.chunks = undefined
+    return out
   }
 }

@@ -36,7 +36,9 @@ t.test('single flight also shares a failure', async (t) => {
   const store = tmpDir(t)
   const blob = writeBlob(store, 'x')
   const srv = await faultServer(t, store, 100)
-  const f = fetcher(t, { cache: tmpDir(t), stores: [srv.base('e500')] })
+  // No backoff (lib/health.ts): this is about what one blob's failure leaves behind.
+  const f = createFetcher({ config: makeConfig({ cache: tmpDir(t), stores: [srv.base('e500')] }), log: memLog(), backoff: { baseMs: 0 } })
+  t.teardown(() => f.close())
   const results = await Promise.allSettled(Array.from({ length: 5 }, () => f.fetch(blob.md5, blob.size)))
   t.ok(results.every((r) => r.status === 'rejected' && (r.reason as { code: string }).code === 'EIO'))
   t.equal(srv.count(), 1)

@@ -112,7 +112,8 @@ t.test('a faulty store is logged once per kind, counted every time', async (t) =
   const blobs = [1, 2, 3].map((i) => writeBlob(storeDir, randomBytes(2000, 20 + i)))
   const srv = await faultServer(t, storeDir)
   const log = memLog()
-  const f = createFetcher({ config: makeConfig({ cache: tmpDir(t), stores: [srv.base('e500'), srv.base('good')], timeoutMs: TIMEOUT }), log })
+  // No backoff (lib/health.ts; test/hardening covers it): every fetch meets the fault.
+  const f = createFetcher({ config: makeConfig({ cache: tmpDir(t), stores: [srv.base('e500'), srv.base('good')], timeoutMs: TIMEOUT }), log, backoff: { baseMs: 0 } })
   t.teardown(() => f.close())
   for (const b of blobs) await f.fetch(b.md5, b.size)
   t.match(f.stats().sources[0], { errors: 3, errorKinds: { 'http-500': 3 }, lastError: /HTTP 500/ })

@@ -1,0 +1,69 @@
+// A full cache disk, for real: the local cache on a 2 MiB tmpfs. Blobs that do not fit make the
+// mount evict least recently used ones and retry; a blob bigger than the disk fails with EIO and
+// one clear log line. Never a half-written blob under its final name, never a wrong byte.
+import { execFileSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import t from 'tap'
+import { cacheBlobs, config, files, md5, mountChild, until, writeStore } from '../helpers/hardening'
+import { tmpdir } from '../helpers/mount'
+
+t.test('the cache disk fills up: evict and retry, else EIO with one log line', async (t) => {
+  const dir = tmpdir(t)
+  const cache = path.join(dir, 'cache')
+  fs.mkdirSync(cache)
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', cache])
+  t.teardown(() => execFileSync('umount', ['-l', cache])) // after the mount's own teardown (LIFO)
+
+  // 12 files of 300 KiB (3.5 MiB: twice the disk), no cache_size: only the disk limits.
+  const list = files(12, 300 * 1024, 21)
+  const big = files(1, 3 * 1024 * 1024, 22).map((f) => ({ ...f, path: '/big' }))
+  writeStore(path.join(dir, 'store'), [...list, ...big])
+  const child = await mountChild(t, {
+    mountpoint: path.join(dir, 'mnt'),
+    config: config(cache, [path.join(dir, 'store')]),
+    log: { level: 'info', format: 'json' },
+  })
+  const mnt = path.join(dir, 'mnt')
+
+  // O_DIRECT reads: each reaches the engine (not the kernel's page cache of the mount), so the
+  // second round needs the blobs evicted in the first one again.
+  const readDirect = (p: string): Buffer => {
+    const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_DIRECT)
+    try {
+      return fs.readFileSync(fd)
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+  for (let round = 0; round < 2; round++) {
+    for (const f of list) t.ok(readDirect(path.join(mnt, f.path)).equals(f.data), `round ${round}: ${f.path} reads right`)
+  }
+  const usedNow = cacheBlobs(cache)
+  t.ok(usedNow.length < list.length, `the disk holds ${usedNow.length} of ${list.length}: others were evicted to make room`)
+
+  // Bigger than the whole disk: nothing can make room.
+  t.throws(() => fs.readFileSync(path.join(mnt, 'big')), { code: 'EIO' }, 'a blob that cannot fit: EIO')
+  t.throws(() => fs.readFileSync(path.join(mnt, 'big')), { code: 'EIO' }, 'and again')
+
+  // Small files still work afterwards.
+  t.ok(fs.readFileSync(path.join(mnt, list[0]!.path)).equals(list[0]!.data), 'small files still read')
+
+  // The child's stderr arrives through the event loop, which the sync reads above held up.
+  await until(() => /disk full/.test(child.stderr()), 2000)
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const log = child.stderr().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string })
+  const full = log.filter((l) => /disk full/.test(l.msg))
+  t.equal(full.length, 1, 'one log line about the full disk')
+  t.match(full[0], { level: 50, msg: /local cache .*disk full \(ENOSPC\), no room for blob [0-9a-f]{32} \(3145728 bytes\).*EIO/ })
+  t.notOk(log.some((l) => l.level >= 50 && !/disk full/.test(l.msg)), 'no other error')
+
+  // Nothing half-written under a final name; no temp file left behind.
+  const blobs = cacheBlobs(cache)
+  t.same(blobs.filter((b) => b.md5 !== b.name), [], 'every blob in the cache is complete and checked')
+  t.notOk(blobs.some((b) => b.name === big[0]!.md5), 'the big one is not there at all')
+  const tmp = fs.readdirSync(path.join(cache, 'tmp'))
+  t.same(tmp.filter((n) => !n.includes('.evicted.')), [], 'no temp file left in tmp/')
+  t.equal(md5(fs.readFileSync(path.join(mnt, list[5]!.path))), list[5]!.md5)
+  if (!t.passing()) t.comment(`the mount's log:\n${child.stderr()}`)
+})
