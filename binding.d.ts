@@ -24,6 +24,10 @@ export interface NativeMountOptions {
   missTimeoutMs?: number
   /** Files at least this large are read with splice; smaller ones with pread. */
   spliceMinSize?: number
+  /** Read-ahead window (KiB) set on the mount's backing device when running as root; 0 leaves the kernel's. */
+  readAheadKb?: number
+  /** Bytes of the aligned chunk pushed to the page cache around a small random read; 0 = off. */
+  readAround?: number
 }
 
 /** Requests served per FUSE operation; `rejected` counts write-type requests answered EROFS. */
@@ -58,6 +62,8 @@ export interface NativeStats {
   missCalls: number
   /** Fetches that failed (their readers got EIO). */
   missFailures: number
+  /** Bytes pushed to the kernel's page cache around random reads (see `readAround`). */
+  readAround: number
   /** Fetches the backstop deadline gave up on. */
   missTimeouts: number
   /** EIO replies of any cause. */
@@ -101,5 +107,7 @@ export function unmount(id: number): void
 export function checkTable(table: Buffer): { entries: number; bytes: number }
 /** Ids of the sessions alive in this process. */
 export function sessions(): number[]
+/** Gives the C heap's free memory back to the system (glibc's `malloc_trim`; else a no-op). */
+export function trimMemory(): void
 /** The libfuse version the addon runs on, e.g. 314. */
 export const fuseVersion: number

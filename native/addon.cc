@@ -1,5 +1,6 @@
 // Module init and the bridge to JavaScript: the registry of sessions, the miss function (a
 // thread-safe function living on the engine's miss worker) and the exit notice (main thread).
+#include <malloc.h>
 #include <napi.h>
 #include <sys/mount.h>
 
@@ -169,6 +170,10 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
   if (o.Get("spliceMinSize").IsNumber())
     opts.splice_min_size =
         static_cast<uint64_t>(o.Get("spliceMinSize").As<Napi::Number>().DoubleValue());
+  if (o.Get("readAheadKb").IsNumber())
+    opts.read_ahead_kb = o.Get("readAheadKb").As<Napi::Number>().Uint32Value();
+  if (o.Get("readAround").IsNumber())
+    opts.read_around = o.Get("readAround").As<Napi::Number>().Uint32Value();
   auto table = TableArg(info, 1);
   if (!table) return env.Undefined();
 
@@ -276,6 +281,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   out.Set("misses", double(c.misses.load()));
   out.Set("missCalls", double(c.miss_calls.load()));
   out.Set("missFailures", double(c.miss_failures.load()));
+  out.Set("readAround", double(c.read_around.load()));
   out.Set("missTimeouts", double(c.miss_timeouts.load()));
   out.Set("errors", double(c.errors.load()));
   out.Set("parked", double(s.misses.parked()));
@@ -333,6 +339,15 @@ Napi::Value CheckTable(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Gives the C heap's free memory back to the system (after a big flist was parsed and its
+// garbage collected, glibc keeps the freed chunks otherwise).
+Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+  return info.Env().Undefined();
+}
+
 Napi::Value Sessions(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(g_mu);
   Napi::Array out = Napi::Array::New(info.Env());
@@ -377,6 +392,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
   exports.Set("checkTable", Napi::Function::New(env, CheckTable, "checkTable"));
   exports.Set("sessions", Napi::Function::New(env, Sessions, "sessions"));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
   exports.Set("fuseVersion", Napi::Number::New(env, fuse_version()));
   return exports;
 }

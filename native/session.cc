@@ -25,6 +25,9 @@ namespace aysfs {
 namespace {
 
 constexpr const char* kFuseCtl = "/sys/fs/fuse/connections";
+// Reads up to this size at an offset that does not continue the previous read are random
+// access (the kernel's sequential read-ahead asks for more, 16 KiB at its smallest).
+constexpr size_t kRandomReadMax = 16 << 10;
 
 // /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
 std::string Unescape(const std::string& s) {
@@ -92,7 +95,9 @@ bool SameAttrs(const RawEntry& a, const RawEntry& b) {
 }  // namespace
 
 Session::Session(SessionOptions opts, std::shared_ptr<const InodeTable> table)
-    : opts_(std::move(opts)), current_(std::move(table)) {}
+    : opts_(std::move(opts)),
+      current_(std::move(table)),
+      touched_(new std::atomic<uint64_t>[kTouchedBits / 64]()) {}
 
 Session::~Session() { Unmount(); }
 
@@ -161,8 +166,14 @@ int Session::Mount(std::string* error) {
     std::lock_guard<std::mutex> lock(reaper_mu_);
     reaper_stop_ = false;
   }
+  {
+    std::lock_guard<std::mutex> lock(push_mu_);
+    push_stop_ = false;
+    push_queue_.clear();
+  }
   loop_thread_ = std::thread(&Session::Loop, this);
   reaper_thread_ = std::thread(&Session::Reaper, this);
+  if (opts_.read_around > 0) push_thread_ = std::thread(&Session::Pusher, this);
 
   {
     std::unique_lock<std::mutex> lock(init_mu_);
@@ -175,8 +186,24 @@ int Session::Mount(std::string* error) {
     return EIO;
   }
   // The mount's device minor names its fusectl directory, the way to abort it at unmount.
-  if (stat(mp.c_str(), &st) == 0) conn_minor_ = minor(st.st_dev);
+  if (stat(mp.c_str(), &st) == 0) {
+    conn_minor_ = minor(st.st_dev);
+    SetReadAhead();
+  }
   return 0;
+}
+
+void Session::SetReadAhead() {
+  if (opts_.read_ahead_kb == 0 || geteuid() != 0) return;
+  // Every FUSE mount has a backing device of its own, 0:<minor>: this changes only this mount.
+  std::string path = "/sys/class/bdi/0:" + std::to_string(conn_minor_) + "/read_ahead_kb";
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  std::string kb = std::to_string(opts_.read_ahead_kb);
+  if (write(fd, kb.data(), kb.size()) < 0) {
+    // Best effort: the kernel's default window still works.
+  }
+  close(fd);
 }
 
 void Session::NotifyInit() {
@@ -260,6 +287,13 @@ void Session::Unmount() {
   if (reaper_thread_.joinable()) reaper_thread_.join();
   // The connection is gone; replying frees the requests still parked.
   for (auto& r : misses.TakeAll()) fuse_reply_err(r.req, EIO);
+  // Its requests are over, so no page lock holds a push any more; it uses se_: stop it first.
+  {
+    std::lock_guard<std::mutex> lock(push_mu_);
+    push_stop_ = true;
+    push_cv_.notify_all();
+  }
+  if (push_thread_.joinable()) push_thread_.join();
   // The mount is already detached and the device aborted: this only closes the fd.
   fuse_session_unmount(se_);
   fuse_session_destroy(se_);
@@ -489,6 +523,12 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
     return;
   }
   if (may_park) counters.hits++;
+  // Random access: the kernel reads only the pages asked for, a round trip each. Decided before
+  // the reply, which lets the reader go on.
+  uint64_t chunk = opts_.read_around;
+  bool around = chunk > 0 && want <= kRandomReadMax && e.size > chunk && off != 0 &&
+                !Continues(e.ino, static_cast<uint64_t>(off), off + want) &&
+                Touch(e.ino, static_cast<uint64_t>(off) / chunk);
   int rc;
   if (e.size >= opts_.splice_min_size) {
     // Large files: let the kernel move pages from the cache file to the reply (splice).
@@ -518,8 +558,80 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
     counters.bytes_read += want;
     rc = fuse_reply_buf(req, scratch.data(), want);
   }
+  if (rc != 0) {
+    counters.bytes_read -= want;  // the reader was gone
+  } else if (around) {
+    // On the pusher thread, after the reply: a push waits for the locks of pages other reads
+    // hold, this one's included until it is answered.
+    uint64_t from = static_cast<uint64_t>(off) / chunk * chunk;
+    uint64_t to = std::min<uint64_t>(from + chunk, e.size);
+    std::string path = BlobPath(md5);
+    QueuePush(e.ino, path, from, static_cast<uint64_t>(off));
+    QueuePush(e.ino, path, off + want, to);
+  }
   close(fd);
-  if (rc != 0) counters.bytes_read -= want;  // the reader was gone
+}
+
+bool Session::Continues(uint64_t ino, uint64_t off, uint64_t end) {
+  LastRead& slot = last_reads_[(ino ^ (ino >> 17)) % kLastReads];
+  bool seq = slot.ino.load(std::memory_order_relaxed) == ino &&
+             slot.end.load(std::memory_order_relaxed) == off;
+  slot.ino.store(ino, std::memory_order_relaxed);
+  slot.end.store(end, std::memory_order_relaxed);
+  return seq;
+}
+
+bool Session::Touch(uint64_t ino, uint64_t chunk) {
+  uint64_t h = (ino ^ (chunk * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
+  h = (h ^ (h >> 31)) % kTouchedBits;
+  uint64_t bit = uint64_t(1) << (h % 64);
+  if (touched_[h / 64].fetch_or(bit, std::memory_order_relaxed) & bit) return true;
+  if (touched_count_.fetch_add(1, std::memory_order_relaxed) + 1 >= kTouchedBits / 2) {
+    for (size_t i = 0; i < kTouchedBits / 64; i++) touched_[i].store(0, std::memory_order_relaxed);
+    touched_count_.store(0, std::memory_order_relaxed);
+  }
+  return false;
+}
+
+void Session::QueuePush(uint64_t ino, const std::string& path, uint64_t from, uint64_t to) {
+  if (to <= from) return;
+  std::lock_guard<std::mutex> lock(push_mu_);
+  if (push_stop_ || push_queue_.size() >= kMaxPushes) return;
+  // Reads into a chunk go on until its push lands: push each range once.
+  auto overlaps = [&](const PushJob& j) { return j.ino == ino && j.from < to && from < j.to; };
+  if (overlaps(pushing_)) return;
+  for (const PushJob& j : push_queue_)
+    if (overlaps(j)) return;
+  push_queue_.push_back(PushJob{ino, path, from, to});
+  push_cv_.notify_one();
+}
+
+void Session::Pusher() {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  std::unique_lock<std::mutex> lock(push_mu_);
+  for (;;) {
+    push_cv_.wait(lock, [this] { return push_stop_ || !push_queue_.empty(); });
+    if (push_stop_) return;
+    pushing_ = std::move(push_queue_.front());
+    push_queue_.erase(push_queue_.begin());
+    const PushJob& job = pushing_;
+    lock.unlock();
+    int fd = open(job.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      fuse_bufvec buf = FUSE_BUFVEC_INIT(job.to - job.from);
+      buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+      buf.buf[0].fd = fd;
+      buf.buf[0].pos = static_cast<off_t>(job.from);
+      if (fuse_lowlevel_notify_store(se_, job.ino, static_cast<off_t>(job.from), &buf,
+                                     FUSE_BUF_SPLICE_MOVE) == 0)
+        counters.read_around += job.to - job.from;
+      close(fd);
+    }
+    lock.lock();
+    pushing_.ino = 0;
+  }
 }
 
 void Session::SetStatus(const std::string& part, std::string json) {
@@ -544,7 +656,8 @@ std::string Session::Status() const {
     << ",\"missTimeouts\":" << counters.miss_timeouts << ",\"errors\":" << counters.errors
     << ",\"parked\":" << misses.parked() << ",\"fetching\":" << misses.blobs()
     << ",\"entries\":" << t->count() << ",\"retiredTables\":" << retired_tables()
-    << ",\"invalidations\":" << counters.invalidations << "}";
+    << ",\"invalidations\":" << counters.invalidations << ",\"readAround\":" << counters.read_around
+    << "}";
   std::lock_guard<std::mutex> lock(status_mu_);
   for (const auto& [part, json] : status_parts_) o << "," << JsonString(part) << ":" << json;
   o << "}";
