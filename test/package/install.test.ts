@@ -7,13 +7,13 @@
 //  3. The same with no compiler on PATH: the install fails naming the Debian packages to install.
 // The pack runs in a copy of the source tree: prepack rebuilds build/ and moves the addon into
 // prebuilds/, which must not happen under the working tree other tests load from.
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process'
+import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { packageRoot } from '../../lib/native'
-import { tmpdir } from '../helpers/mount'
+import { clearMounts, mountsBelow, tmpdir } from '../helpers/mount'
 import { md5, tableFor } from '../helpers/tree'
 import { floorViolations } from '../helpers/elf'
 
@@ -246,6 +246,43 @@ t.test('installed with --ignore-scripts and no compiler, the prebuild loads and 
 
   checkMount(t, mountAndRead(project, bare), prebuildName)
 
+  // The command as a node runs it: --version, then the demo, mounted from the installed
+  // package with its prebuild, read from another process, and unmounted on Ctrl-C.
+  const version = run(path.join(bare, 'npx'), ['--offline', pkg.name, '--version'], { cwd: project, env: cleanEnv(bare), timeout: 60_000 })
+  t.equal(version.status, 0, `npx ${pkg.name} --version: ${tail(version)}`)
+  t.equal(version.stdout.trim(), pkg.version, 'prints the version')
+  const demoMnt = path.join(work, 'demo-mnt')
+  fs.mkdirSync(demoMnt, { recursive: true })
+  const demo = spawn(path.join(bare, 'node'), [path.join(installed, 'dist', 'lib', 'cli.js'), 'demo', '--mount', demoMnt], {
+    cwd: project,
+    env: cleanEnv(bare),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  t.teardown(() => {
+    demo.kill('SIGKILL')
+    clearMounts(demoMnt)
+  })
+  const exited = new Promise<number | null>((resolve) => demo.on('exit', (code) => resolve(code)))
+  let said = ''
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the demo did not come up: ${said}`)), 60_000)
+    demo.stdout.on('data', (d: Buffer) => {
+      said += d
+      if (said.includes('Ctrl-C')) {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+    demo.stderr.on('data', (d: Buffer) => (said += d))
+  })
+  t.match(said, /mounted at/, 'the demo says where it is mounted')
+  const readme = run('cat', [path.join(demoMnt, 'README.md')], { timeout: 30_000 })
+  t.equal(readme.status, 0, 'a file of the demo reads from another process')
+  t.ok(String(readme.stdout).length > 0, 'with content')
+  demo.kill('SIGINT')
+  t.equal(await exited, 0, 'Ctrl-C unmounts and exits 0')
+  t.same(mountsBelow(demoMnt), [], 'nothing left mounted')
+
   // `aysfs-native rebuild` (lib/rebuild.ts): without a compiler it names the packages; with one
   // it compiles build/Release, which is loaded from then on.
   const rebuild = (PATH: string): Result =>
@@ -266,17 +303,6 @@ t.test('installed with --ignore-scripts and no compiler, the prebuild loads and 
     timeout: 30_000,
   })
   t.equal(resolved.stdout.trim(), path.join(installed, 'build', 'Release', 'aysfs_native.node'), 'the rebuilt addon is loaded before the prebuild')
-
-  // The CLI comes with dist/lib/cli.js; until then there is nothing to run.
-  if (fs.existsSync(path.join(installed, 'dist', 'lib', 'cli.js'))) {
-    const version = run(path.join(bare, 'npx'), ['--offline', pkg.name, '--version'], {
-      cwd: project,
-      env: cleanEnv(bare),
-      timeout: 60_000,
-    })
-    t.equal(version.status, 0, `npx ${pkg.name} --version: ${tail(version)}`)
-    t.equal(version.stdout.trim(), pkg.version, 'prints the version')
-  }
 })
 
 t.test('with no prebuild for the platform, the install script compiles the addon', async (t) => {
