@@ -2,6 +2,7 @@
 // `/<mode>/<path in the store dir>`. Content comes from `store` (a store or cache root); only
 // sync fs, so it also works while a test has blocked libuv's threadpool. It lives in bench/
 // because the soak (bench/soak/) drives it too, and bench code never imports from test/.
+import { prng } from './prng'
 import * as fs from 'node:fs'
 import * as http from 'node:http'
 import type * as net from 'node:net'
@@ -96,18 +97,6 @@ let gzipBombCache: Buffer | undefined
 function gzipBomb(): Buffer {
   gzipBombCache ??= zlib.gzipSync(Buffer.alloc(64 * 1024 * 1024), { level: 9 })
   return gzipBombCache
-}
-
-/** A small seeded generator (mulberry32): the same seed, the same draws. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 export function startFaultServer(opts: FaultServerOptions = {}): Promise<FaultServer> {

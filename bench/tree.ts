@@ -2,6 +2,7 @@
 // files in nested directories, some MB-sized libraries with their symlinks, a Python package
 // compiled to byte code, one large file), its publication to a store (spec §2), and a large
 // synthetic flist for the mount-time workload.
+import { prng } from './prng'
 import { execFileSync } from 'node:child_process'
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
@@ -35,17 +36,6 @@ export interface TreeInfo {
   entries: number
   /** Bytes of `files`. */
   bytes: number
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 const WORDS = ['core', 'util', 'net', 'io', 'http', 'json', 'xml', 'crypto', 'db', 'log', 'cli', 'gui', 'img', 'math', 'text', 'time']

@@ -1,6 +1,7 @@
 // A generated tree shaped like a software install, with every kind of entry an flist can
 // describe: nested and empty directories, files from 0 bytes to MiBs (some sharing content),
 // symlinks (some with `|` in the target), fifos, sockets, device nodes, setuid modes.
+import { prng } from '../../bench/prng'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -29,17 +30,6 @@ export const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
 
 export function md5(data: Buffer | string): string {
   return crypto.createHash('md5').update(data).digest('hex')
-}
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 export interface TreeOptions {
