@@ -81,7 +81,11 @@ function canConnect(port: number): Promise<boolean> {
   })
 }
 
-function config(prefix: string, port: number, store: string, cache: string, token: string, accessLog: boolean): string {
+/**
+ * The start of an nginx.conf that keeps everything (pid, logs, temp dirs) under `prefix`, runs
+ * in the foreground as one process, and opens the `http {` block for the caller to complete.
+ */
+export function confPreamble(prefix: string, accessLog: boolean): string {
   const p = (x: string) => path.join(prefix, x)
   return `
 daemon off;
@@ -99,7 +103,11 @@ http {
   uwsgi_temp_path ${p('uwsgi')};
   scgi_temp_path ${p('scgi')};
   default_type application/octet-stream;
-  sendfile on;
+`
+}
+
+function config(prefix: string, port: number, store: string, cache: string, token: string, accessLog: boolean): string {
+  return `${confPreamble(prefix, accessLog)}  sendfile on;
   keepalive_requests 10000;
   server {
     listen 127.0.0.1:${port};

@@ -13,7 +13,7 @@ import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { freePort, NGINX_BIN, type NginxRequest } from './nginx'
+import { confPreamble, freePort, NGINX_BIN, type NginxRequest } from './nginx'
 
 export interface PrivateNginxOptions {
   store: string
@@ -47,23 +47,7 @@ export function makeCa(dir: string): { ca: string; cert: string; key: string } {
 function conf(prefix: string, port: number, o: PrivateNginxOptions, cache: string): string {
   const p = (x: string) => path.join(prefix, x)
   const needToken = `if ($http_authorization != "Bearer ${o.token}") { return 401; }`
-  return `
-daemon off;
-master_process off;
-worker_processes 1;
-pid ${p('nginx.pid')};
-error_log ${p('error.log')} warn;
-events { worker_connections 256; }
-http {
-  log_format t '$request_method $uri $status';
-  access_log ${p('access.log')} t;
-  client_body_temp_path ${p('client_body')};
-  proxy_temp_path ${p('proxy')};
-  fastcgi_temp_path ${p('fastcgi')};
-  uwsgi_temp_path ${p('uwsgi')};
-  scgi_temp_path ${p('scgi')};
-  default_type application/octet-stream;
-  server {
+  return `${confPreamble(prefix, true)}  server {
     listen 127.0.0.1:${port}${o.tls ? ' ssl' : ''};
     server_name localhost;
     ${o.tls ? `ssl_certificate ${o.tls.cert}; ssl_certificate_key ${o.tls.key};` : ''}
