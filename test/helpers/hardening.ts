@@ -146,25 +146,24 @@ export async function mountChild(t: Test, args: { mountpoint: string; config: Re
   }
 }
 
-/** A file's bytes, read without moving its atime (the quota's LRU clock: a test must not tick it). */
-export function readNoAtime(file: string): Buffer {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOATIME)
-  try {
-    const size = fs.fstatSync(fd).size
-    const buf = Buffer.alloc(size)
-    let off = 0
-    while (off < size) {
-      const n = fs.readSync(fd, buf, off, size - off, off)
-      if (n === 0) break
-      off += n
-    }
-    return buf.subarray(0, off)
-  } finally {
-    fs.closeSync(fd)
+/** The whole content of an open file, by size from fstat. */
+function readFd(fd: number): Buffer {
+  const size = fs.fstatSync(fd).size
+  const buf = Buffer.alloc(size)
+  let off = 0
+  while (off < size) {
+    const n = fs.readSync(fd, buf, off, size - off, off)
+    if (n === 0) break
+    off += n
   }
+  return buf.subarray(0, off)
 }
 
-/** Blobs in a local cache (`<cache>/<h0>/<h1>/<md5>`), with their content's real MD5. */
+/**
+ * Blobs in a local cache (`<cache>/<h0>/<h1>/<md5>`), with their content's real MD5 and the bytes
+ * they take on disk. A blob that an eviction pass removes while this walks is left out: each one is
+ * opened once, and its content and size come from that one descriptor.
+ */
 export function cacheBlobs(cache: string): { name: string; file: string; md5: string; bytes: number }[] {
   const out: { name: string; file: string; md5: string; bytes: number }[] = []
   for (const h0 of fs.existsSync(cache) ? fs.readdirSync(cache) : []) {
@@ -172,11 +171,31 @@ export function cacheBlobs(cache: string): { name: string; file: string; md5: st
     for (const h1 of fs.readdirSync(path.join(cache, h0))) {
       for (const name of fs.readdirSync(path.join(cache, h0, h1))) {
         const file = path.join(cache, h0, h1, name)
-        out.push({ name, file, md5: md5(readNoAtime(file)), bytes: fs.statSync(file).blocks * 512 })
+        const blob = readBlobNoAtime(file)
+        if (blob) out.push({ name, file, md5: md5(blob.bytes), bytes: blob.blocks * 512 })
       }
     }
   }
   return out
+}
+
+/**
+ * A cached blob's bytes and allocated blocks from one descriptor, read without moving its atime
+ * (the quota's LRU clock: a test must not tick it); undefined if it is gone.
+ */
+function readBlobNoAtime(file: string): { bytes: Buffer; blocks: number } | undefined {
+  let fd: number
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOATIME)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+  try {
+    return { bytes: readFd(fd), blocks: fs.fstatSync(fd).blocks }
+  } finally {
+    fs.closeSync(fd)
+  }
 }
 
 /** Polls `fn` until it returns true (or `ms` passed); returns its last answer. */
