@@ -1,6 +1,6 @@
 /**
  * The raw exports of the native addon (native/addon.cc). This is the contract between C++ and
- * TypeScript; `lib/engine.ts` is its only user. Every function checks its argument types and
+ * TypeScript; `lib/engine.ts` and (for `Committer`) `lib/sources/source.ts` use it. Every function checks its argument types and
  * throws a TypeError on a mismatch; failures that reach users carry an errno-style `code`.
  */
 
@@ -94,6 +94,12 @@ export function mount(options: NativeMountOptions, table: Buffer, onExit: () => 
 export function attach(id: number, onMiss: (md5: string, size: number) => void): void
 /** A fetch settled: `errno` 0 means the blob is now in the cache; anything else fails its readers with EIO. */
 export function complete(id: number, md5: string, errno: number): void
+/**
+ * A fetch verified blob `md5` (these bytes, MD5- and size-checked) and is still putting it in the
+ * cache: the reads parked on it are answered from `data` now. Reads that park later wait for
+ * `complete`, which the fetch still owes.
+ */
+export function serveVerified(id: number, md5: string, data: Buffer): void
 /** Replaces the live table and invalidates what changed in the kernel's caches. */
 export function swap(id: number, table: Buffer): SwapResult
 export function stats(id: number): NativeStats
@@ -109,5 +115,28 @@ export function checkTable(table: Buffer): { entries: number; bytes: number }
 export function sessions(): number[]
 /** Gives the C heap's free memory back to the system (glibc's `malloc_trim`; else a no-op). */
 export function trimMemory(): void
+/**
+ * Finishes verified blobs on a small pool of native threads (native/commit.cc), so that creating,
+ * fsyncing and renaming them never blocks the thread that runs the downloads, and the fsyncs of
+ * several blobs overlap. Made on the thread that uses it; `done` runs there when a job ends:
+ * `errno` 0 and `step` null when the blob is at `dest`, else the errno and the step that failed
+ * (`open`, `write`, `fsync`, `close`, `mkdir`, `rename`), the temp file then removed. A pending
+ * job keeps the event loop alive; an idle committer does not.
+ */
+export class Committer {
+  constructor(done: (token: number, errno: number, step: string | null) => void)
+  /**
+   * Creates `tmp` (exclusively), writes a copy of `data`, fsyncs it if `sync`, renames it to
+   * `dest`. False (no job, no report) once closed or while this thread ends.
+   */
+  write(token: number, tmp: string, dest: string, data: Buffer, sync: boolean): boolean
+  /**
+   * Takes over `fd`, the written temp file `tmp`: fsyncs it if `sync`, closes it, renames it to
+   * `dest`. False once closed or while this thread ends (`fd` is closed then, `tmp` left).
+   */
+  finish(token: number, fd: number, tmp: string, dest: string, sync: boolean): boolean
+  /** No more jobs; those queued still report. */
+  close(): void
+}
 /** The libfuse version the addon runs on, e.g. 314. */
 export const fuseVersion: number

@@ -5,13 +5,14 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { loadBinding } from './native'
 
 interface Fetcher {
-  fetch(md5: string, size: number): Promise<void>
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void>
   stats(): Record<string, unknown>
   close(): Promise<void>
 }
 type FetcherModule = { createFetcher(data: unknown): Fetcher | Promise<Fetcher> }
 
 const EIO = 5
+const PUBLISH_EVERY_MS = 100
 const port = parentPort!
 const binding = loadBinding()
 const { module: modulePath, data } = workerData as { module: string; data: unknown }
@@ -24,21 +25,38 @@ async function main(): Promise<void> {
   let id = 0
   let statusTimer: NodeJS.Timeout | undefined
 
+  let lastPublish = 0
+  let publishTimer: NodeJS.Timeout | undefined
   const publish = (): void => {
+    if (publishTimer) clearTimeout(publishTimer)
+    publishTimer = undefined
+    lastPublish = Date.now()
     if (id !== 0) binding.setStatus(id, 'pipeline', JSON.stringify(fetcher.stats()))
   }
 
+  // The counters are published when the only fetch in flight serves its readers or settles (so
+  // a reader that got its bytes sees them counted), and while many run, at most every
+  // PUBLISH_EVERY_MS.
+  let running = 0
+  const settled = (md5: string, errno: number): void => {
+    binding.complete(id, md5, errno)
+    running--
+    if (running === 0 || Date.now() - lastPublish >= PUBLISH_EVERY_MS) publish()
+    else publishTimer ??= setTimeout(publish, PUBLISH_EVERY_MS)
+  }
+
   const onMiss = (md5: string, size: number): void => {
-    fetcher.fetch(md5, size).then(
-      () => {
-        binding.complete(id, md5, 0)
-        publish()
-      },
-      () => {
-        // The fetcher logs and counts its own failures; the readers get EIO.
-        binding.complete(id, md5, EIO)
-        publish()
-      },
+    running++
+    // Readers waiting on the blob get its checked bytes as soon as they are checked, while the
+    // fetcher still writes them to the cache.
+    const serve = (data: Buffer): void => {
+      if (running === 1 || Date.now() - lastPublish >= PUBLISH_EVERY_MS) publish()
+      binding.serveVerified(id, md5, data)
+    }
+    fetcher.fetch(md5, size, serve).then(
+      () => settled(md5, 0),
+      // The fetcher logs and counts its own failures; the readers get EIO.
+      () => settled(md5, EIO),
     )
   }
 

@@ -3,7 +3,8 @@
  *
  * A miss goes local cache (the blob may have appeared meanwhile) → grid caches in config order →
  * stores in config order, each store plain then `.bro`. Bytes are MD5- and size-checked as they
- * arrive, written to `<cache>/tmp/`, fsynced, and only then renamed to `<cache>/<h0>/<h1>/<md5>`.
+ * arrive, written to `<cache>/tmp/`, fsynced, and only then renamed to `<cache>/<h0>/<h1>/<md5>`
+ * (the writing, fsync and rename run on the addon's committer threads: `BlobWriter`).
  * A source that fails or serves wrong bytes is skipped for the next one; when none is left the
  * fetch rejects with an `AysfsError` coded `EIO`. A blob that came from a store (or a later grid
  * cache) is pushed, after the fetch resolved, to each writable grid cache that missed it.
@@ -63,8 +64,13 @@ export interface Log {
 
 /** The fetcher module contract of docs/design.md. */
 export interface Fetcher {
-  /** Put a verified copy of the blob at `<cache>/<h0>/<h1>/<md5>`; reject (`EIO`) if no source can. */
-  fetch(md5: string, size: number): Promise<void>
+  /**
+   * Put a verified copy of the blob at `<cache>/<h0>/<h1>/<md5>`; reject (`EIO`) if no source can.
+   * `onVerified`, when given, may be called once with the blob's checked bytes before they are in
+   * the cache (the engine answers its waiting readers from them); the promise still settles
+   * only once the blob is in place.
+   */
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void>
   /** Counters for `status` (JSON-serialisable). */
   stats(): FetcherStats
   close(): Promise<void>
@@ -457,7 +463,7 @@ export class Pipeline implements Fetcher {
    * at most `max_downloads` run at once, the rest queue. Rejects with `AysfsError` `EIO` when no
    * source can serve it (or the local cache cannot be written), a `TypeError` for bad arguments.
    */
-  fetch(md5: string, size: number): Promise<void> {
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void> {
     if (typeof md5 !== 'string' || !/^[0-9a-fA-F]{32}$/.test(md5)) {
       return Promise.reject(new TypeError('md5 must be a string of 32 hex digits'))
     }
@@ -476,7 +482,7 @@ export class Pipeline implements Fetcher {
     // engine's parked reads) has been answered from the file (lib/cache.ts).
     this.quota.pin(hash)
     this.quota.start()
-    const p = this.download(hash, size).finally(() => {
+    const p = this.download(hash, size, onVerified).finally(() => {
       this.inflight.delete(key)
       setImmediate(() => this.quota.unpin(hash))
     })
@@ -489,26 +495,24 @@ export class Pipeline implements Fetcher {
     return path.join(this.tmpDir, `${process.pid}.${MY_START}.${MY_SPACE}.${threadId}.${++this.seq}.${md5}`)
   }
 
-  private async download(md5: string, size: number): Promise<void> {
+  private async download(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void> {
     const dest = cachePath(this.cacheDir, md5)
-    if (present(dest, size)) {
-      this.counters.alreadyCached++
-      return
-    }
     if (size === 0) {
       if (md5 !== EMPTY_MD5) {
         this.counters.failed++
         throw new AysfsError('EIO', `blob ${md5}: size 0, but ${EMPTY_MD5} is the MD5 of empty content`)
       }
-      this.local(() => {
-        const w = this.newWriter(md5, 0)
-        try {
-          w.end()
-          w.commit(dest)
-        } finally {
-          w.abort()
-        }
-      })
+      if (present(dest, 0)) {
+        this.counters.alreadyCached++
+        return
+      }
+      const w = this.local(() => this.newWriter(md5, 0))
+      try {
+        w.end()
+        await this.localAsync(w.commit(dest))
+      } finally {
+        w.abort()
+      }
       this.counters.empty++
       return
     }
@@ -529,15 +533,30 @@ export class Pipeline implements Fetcher {
           continue
         }
         let outcome: Outcome | undefined
+        // The source served checked bytes: its verdict and the count are settled before the
+        // waiting readers get them (so a reader that has its bytes sees them counted), even if
+        // putting the blob in the cache then fails.
+        let early = false
+        const verified =
+          onVerified &&
+          ((data: Buffer): void => {
+            early = true
+            this.health.settle(src.key, true, admission)
+            this.counters.served++
+            const serve = onVerified!
+            onVerified = undefined
+            serve(data)
+          })
         try {
-          outcome = await this.tryWithRoom(src, md5, size, dest)
+          outcome = await this.tryWithRoom(src, md5, size, dest, verified)
         } finally {
           // No verdict when the try ended for a reason of ours (the local disk).
           const healthy = outcome === undefined ? undefined : outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind)
-          this.health.settle(src.key, healthy, admission)
+          if (!early) this.health.settle(src.key, healthy, admission)
+          else if (outcome !== 'ok') this.counters.served-- // counted for its readers; not kept
         }
         if (outcome === 'ok') {
-          this.counters.served++
+          if (!early) this.counters.served++
           this.schedulePushes(missed, md5, size, dest)
           return
         }
@@ -557,10 +576,10 @@ export class Pipeline implements Fetcher {
    * {@link trySource}; when the local cache's disk is full, evict least recently used blobs and
    * try again (twice at most); when nothing more can be evicted, EIO and one clear log line.
    */
-  private async tryWithRoom(src: Source, md5: string, size: number, dest: string): Promise<Outcome> {
+  private async tryWithRoom(src: Source, md5: string, size: number, dest: string, onVerified?: (data: Buffer) => void): Promise<Outcome> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.trySource(src, md5, size, dest)
+        return await this.trySource(src, md5, size, dest, onVerified)
       } catch (err) {
         if (!isNoSpace(err)) throw err
         const room = attempt < 2 ? this.quota.makeRoomSync(size) : undefined
@@ -593,6 +612,15 @@ export class Pipeline implements Fetcher {
     }
   }
 
+  /** Await a local-cache operation; its failure is EIO naming the cache. */
+  private async localAsync<T>(op: Promise<T>): Promise<T> {
+    try {
+      return await op
+    } catch (err) {
+      throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+
   /** A temp-file writer; the tmp dir is made again if someone removed it under us. */
   private newWriter(md5: string, size: number): LocalBlobWriter {
     try {
@@ -604,20 +632,32 @@ export class Pipeline implements Fetcher {
     }
   }
 
-  private async trySource(src: Source, md5: string, size: number, dest: string): Promise<Outcome> {
+  private async trySource(src: Source, md5: string, size: number, dest: string, onVerified?: (data: Buffer) => void): Promise<Outcome> {
     const st = this.perSource.get(src)!
     const variants = src.role === 'store' && size <= BRO_MAX_SIZE ? [false, true] : [false]
     for (const bro of variants) {
       const writer = this.local(() => this.newWriter(md5, size))
+      let counted = false
       try {
         const r = await src.get(blobRel(src.role, md5, bro), bro ? new BroSink(writer) : writer)
         if (r === 'absent') continue
-        this.local(() => writer.commit(dest))
-        this.quota.added(size)
+        // Counted before the readers are answered; taken back if the cache cannot keep the blob.
         st.hits++
         st.bytes += size
+        counted = true
+        const verified = writer.verifiedBytes()
+        if (verified && onVerified) {
+          onVerified(verified)
+          onVerified = undefined
+        }
+        await this.localAsync(writer.commit(dest))
+        this.quota.added(size)
         return 'ok'
       } catch (err) {
+        if (counted) {
+          st.hits--
+          st.bytes -= size
+        }
         if (err instanceof AysfsError) throw err
         const local = err instanceof LocalFailure ? err : writer.failure
         if (local) throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${local.message}`, { cause: local })
@@ -881,8 +921,9 @@ export class Pipeline implements Fetcher {
 
 function present(file: string, size: number): boolean {
   try {
-    const st = fs.statSync(file)
-    return st.isFile() && st.size === size
+    // No exception (and its stack trace) for the common answer on the miss path: not there.
+    const st = fs.statSync(file, { throwIfNoEntry: false })
+    return st !== undefined && st.isFile() && st.size === size
   } catch {
     return false
   }

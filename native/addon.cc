@@ -1,8 +1,10 @@
 // Module init and the bridge to JavaScript: the registry of sessions, the miss function (a
-// thread-safe function living on the engine's miss worker) and the exit notice (main thread).
+// thread-safe function living on the engine's miss worker), the exit notice (main thread) and
+// the committer that finishes verified blobs on native threads (commit.h).
 #include <malloc.h>
 #include <napi.h>
 #include <sys/mount.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "commit.h"
 #include "session.h"
 
 namespace aysfs {
@@ -250,6 +253,22 @@ Napi::Value Complete(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// serveVerified(id, md5, data): a fetch verified these bytes; answer the reads parked on them.
+Napi::Value ServeVerified(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, "serveVerified", {napi_number, napi_string, napi_object}))
+    return env.Undefined();
+  if (!info[2].IsBuffer()) {
+    Napi::TypeError::New(env, "serveVerified: data must be a Buffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto b = Find(info[0].As<Napi::Number>().Uint32Value());
+  auto data = info[2].As<Napi::Buffer<char>>();
+  if (b)
+    b->session->ServeVerified(info[1].As<Napi::String>().Utf8Value(), data.Data(), data.Length());
+  return env.Undefined();
+}
+
 Napi::Value Swap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto b = BridgeArg(info, "swap");
@@ -356,6 +375,138 @@ Napi::Value Sessions(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The committer: `new Committer(done)` on the thread that runs a pipeline (the miss worker, or
+// the main thread for prefetch); `write`/`finish` queue a blob for the pool, and
+// `done(token, errno, step)` is called back on that thread when it is in place (errno 0) or
+// failed. A pending job keeps the event loop alive; an idle committer does not.
+struct CommitState {
+  Napi::ThreadSafeFunction fn;
+  uint32_t pending = 0;  // jobs not yet reported; the JS thread's only
+  bool closed = false;   // the JS side let go of `fn`; the JS thread's only
+  // Node deletes a thread-safe function when its env ends, even while threads still hold it:
+  // its finalizer sets `gone`, and nobody touches `fn` after that.
+  std::mutex mu;
+  bool gone = false;  // guarded by mu
+
+  // Lets go of the JS side's hold on `fn` (once; not after the env ended).
+  void Close() {
+    if (closed) return;
+    closed = true;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!gone) fn.Release();
+  }
+};
+
+struct CommitResult {
+  std::shared_ptr<CommitState> state;
+  uint32_t token;
+  int err;
+  const char* step;  // a string literal of commit.cc, or nullptr
+};
+
+class Committer : public Napi::ObjectWrap<Committer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "Committer",
+        {InstanceMethod<&Committer::Write>("write"), InstanceMethod<&Committer::Finish>("finish"),
+         InstanceMethod<&Committer::Close>("close")});
+  }
+
+  explicit Committer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Committer>(info) {
+    if (!CheckArgs(info, "Committer", {napi_function})) return;
+    state_ = std::make_shared<CommitState>();
+    std::weak_ptr<CommitState> weak = state_;
+    state_->fn = Napi::ThreadSafeFunction::New(info.Env(), info[0].As<Napi::Function>(),
+                                               "aysfs-commit", 0, 1, [weak](Napi::Env) {
+                                                 if (auto state = weak.lock()) {
+                                                   std::lock_guard<std::mutex> lock(state->mu);
+                                                   state->gone = true;
+                                                 }
+                                               });
+    state_->fn.Unref(info.Env());
+  }
+
+  ~Committer() override {
+    if (state_) state_->Close();
+  }
+
+ private:
+  // write(token, tmp, dest, data, sync): create `tmp`, write `data` (copied), fsync, rename.
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckArgs(info, "write",
+                   {napi_number, napi_string, napi_string, napi_object, napi_boolean}))
+      return env.Undefined();
+    if (!info[3].IsBuffer()) {
+      Napi::TypeError::New(env, "write: data must be a Buffer").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto data = info[3].As<Napi::Buffer<char>>();
+    CommitJob job;
+    job.data.assign(data.Data(), data.Length());
+    return Napi::Boolean::New(env, Submit(info, std::move(job), 1, 2, 4));
+  }
+
+  // finish(token, fd, tmp, dest, sync): `fd` (now ours) is `tmp`, written: fsync, close, rename.
+  Napi::Value Finish(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckArgs(info, "finish",
+                   {napi_number, napi_number, napi_string, napi_string, napi_boolean}))
+      return env.Undefined();
+    CommitJob job;
+    job.fd = info[1].As<Napi::Number>().Int32Value();
+    return Napi::Boolean::New(env, Submit(info, std::move(job), 2, 3, 4));
+  }
+
+  // close(): no more jobs; those queued still report.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (state_) state_->Close();
+    return info.Env().Undefined();
+  }
+
+  // Queues the job; false (and nothing queued) when the committer no longer takes jobs.
+  bool Submit(const Napi::CallbackInfo& info, CommitJob job, size_t tmp_arg, size_t dest_arg,
+              size_t sync_arg) {
+    Napi::Env env = info.Env();
+    bool held = false;
+    if (state_ && !state_->closed) {
+      std::lock_guard<std::mutex> lock(state_->mu);
+      held = !state_->gone && state_->fn.Acquire() == napi_ok;
+    }
+    if (!held) {
+      // Closed, or this thread is ending (no exception then: it could not be thrown).
+      if (job.fd >= 0) close(job.fd);
+      return false;
+    }
+    job.tmp = info[tmp_arg].As<Napi::String>().Utf8Value();
+    job.dest = info[dest_arg].As<Napi::String>().Utf8Value();
+    job.sync = info[sync_arg].As<Napi::Boolean>().Value();
+    if (state_->pending++ == 0) state_->fn.Ref(env);
+    uint32_t token = info[0].As<Napi::Number>().Uint32Value();
+    std::shared_ptr<CommitState> state = state_;
+    job.done = [state, token](int err, const char* step) {
+      std::lock_guard<std::mutex> lock(state->mu);
+      if (state->gone) return;  // the env ended: nobody to tell
+      auto* r = new CommitResult{state, token, err, step};
+      if (state->fn.NonBlockingCall(r, Report) != napi_ok) delete r;  // the env is ending
+      state->fn.Release();
+    };
+    SubmitCommit(std::move(job));
+    return true;
+  }
+
+  static void Report(Napi::Env env, Napi::Function fn, CommitResult* r) {
+    std::unique_ptr<CommitResult> owned(r);
+    if (env == nullptr || fn.IsEmpty()) return;
+    if (--owned->state->pending == 0) owned->state->fn.Unref(env);
+    fn.Call({Napi::Number::New(env, owned->token), Napi::Number::New(env, owned->err),
+             owned->step ? Napi::String::New(env, owned->step) : env.Null()});
+  }
+
+  std::shared_ptr<CommitState> state_;
+};
+
 // At the end of the env that mounted them (process exit, a worker that mounted ending).
 void CleanupEnv(void* arg) {
   napi_env env = static_cast<napi_env>(arg);
@@ -385,6 +536,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("mount", Napi::Function::New(env, Mount, "mount"));
   exports.Set("attach", Napi::Function::New(env, Attach, "attach"));
   exports.Set("complete", Napi::Function::New(env, Complete, "complete"));
+  exports.Set("serveVerified", Napi::Function::New(env, ServeVerified, "serveVerified"));
   exports.Set("swap", Napi::Function::New(env, Swap, "swap"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("setStatus", Napi::Function::New(env, SetStatus, "setStatus"));
@@ -393,6 +545,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("checkTable", Napi::Function::New(env, CheckTable, "checkTable"));
   exports.Set("sessions", Napi::Function::New(env, Sessions, "sessions"));
   exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
+  exports.Set("Committer", Committer::Define(env));
   exports.Set("fuseVersion", Napi::Number::New(env, fuse_version()));
   return exports;
 }

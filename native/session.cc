@@ -286,7 +286,10 @@ void Session::Unmount() {
   }
   if (reaper_thread_.joinable()) reaper_thread_.join();
   // The connection is gone; replying frees the requests still parked.
-  for (auto& r : misses.TakeAll()) fuse_reply_err(r.req, EIO);
+  {
+    std::unique_lock<std::shared_mutex> no_replies(complete_mu_);
+    for (auto& r : misses.TakeAll()) fuse_reply_err(r.req, EIO);
+  }
   // Its requests are over, so no page lock holds a push any more; it uses se_: stop it first.
   {
     std::lock_guard<std::mutex> lock(push_mu_);
@@ -472,6 +475,7 @@ void Session::RememberFailure(const std::string& md5) {
 }
 
 void Session::Complete(const std::string& md5, int err) {
+  std::shared_lock<std::shared_mutex> serving(complete_mu_);
   std::vector<ParkedRead> reads = misses.Take(md5);
   if (reads.empty()) return;
   if (err != 0) {
@@ -486,6 +490,30 @@ void Session::Complete(const std::string& md5, int err) {
       continue;
     }
     ServeReadOnce(node, r.req, r.size, r.off, /*may_park=*/false);
+  }
+}
+
+void Session::ServeVerified(const std::string& md5, const char* data, size_t len) {
+  std::shared_lock<std::shared_mutex> serving(complete_mu_);
+  std::vector<ParkedRead> reads = misses.Take(md5);
+  for (const ParkedRead& r : reads) {
+    Node node;
+    if (!Resolve(r.ino, &node)) {
+      counters.errors++;
+      fuse_reply_err(r.req, EIO);
+      continue;
+    }
+    const RawEntry& e = node.e();
+    if (!S_ISREG(e.mode) || e.size != len || node.table->Md5Hex(node.index) != md5) {
+      ServeReadOnce(node, r.req, r.size, r.off,
+                    /*may_park=*/false);  // not these bytes: ask the cache
+      continue;
+    }
+    size_t n = 0;
+    if (r.off >= 0 && static_cast<uint64_t>(r.off) < len)
+      n = std::min(r.size, len - static_cast<size_t>(r.off));
+    counters.bytes_read += n;
+    if (fuse_reply_buf(r.req, n > 0 ? data + r.off : nullptr, n) != 0) counters.bytes_read -= n;
   }
 }
 

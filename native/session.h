@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -105,6 +106,9 @@ class Session {
   SwapResult Swap(std::shared_ptr<const InodeTable> next);
   // A fetch finished: answer every read parked on md5 (errno 0: the blob is now cached).
   void Complete(const std::string& md5, int err);
+  // A fetch has verified blob md5 (these `len` bytes) and is still putting it in the cache:
+  // answer the reads parked on it from memory now. Reads that park after this wait for Complete.
+  void ServeVerified(const std::string& md5, const char* data, size_t len);
 
   bool Resolve(uint64_t ino, Node* out) const;
   std::shared_ptr<const InodeTable> table() const;
@@ -153,6 +157,9 @@ class Session {
   // Lock order: unmount_mu_ before tables_mu_ before nlookup shards. Never hold one across a
   // fuse_reply_* or fuse_lowlevel_notify_* call.
   std::mutex unmount_mu_;
+  // Held shared while Complete answers the reads it took, exclusively while Unmount takes the
+  // rest: no reply is under way when the session is destroyed. (A reply never blocks on it.)
+  std::shared_mutex complete_mu_;
   mutable std::mutex tables_mu_;
   std::shared_ptr<const InodeTable> current_;  // guarded by tables_mu_
   struct Retired {

@@ -2,14 +2,17 @@
  * What every kind of source (directory, http) has in common: the interface the pipeline drives,
  * the fault type, and the sinks that check bytes as they arrive.
  *
- * Everything here is synchronous fs and in-thread crypto/zlib: it runs on the miss worker, which
- * must not use libuv's threadpool (docs/design.md, "The miss path").
+ * Everything here is synchronous fs, in-thread crypto/zlib and the addon's own committer threads:
+ * it runs on the miss worker, which must not use libuv's threadpool (docs/design.md, "The miss
+ * path").
  */
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import * as zlib from 'node:zlib'
 import { constants as bufferConstants } from 'node:buffer'
+import { getSystemErrorMap } from 'node:util'
+import { loadBinding } from '../native'
 
 /** Whether a source is a grid cache (`G/h0/h1/md5`) or a store (`R/files/h0/h1/md5`, `R/md/`). */
 export type SourceRole = 'cache' | 'store'
@@ -86,18 +89,74 @@ export function writeAllSync(fd: number, buf: Buffer): void {
   while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off)
 }
 
+/** Blobs up to this size are collected in memory and written to their temp file in one go. */
+export const MEMORY_BLOB_MAX = 1 << 20
+
+type NativeCommitter = InstanceType<ReturnType<typeof loadBinding>['Committer']>
+
 /**
- * Hashes, counts and writes a blob to a temp file; `commit` renames it into place only after
- * `end` saw exactly `size` bytes with the right MD5. The temp file is created exclusively; an
- * aborted writer leaves nothing behind.
+ * This thread's committer (made on first use): the addon's native threads that create, write,
+ * fsync and rename finished blobs, so this thread only downloads and hashes.
+ */
+let committer: NativeCommitter | undefined
+const commits = new Map<number, { resolve: () => void; reject: (err: Error) => void; tmp: string; dest: string }>()
+let nextToken = 0
+
+function commitDone(token: number, errno: number, step: string | null): void {
+  const job = commits.get(token)
+  if (!job) return
+  commits.delete(token)
+  if (errno === 0) {
+    job.resolve()
+    return
+  }
+  // The shape of Node's own fs errors: `ENOSPC: no space left on device, write '/path'`.
+  const [code, text] = getSystemErrorMap().get(-errno) ?? ['EIO', `errno ${errno}`]
+  const file = step === 'rename' || step === 'mkdir' ? job.dest : job.tmp
+  job.reject(Object.assign(new Error(`${code}: ${text}, ${step} '${file}'`), { code, errno: -errno, syscall: step, path: file }))
+}
+
+function commitJob(tmp: string, dest: string, start: (c: NativeCommitter, token: number) => boolean): Promise<void> {
+  committer ??= new (loadBinding().Committer)(commitDone)
+  const token = (nextToken = (nextToken + 1) >>> 0)
+  return new Promise<void>((resolve, reject) => {
+    commits.set(token, { resolve, reject, tmp, dest })
+    let queued = false
+    try {
+      queued = start(committer!, token)
+      if (!queued) reject(Object.assign(new Error(`EBADF: the committer no longer takes jobs (this thread is ending), '${tmp}'`), { code: 'EBADF', path: tmp }))
+    } catch (err) {
+      reject(err as Error)
+    } finally {
+      if (!queued) {
+        commits.delete(token)
+        try {
+          fs.unlinkSync(tmp)
+        } catch {
+          // never made (a blob in memory) or already gone
+        }
+      }
+    }
+  })
+}
+
+/**
+ * Hashes and counts a blob as it arrives; `commit` puts it in place only after `end` saw exactly
+ * `size` bytes with the right MD5. A blob of up to {@link MEMORY_BLOB_MAX} bytes is collected in
+ * memory and the committer creates, writes, fsyncs and renames its temp file; a larger one is
+ * written to its temp file (created exclusively, at once) as it arrives, and the committer
+ * fsyncs and renames it. An aborted writer leaves nothing behind.
  */
 export class BlobWriter implements Sink {
   readonly exactBytes: number
   readonly maxBytes: number
   private readonly hash = crypto.createHash('md5')
   private fd: number | undefined
+  private buf: Buffer | undefined
   private bytes = 0
   private ended = false
+  private verified = false
+  private done = false
 
   constructor(
     readonly md5: string,
@@ -107,42 +166,60 @@ export class BlobWriter implements Sink {
   ) {
     this.exactBytes = size
     this.maxBytes = size
-    this.fd = fs.openSync(tmpPath, 'wx', 0o644)
+    if (size <= MEMORY_BLOB_MAX) this.buf = Buffer.allocUnsafe(size)
+    else this.fd = fs.openSync(tmpPath, 'wx', 0o644)
   }
 
+  /** Hash and keep a chunk; the writer copies it, so the caller may reuse its buffer. */
   write(chunk: Buffer): void {
-    if (this.fd === undefined || this.ended) throw new Error('BlobWriter: write after end')
+    if (this.done || this.ended) throw new Error('BlobWriter: write after end')
     if (this.bytes + chunk.length > this.size) {
       throw new SourceFault('too-long', `more than the expected ${this.size} bytes`)
     }
     this.hash.update(chunk)
-    writeAllSync(this.fd, chunk)
+    if (this.buf) chunk.copy(this.buf, this.bytes)
+    else writeAllSync(this.fd!, chunk)
     this.bytes += chunk.length
   }
 
   end(): void {
-    if (this.fd === undefined) throw new Error('BlobWriter: end after abort')
+    if (this.done) throw new Error('BlobWriter: end after abort')
     this.ended = true
     if (this.bytes !== this.size) {
       throw new SourceFault('too-short', `${this.bytes} bytes, expected ${this.size}`)
     }
     const got = this.hash.digest('hex')
     if (got !== this.md5) throw new SourceFault('md5', `content has MD5 ${got}`)
+    this.verified = true
   }
 
-  /** fsync, close and rename into `dest` (its directory is created). Only after `end()`. */
-  commit(dest: string): void {
-    if (this.fd === undefined || !this.ended) throw new Error('BlobWriter: commit before end')
-    // fsync before rename: after a crash the name must never point at an empty or partial file.
-    if (this.sync) fs.fsyncSync(this.fd)
-    fs.closeSync(this.fd)
+  /** After a successful `end()`, a blob kept in memory: its checked bytes (else undefined). */
+  verifiedBytes(): Buffer | undefined {
+    return this.verified && !this.done ? this.buf : undefined
+  }
+
+  /**
+   * Put the blob at `dest` (its directories are made): written, fsynced (after a crash the name
+   * never points at an empty or partial file) and renamed, on the committer's threads. Only
+   * after `end()`. Rejects with a Node-style fs error (`code`, `syscall`, `path`); the temp file
+   * is gone either way.
+   */
+  commit(dest: string): Promise<void> {
+    if (this.done || !this.verified) return Promise.reject(new Error('BlobWriter: commit before a successful end'))
+    this.done = true
+    const buf = this.buf
+    const fd = this.fd
+    this.buf = undefined
     this.fd = undefined
-    fs.mkdirSync(path.dirname(dest), { recursive: true })
-    fs.renameSync(this.tmpPath, dest)
+    if (buf) return commitJob(this.tmpPath, dest, (c, token) => c.write(token, this.tmpPath, dest, buf, this.sync))
+    return commitJob(this.tmpPath, dest, (c, token) => c.finish(token, fd!, this.tmpPath, dest, this.sync))
   }
 
-  /** Close and remove the temp file; safe to call more than once and after commit. */
+  /** Drop the blob (and its temp file); safe to call more than once and after commit. */
   abort(): void {
+    if (this.done) return
+    this.done = true
+    this.buf = undefined
     if (this.fd === undefined) return
     try {
       fs.closeSync(this.fd)

@@ -94,3 +94,39 @@ t.test('zero-size files never miss', async (t) => {
   t.equal(fs.readFileSync(path.join(mnt, 'empty')).length, 0)
   t.equal(engine.stats().missCalls, 0)
 })
+
+async function setupEarly(t: Test, mode: 'early' | 'early-short') {
+  const dir = tmpdir(t)
+  const c = crypto.randomBytes(100_000)
+  fs.mkdirSync(path.join(dir, 'blobs'))
+  fs.writeFileSync(path.join(dir, 'blobs', md5(c)), c)
+  const cacheDir = path.join(dir, 'cache')
+  const mnt = path.join(dir, 'mnt')
+  const engine = await mountEngine(t, {
+    mountpoint: mnt,
+    cacheDir,
+    table: tableFor([fileEntry('/c.bin', c)]),
+    fetcher: fixtureFetcher({ cacheDir, mode, sourceDir: path.join(dir, 'blobs') }),
+    missTimeoutMs: 1500,
+  })
+  return { mnt, engine, c, cached: path.join(cacheDir, md5(c)[0]!, md5(c)[1]!, md5(c)) }
+}
+
+t.test('checked bytes handed over early answer the waiting readers before the blob is cached', async (t) => {
+  const { mnt, engine, c, cached } = await setupEarly(t, 'early')
+  const r = await catFile(path.join(mnt, 'c.bin'))
+  t.equal(r.code, 0, 'the reader succeeded')
+  t.ok(r.out.equals(c), 'with the right bytes')
+  t.notOk(fs.existsSync(cached), 'from memory: the fetch never settled, nothing is in the cache')
+  const s = engine.stats()
+  t.equal(s.errors, 0)
+  t.equal(s.bytesRead, c.length, 'counted as read')
+})
+
+t.test('early bytes that do not fit the entry are never served', async (t) => {
+  const { mnt, engine } = await setupEarly(t, 'early-short')
+  const r = await catFile(path.join(mnt, 'c.bin'))
+  t.not(r.code, 0, `the reader failed (${r.err.trim()})`)
+  t.equal(r.out.length, 0, 'and got no byte')
+  t.ok(engine.stats().errors > 0, 'counted as an error')
+})

@@ -7,7 +7,7 @@ import * as path from 'node:path'
 import t from 'tap'
 import { startFaultServer } from '../helpers/faults'
 import { cacheBlobs, config, files, mountChild, mountHere, until, writeStore } from '../helpers/hardening'
-import { mountsBelow, tmpdir } from '../helpers/mount'
+import { clearMounts, mountsBelow, tmpdir } from '../helpers/mount'
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -42,7 +42,9 @@ function tmpFiles(cache: string): { name: string; size: number }[] {
 
 t.test('SIGKILL mid-download: no partial blob under its name; a remount works at once and cleans up', async (t) => {
   const dir = tmpdir(t)
-  const [slow] = files(1, 200_000, 31)
+  // Over 1 MiB: such a blob is written to its temp file as it arrives (smaller ones are kept in
+  // memory until checked, and a SIGKILL leaves nothing of them at all).
+  const [slow] = files(1, 1_200_000, 31)
   writeStore(path.join(dir, 'store'), [slow!])
   // 2,000 bytes/s: over the speed floor, so the download runs (for 100 s) until we kill it.
   const srv = await startFaultServer({ store: path.join(dir, 'store'), trickleBps: 2000 })
@@ -140,4 +142,43 @@ t.test('umount -l from outside while busy: the mountpoint is free at once, the p
   const code = await Promise.race([child.exited, sleep(5000).then(() => 'still running')])
   t.equal(code, 0, 'and exits 0 once they are closed')
   t.ok(child.messages.some((m) => m.type === 'gone'), 'after telling its owner the mount went away')
+})
+
+t.test('unmount while blobs are still being put in the cache: the process ends cleanly, the cache is whole', async (t) => {
+  // Readers are answered from the checked bytes before the committer's threads have written,
+  // fsynced and renamed them, so an unmount right after the reads ends the miss worker (and its
+  // thread-safe functions) while commits are under way. Their reports must find nobody, not a
+  // freed function.
+  const dir = tmpdir(t)
+  const list = files(120, (i) => 2000 + ((i * 7919) % 60_000), 33)
+  writeStore(path.join(dir, 'store'), list)
+  const cache = path.join(dir, 'cache')
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  t.teardown(() => clearMounts(mnt))
+  const script = `
+    const fs = require('fs'), path = require('path')
+    const { mount } = require(${JSON.stringify(path.resolve(__dirname, '../../dist/lib/index.js'))})
+    const [mnt, cache, config, files] = JSON.parse(process.argv[1])
+    ;(async () => {
+      for (let round = 0; round < 12; round++) {
+        fs.rmSync(cache, { recursive: true, force: true })
+        const m = await mount({ mountpoint: mnt, config, log: { level: 'error' } })
+        await Promise.all(files.map((f) => fs.promises.readFile(path.join(mnt, f))))
+        await m.unmount()
+      }
+      process.stdout.write('done')
+    })().catch((err) => { console.error(err); process.exit(1) })`
+  const args = [mnt, cache, config(cache, [path.join(dir, 'store')]), list.map((f) => f.path)]
+  const r = await new Promise<{ code: number | null; signal: string | null; out: string; err: string }>((resolve) => {
+    const p = spawn(process.execPath, ['-e', script, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()))
+    p.on('close', (code, signal) => resolve({ code, signal, out, err }))
+  })
+  t.same({ code: r.code, signal: r.signal, out: r.out }, { code: 0, signal: null, out: 'done' }, `12 rounds, exited cleanly ${r.err.slice(0, 2000)}`)
+  t.same(cacheBlobs(cache).filter((b) => b.md5 !== b.name), [], 'every blob in the cache is what its name says')
+  t.equal(mountsBelow(mnt).length, 0, 'no mount left')
 })

@@ -46,7 +46,7 @@ export const FIXTURE_FETCHER = path.resolve(__dirname, '../fixtures/fetcher.js')
 /** Data for test/fixtures/fetcher.js. */
 export interface FixtureData {
   cacheDir: string
-  mode: 'copy' | 'reject' | 'never'
+  mode: 'copy' | 'reject' | 'never' | 'early' | 'early-short'
   sourceDir?: string
   delayMs?: number
   callsFile?: string

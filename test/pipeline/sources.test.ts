@@ -8,7 +8,7 @@ import * as path from 'node:path'
 import { createSource } from '../../lib/pipeline'
 import { DirSource } from '../../lib/sources/dir'
 import { HttpSource, Watchdog } from '../../lib/sources/http'
-import { BlobWriter, BufferSink, SourceFault } from '../../lib/sources/source'
+import { BlobWriter, BufferSink, MEMORY_BLOB_MAX, SourceFault } from '../../lib/sources/source'
 import type { SourceConfig } from '../../lib/config'
 import { startFaultServer, type FaultServer } from '../helpers/faults'
 import { md5hex, randomBytes, tmpDir, writeBlob } from '../helpers/store'
@@ -196,4 +196,87 @@ t.test('watchdog: fires after the timeout for a silent transfer, not for a stead
   steady.stop()
   t.ok(fired >= 400 && fired < 550, `fired after ${fired} ms`)
   t.type(new SourceFault('x', 'y'), Error)
+})
+
+t.test('BlobWriter: small blobs in memory, large ones streamed, both put in place by the committer', async (t) => {
+  const root = tmpDir(t)
+  const tmp = path.join(root, 'tmp')
+  fs.mkdirSync(tmp)
+  for (const size of [0, 1, 70_000, MEMORY_BLOB_MAX, MEMORY_BLOB_MAX + 1, 3 << 20]) {
+    const data = randomBytes(size, 90)
+    const md5 = md5hex(data)
+    const w = new BlobWriter(md5, size, path.join(tmp, `w.${size}`))
+    for (let off = 0; off < size; off += 65_536) w.write(data.subarray(off, off + 65_536))
+    t.equal(fs.existsSync(path.join(tmp, `w.${size}`)), size > MEMORY_BLOB_MAX, `${size} bytes: a temp file while it arrives only above MEMORY_BLOB_MAX`)
+    w.end()
+    t.equal(w.verifiedBytes()?.equals(data) ?? false, size <= MEMORY_BLOB_MAX, `${size} bytes: the checked bytes are at hand only in memory`)
+    const dest = path.join(root, md5[0]!, md5[1]!, md5)
+    await w.commit(dest)
+    t.ok(fs.readFileSync(dest).equals(data), `${size} bytes: in place, directories made`)
+    w.abort()
+    t.ok(fs.existsSync(dest), 'abort after commit leaves the blob')
+  }
+  t.same(fs.readdirSync(tmp), [], 'no temp file left')
+})
+
+t.test('BlobWriter: commit failures are fs errors and leave no temp file; a removed temp dir is made again', async (t) => {
+  const root = tmpDir(t)
+  const tmp = path.join(root, 'tmp')
+  const data = randomBytes(5000, 91)
+  const md5 = md5hex(data)
+  const early = new BlobWriter(md5, data.length, path.join(tmp, 'early'))
+  await t.rejects(early.commit(path.join(root, 'x')), /commit before a successful end/)
+
+  // The temp directory does not exist (yet): the committer makes it.
+  const w = new BlobWriter(md5, data.length, path.join(tmp, 'one'))
+  w.write(data)
+  w.end()
+  await w.commit(path.join(root, 'ok', md5))
+  t.ok(fs.readFileSync(path.join(root, 'ok', md5)).equals(data), 'committed into a temp dir made on the way')
+
+  // The blob's directory cannot be made: a file stands where it should be.
+  fs.writeFileSync(path.join(root, 'blocker'), '')
+  const bad = new BlobWriter(md5, data.length, path.join(tmp, 'two'))
+  bad.write(data)
+  bad.end()
+  await t.rejects(bad.commit(path.join(root, 'blocker', 'sub', md5)), { code: 'ENOTDIR', syscall: 'rename', message: /^ENOTDIR: not a directory, rename '/ })
+  t.same(fs.readdirSync(tmp), [], 'the temp file went with the failure')
+
+  // Wrong bytes are never committed.
+  const wrong = new BlobWriter(md5, data.length, path.join(tmp, 'three'))
+  wrong.write(Buffer.alloc(data.length))
+  t.throws(() => wrong.end(), { name: 'SourceFault', kind: 'md5' })
+  t.equal(wrong.verifiedBytes(), undefined, 'no checked bytes to hand out')
+  await t.rejects(wrong.commit(path.join(root, 'never')), /commit before a successful end/)
+  t.notOk(fs.existsSync(path.join(root, 'never')))
+})
+
+t.test('http source: a redirect to another host gets no credentials', async (t) => {
+  const blob = randomBytes(3000, 92)
+  const md5 = md5hex(blob)
+  const seen: { url: string; host: string; authorization?: string; custom?: string }[] = []
+  const srv = (await import('node:http')).createServer((req, res) => {
+    seen.push({ url: req.url ?? '', host: req.headers.host ?? '', authorization: req.headers.authorization, custom: req.headers['x-custom'] as string | undefined })
+    if (req.url?.startsWith('/a/')) {
+      res.writeHead(302, { Location: `http://localhost:${(srv.address() as net.AddressInfo).port}/b/${req.url.slice(3)}`, 'Content-Length': '0' })
+      return res.end()
+    }
+    res.writeHead(200, { 'Content-Length': String(blob.length) })
+    res.end(blob)
+  })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => srv.close())
+  const port = (srv.address() as net.AddressInfo).port
+  const src = http(t, cfg(`http://us:pw@127.0.0.1:${port}/a`, { headers: { 'X-Custom': 'kept', Authorization: 'Bearer header' } }))
+  const w = new BlobWriter(md5, blob.length, path.join(tmpDir(t), 'x'))
+  t.equal(await src.get(`files/${md5[0]}/${md5[1]}/${md5}`, w), 'ok')
+  t.same(
+    seen.map((s) => [s.host.split(':')[0], s.authorization, s.custom]),
+    [
+      ['127.0.0.1', `Basic ${Buffer.from('us:pw').toString('base64')}`, 'kept'],
+      ['localhost', undefined, 'kept'],
+    ],
+    'Basic auth (over the configured Authorization header, as axios sends it) to the origin only',
+  )
+  w.abort()
 })
