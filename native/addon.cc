@@ -442,6 +442,9 @@ class Committer : public Napi::ObjectWrap<Committer> {
       Napi::TypeError::New(env, "write: data must be a Buffer").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    // A copy, not a reference to the Buffer: the job outlives the env when the miss worker is
+    // terminated at unmount, and the Buffer's memory goes with the env (measured: writing from
+    // the Buffer itself then put garbage under a blob's name).
     auto data = info[3].As<Napi::Buffer<char>>();
     CommitJob job;
     job.data.assign(data.Data(), data.Length());
