@@ -131,10 +131,10 @@ export class Committer {
    */
   write(token: number, tmp: string, dest: string, data: Buffer, sync: boolean): boolean
   /**
-   * Takes over `fd`, the written temp file `tmp`: fsyncs it if `sync`, closes it, renames it to
-   * `dest`. False once closed or while this thread ends (`fd` is closed then, `tmp` left).
+   * `tmp` is written and closed: fsyncs it if `sync`, renames it to `dest`. False (no job, no
+   * report, `tmp` left) once closed or while this thread ends.
    */
-  finish(token: number, fd: number, tmp: string, dest: string, sync: boolean): boolean
+  finish(token: number, tmp: string, dest: string, sync: boolean): boolean
   /** No more jobs; those queued still report. */
   close(): void
 }

@@ -451,15 +451,14 @@ class Committer : public Napi::ObjectWrap<Committer> {
     return Napi::Boolean::New(env, Submit(info, std::move(job), 1, 2, 4));
   }
 
-  // finish(token, fd, tmp, dest, sync): `fd` (now ours) is `tmp`, written: fsync, close, rename.
+  // finish(token, tmp, dest, sync): `tmp` is written and closed: fsync, rename.
   Napi::Value Finish(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!CheckArgs(info, "finish",
-                   {napi_number, napi_number, napi_string, napi_string, napi_boolean}))
+    if (!CheckArgs(info, "finish", {napi_number, napi_string, napi_string, napi_boolean}))
       return env.Undefined();
     CommitJob job;
-    job.fd = info[1].As<Napi::Number>().Int32Value();
-    return Napi::Boolean::New(env, Submit(info, std::move(job), 2, 3, 4));
+    job.written = true;
+    return Napi::Boolean::New(env, Submit(info, std::move(job), 1, 2, 3));
   }
 
   // close(): no more jobs; those queued still report.
@@ -477,11 +476,7 @@ class Committer : public Napi::ObjectWrap<Committer> {
       std::lock_guard<std::mutex> lock(state_->mu);
       held = !state_->gone && state_->fn.Acquire() == napi_ok;
     }
-    if (!held) {
-      // Closed, or this thread is ending (no exception then: it could not be thrown).
-      if (job.fd >= 0) close(job.fd);
-      return false;
-    }
+    if (!held) return false;  // closed, or this thread is ending (no exception: none can be thrown)
     job.tmp = info[tmp_arg].As<Napi::String>().Utf8Value();
     job.dest = info[dest_arg].As<Napi::String>().Utf8Value();
     job.sync = info[sync_arg].As<Napi::Boolean>().Value();

@@ -56,9 +56,16 @@ int MakeParents(const std::string& dest) {
 
 // Runs one job; returns 0 or an errno, with the step that failed in `step`.
 int Run(CommitJob& job, const char** step) {
-  int fd = job.fd;
-  job.fd = -1;
-  if (fd < 0) {
+  int fd;
+  if (job.written) {
+    *step = "open";
+    fd = open(job.tmp.c_str(), O_RDONLY | O_CLOEXEC);  // fsync needs no write access
+    if (fd < 0) {
+      int err = errno;
+      unlink(job.tmp.c_str());
+      return err;
+    }
+  } else {
     *step = "open";
     fd = open(job.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 && errno == ENOENT) {

@@ -12,9 +12,10 @@
 namespace aysfs {
 
 struct CommitJob {
-  // A temp file the pipeline wrote and hands over (the pool closes it), or -1: then the pool
-  // creates `tmp` exclusively and writes `data` to it.
-  int fd = -1;
+  // The pipeline wrote and closed `tmp` itself (a large blob); else the pool creates `tmp`
+  // exclusively and writes `data` to it. (Never an fd handed over: Node tracks the fds a worker
+  // opens and closes at its exit the numbers it did not see closed.)
+  bool written = false;
   std::string data;
   std::string tmp;   // the temp file's path (its directory is made again if it went)
   std::string dest;  // its final name, `<cache>/<h0>/<h1>/<md5>` (missing directories are made)

@@ -144,8 +144,8 @@ function commitJob(tmp: string, dest: string, start: (c: NativeCommitter, token:
  * Hashes and counts a blob as it arrives; `commit` puts it in place only after `end` saw exactly
  * `size` bytes with the right MD5. A blob of up to {@link MEMORY_BLOB_MAX} bytes is collected in
  * memory and the committer creates, writes, fsyncs and renames its temp file; a larger one is
- * written to its temp file (created exclusively, at once) as it arrives, and the committer
- * fsyncs and renames it. An aborted writer leaves nothing behind.
+ * written to its temp file (created exclusively, at once) as it arrives, closed, and the
+ * committer fsyncs and renames it. An aborted writer leaves nothing behind.
  */
 export class BlobWriter implements Sink {
   readonly exactBytes: number
@@ -212,7 +212,18 @@ export class BlobWriter implements Sink {
     this.buf = undefined
     this.fd = undefined
     if (buf) return commitJob(this.tmpPath, dest, (c, token) => c.write(token, this.tmpPath, dest, buf, this.sync))
-    return commitJob(this.tmpPath, dest, (c, token) => c.finish(token, fd!, this.tmpPath, dest, this.sync))
+    // Closed here, by the thread that opened it (Node tracks a worker's fds), then handed over.
+    try {
+      fs.closeSync(fd!)
+    } catch (err) {
+      try {
+        fs.unlinkSync(this.tmpPath)
+      } catch {
+        // already gone
+      }
+      return Promise.reject(err as Error)
+    }
+    return commitJob(this.tmpPath, dest, (c, token) => c.finish(token, this.tmpPath, dest, this.sync))
   }
 
   /** Drop the blob (and its temp file); safe to call more than once and after commit. */
