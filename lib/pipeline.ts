@@ -540,12 +540,13 @@ export class Pipeline implements Fetcher {
         const verified =
           onVerified &&
           ((data: Buffer): void => {
+            if (early) return // a retry after the disk was full: its readers were answered
             early = true
             this.health.settle(src.key, true, admission)
             this.counters.served++
-            const serve = onVerified!
+            const serve = onVerified
             onVerified = undefined
-            serve(data)
+            serve?.(data)
           })
         try {
           outcome = await this.tryWithRoom(src, md5, size, dest, verified)

@@ -1,5 +1,6 @@
 // Single flight (one download per blob however many ask) and back-pressure (max_downloads).
 import t, { type Test } from 'tap'
+import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { createFetcher, cleanTmp, type Pipeline } from '../../lib/pipeline'
@@ -111,4 +112,27 @@ t.test('local cache failures are EIO of the cache, never blamed on a source', as
   fs.writeFileSync(path.join(cache, 'tmp'), 'not a directory')
   await t.rejects(f.fetch(other.md5, other.size), { code: 'EIO', message: /^local cache / })
   t.match(f.stats().sources[0], { hits: 1, errors: 0 })
+})
+
+t.test('a full disk after the readers got their bytes: evict, retry, and they are answered once', async (t) => {
+  // The cache on a 1 MiB tmpfs (a real ENOSPC): each blob is handed out checked (onVerified)
+  // before it is written; the third does not fit until the pipeline evicts.
+  const store = tmpDir(t)
+  const blobs = [0, 1, 2].map((i) => writeBlob(store, randomBytes(400_000, 70 + i)))
+  const cache = path.join(tmpDir(t), 'cache')
+  fs.mkdirSync(cache)
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', cache])
+  t.teardown(() => execFileSync('umount', ['-l', cache]))
+  const f = fetcher(t, { cache, stores: [store] })
+  for (const b of blobs) {
+    const handed: Buffer[] = []
+    await f.fetch(b.md5, b.size, (data) => handed.push(Buffer.from(data)))
+    t.equal(handed.length, 1, `${b.md5}: handed out once`)
+    t.ok(handed[0]!.equals(b.data), `${b.md5}: the right bytes`)
+    t.ok(fs.readFileSync(path.join(cache, b.md5[0]!, b.md5[1]!, b.md5)).equals(b.data), `${b.md5}: in the cache`)
+  }
+  const s = f.stats()
+  t.ok(s.cache.evicted > 0, `evicted to make room (${s.cache.evicted})`)
+  t.match(s, { served: 3, failed: 0, noSpace: 0 })
+  t.match(s.sources[0], { hits: 3, errors: 0 }, 'the store is not blamed for the disk')
 })
