@@ -46,6 +46,9 @@ export type { Source, SourceRole } from './sources/source'
 export const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
 /** Largest `.flist.sig` accepted. */
 const MAX_SIG_SIZE = 64 * 1024
+/** A download that finds the disk full while other fetches pin blobs waits this many times, at
+ * most, for one of them to settle before it gives up. */
+const MAX_ROOM_WAITS = 16
 /** Pushes waiting beyond this are dropped (and counted): a push is an optimisation. */
 const PUSH_QUEUE_MAX = 10_000
 /** Temp files of dead processes younger than this are left alone (another pid namespace may
@@ -399,6 +402,10 @@ export class Pipeline implements Fetcher {
   private pushActive = 0
   private pushPumpScheduled = false
   private idleWaiters: (() => void)[] = []
+  /** Resolved when a fetch has settled and its blob is no longer pinned (room may be made). */
+  private unpinWaiters: (() => void)[] = []
+  /** Fetches that settled whose blob is still pinned (until the next event-loop turn). */
+  private unpinsDue = 0
   private seq = 0
   private closed = false
   private readonly quota: CacheQuota
@@ -484,7 +491,14 @@ export class Pipeline implements Fetcher {
     this.quota.start()
     const p = this.download(hash, size, onVerified).finally(() => {
       this.inflight.delete(key)
-      setImmediate(() => this.quota.unpin(hash))
+      this.unpinsDue++
+      setImmediate(() => {
+        this.unpinsDue--
+        this.quota.unpin(hash)
+        const waiters = this.unpinWaiters
+        this.unpinWaiters = []
+        for (const w of waiters) w()
+      })
     })
     this.inflight.set(key, p)
     return p
@@ -578,13 +592,21 @@ export class Pipeline implements Fetcher {
    * try again (twice at most); when nothing more can be evicted, EIO and one clear log line.
    */
   private async tryWithRoom(src: Source, md5: string, size: number, dest: string, onVerified?: (data: Buffer) => void): Promise<Outcome> {
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0, waits = 0; ; attempt++) {
       try {
         return await this.trySource(src, md5, size, dest, onVerified)
       } catch (err) {
         if (!isNoSpace(err)) throw err
         const room = attempt < 2 ? this.quota.makeRoomSync(size) : undefined
         if (room && (room.evicted > 0 || room.room)) continue
+        // Nothing can go now, but other fetches pin their blobs until the turn after they settle
+        // (readers are answered before the blob is written, so a single reader has several in
+        // flight): wait for one of them to let go, then evict again.
+        if ((this.inflight.size > 1 || this.unpinsDue > 0) && waits++ < MAX_ROOM_WAITS) {
+          await new Promise<void>((resolve) => this.unpinWaiters.push(resolve))
+          attempt = -1
+          continue
+        }
         throw this.noSpace(md5, size, err)
       }
     }
