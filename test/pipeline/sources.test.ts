@@ -194,7 +194,9 @@ t.test('watchdog: fires after the timeout for a silent transfer, not for a stead
   clearInterval(feed)
   silent.stop()
   steady.stop()
-  t.ok(fired >= 400 && fired < 550, `fired after ${fired} ms`)
+  // Timers run on the event loop's clock, which lags Date.now() by up to 1 ms: 399 is on time
+  // (CI measured it once).
+  t.ok(fired >= 399 && fired < 550, `fired after ${fired} ms`)
   t.type(new SourceFault('x', 'y'), Error)
 })
 
