@@ -558,9 +558,7 @@ export class Pipeline implements Fetcher {
             early = true
             this.health.settle(src.key, true, admission)
             this.counters.served++
-            const serve = onVerified
-            onVerified = undefined
-            serve?.(data)
+            onVerified(data)
           })
         try {
           outcome = await this.tryWithRoom(src, md5, size, dest, verified)
@@ -669,10 +667,7 @@ export class Pipeline implements Fetcher {
         st.bytes += size
         counted = true
         const verified = writer.verifiedBytes()
-        if (verified && onVerified) {
-          onVerified(verified)
-          onVerified = undefined
-        }
+        if (verified) onVerified?.(verified)
         await this.localAsync(writer.commit(dest))
         this.quota.added(size)
         return 'ok'

@@ -66,18 +66,14 @@ export interface Flatness {
   growth: number
 }
 
-export interface SoakResult {
+/** The readers' results summed (`ops`, `bytes`, `wrong`, `errors`, …), and the run's own. */
+export interface SoakResult extends Omit<ReaderResult, 'id'> {
   ok: boolean
   failures: string[]
   files: number
   storeBytes: number
   cacheSize: number
   durationMs: number
-  ops: Record<string, number>
-  bytes: number
-  wrong: number
-  wrongCases: string[]
-  errors: Record<string, number>
   rss: Flatness
   fds: Flatness
   samples: Sample[]

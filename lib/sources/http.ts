@@ -121,6 +121,13 @@ function mayBeProxied(u: URL): boolean {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308])
 
+/** A copy of `headers` without `Authorization` (in any case). */
+function withoutAuthorization(headers: Record<string, string>): Record<string, string> {
+  const h: Record<string, string> = {}
+  for (const [k, v] of Object.entries(headers)) if (k.toLowerCase() !== 'authorization') h[k] = v
+  return h
+}
+
 /** A response as both clients give it. */
 interface Response {
   status: number
@@ -234,25 +241,15 @@ export class HttpSource implements Source {
 
   private requestHeaders(): Record<string, string> {
     if (this.tokenFile === undefined) return { ...this.headers }
-    const h: Record<string, string> = {}
-    for (const [k, v] of Object.entries(this.headers)) if (k.toLowerCase() !== 'authorization') h[k] = v
-    h.Authorization = `Bearer ${this.readToken()}`
-    return h
+    return { ...withoutAuthorization(this.headers), Authorization: `Bearer ${this.readToken()}` }
   }
 
   /** The headers of a direct request: with credentials (as axios sends `auth`), or without any. */
   private directHeaders(credentials: boolean): Record<string, string> {
-    if (!credentials) {
-      const h: Record<string, string> = {}
-      for (const [k, v] of Object.entries(this.headers)) if (k.toLowerCase() !== 'authorization') h[k] = v
-      return h
-    }
-    const h = this.requestHeaders()
-    if (this.auth) {
-      for (const k of Object.keys(h)) if (k.toLowerCase() === 'authorization') delete h[k]
-      h.Authorization = `Basic ${Buffer.from(`${this.auth.username}:${this.auth.password}`).toString('base64')}`
-    }
-    return h
+    if (!credentials) return withoutAuthorization(this.headers)
+    if (!this.auth) return this.requestHeaders()
+    const basic = Buffer.from(`${this.auth.username}:${this.auth.password}`).toString('base64')
+    return { ...withoutAuthorization(this.requestHeaders()), Authorization: `Basic ${basic}` }
   }
 
   /** One direct request; resolves with the response head (the body not read yet). */
