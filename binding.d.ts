@@ -28,6 +28,8 @@ export interface NativeMountOptions {
   readAheadKb?: number
   /** Bytes of the aligned chunk pushed to the page cache around a small random read; 0 = off. */
   readAround?: number
+  /** Files up to this many bytes with a local blob are pushed whole to the page cache after a lookup or a walk's reads; 0 = off. */
+  pushFiles?: number
 }
 
 /** Requests served per FUSE operation; `rejected` counts write-type requests answered EROFS. */
@@ -47,6 +49,8 @@ export interface NativeOpCounters {
   statfs: number
   getxattr: number
   listxattr: number
+  /** ioctl requests (answered ENOTTY): the kernel sends one for every isatty() on a file. */
+  ioctl: number
   rejected: number
 }
 
@@ -64,6 +68,8 @@ export interface NativeStats {
   missFailures: number
   /** Bytes pushed to the kernel's page cache around random reads (see `readAround`). */
   readAround: number
+  /** Bytes of small files pushed whole to the kernel's page cache (see `pushFiles`). */
+  pushedFiles: number
   /** Fetches the backstop deadline gave up on. */
   missTimeouts: number
   /** EIO replies of any cause. */

@@ -221,7 +221,7 @@ class Bench {
 
   ops(): Record<string, number> {
     const e = this.m!.stats().engine
-    return { ...e.ops, hits: e.hits, misses: e.misses, bytesRead: e.bytesRead, readAround: e.readAround }
+    return { ...e.ops, hits: e.hits, misses: e.misses, bytesRead: e.bytesRead, readAround: e.readAround, pushedFiles: e.pushedFiles }
   }
 
   add(id: string, title: string, unit: string, target: Target, mount: number[], reference?: number[], referenceName = 'native', info?: Record<string, unknown>): void {

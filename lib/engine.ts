@@ -50,6 +50,14 @@ export interface EngineOptions {
    * in the kernel's page cache, as the kernel does around a page fault. Default 128 KiB; 0 = off.
    */
   readAround?: number
+  /**
+   * Regular files of at most this many bytes whose blobs are in the local cache are put whole in
+   * the kernel's page cache before anyone reads them, so that reading them sends no request: a
+   * file as soon as a lookup names it (opened by path: an import, an exec), and the files of a
+   * directory after two of them were read from the start (a walk: cat, tar, cp -r). A listing
+   * alone pushes nothing. Default 128 KiB; 0 = off.
+   */
+  pushFiles?: number
   /** Called when the mount went away from outside (`umount`), after the engine cleaned up. */
   onExit?: () => void
 }
@@ -172,6 +180,7 @@ export class Engine {
           spliceMinSize: options.spliceMinSize ?? 1 << 20,
           readAheadKb: options.readAheadKb ?? 512,
           readAround: options.readAround ?? 128 << 10,
+          pushFiles: options.pushFiles ?? 128 << 10,
         },
         options.table,
         () => {

@@ -177,6 +177,8 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
     opts.read_ahead_kb = o.Get("readAheadKb").As<Napi::Number>().Uint32Value();
   if (o.Get("readAround").IsNumber())
     opts.read_around = o.Get("readAround").As<Napi::Number>().Uint32Value();
+  if (o.Get("pushFiles").IsNumber())
+    opts.push_files = o.Get("pushFiles").As<Napi::Number>().Uint32Value();
   auto table = TableArg(info, 1);
   if (!table) return env.Undefined();
 
@@ -301,6 +303,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   out.Set("missCalls", double(c.miss_calls.load()));
   out.Set("missFailures", double(c.miss_failures.load()));
   out.Set("readAround", double(c.read_around.load()));
+  out.Set("pushedFiles", double(c.pushed_files.load()));
   out.Set("missTimeouts", double(c.miss_timeouts.load()));
   out.Set("errors", double(c.errors.load()));
   out.Set("parked", double(s.misses.parked()));

@@ -75,7 +75,10 @@ void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   }
   FillEntry(n, &e);
   s->CountLookup(e.ino);
-  if (fuse_reply_entry(req, &e) != 0) s->Forget(e.ino, 1);
+  if (fuse_reply_entry(req, &e) != 0)
+    s->Forget(e.ino, 1);
+  else
+    s->PushOnLookup(n);
 }
 
 void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
@@ -294,6 +297,14 @@ void fs_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*,
   Reject(req);
 }
 void fs_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { Reject(req); }
+// The kernel forwards every ioctl on a file of the mount (isatty() is TCGETS: Python asks it of
+// each file it opens) and remembers no answer, so each costs a round trip; none is ours to serve.
+void fs_ioctl(fuse_req_t req, fuse_ino_t, unsigned int, void*, fuse_file_info*, unsigned,
+              const void*, size_t, size_t) {
+  S(req)->counters.ioctl++;
+  fuse_reply_err(req, ENOTTY);
+}
+
 void fs_write(fuse_req_t req, fuse_ino_t, const char*, size_t, off_t, fuse_file_info*) {
   Reject(req);
 }
@@ -321,6 +332,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.statfs = fs_statfs;
   ops.getxattr = fs_getxattr;
   ops.listxattr = fs_listxattr;
+  ops.ioctl = fs_ioctl;
   ops.setattr = fs_setattr;
   ops.mknod = fs_mknod;
   ops.mkdir = fs_mkdir;

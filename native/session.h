@@ -6,6 +6,7 @@
 #include <fuse_lowlevel.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -42,6 +43,12 @@ struct SessionOptions {
   // many bytes into the kernel's page cache (notify_store), the way the kernel reads around a
   // page fault in a mapping: later reads nearby need no round trip. 0 = off.
   uint32_t read_around = 128 << 10;
+  // Regular files of at most this many bytes whose blobs are local are pushed whole into the
+  // kernel's page cache, so that reading them sends no READ: one that a LOOKUP names, right
+  // after the reply (a file opened by path: an import, an exec), and the files of a directory
+  // after the one of a second small read from the start in it (a walk: cat, tar, cp -r). A
+  // listing alone pushes nothing. 0 = off.
+  uint32_t push_files = 128 << 10;
   // A blob whose fetch just failed fails again at once for this long: the kernel retries a
   // failed readahead with a plain read straight away, which would otherwise wait a second time.
   uint32_t failure_memory_ms = 250;
@@ -52,7 +59,7 @@ struct SessionOptions {
 // clang-format off
 #define AYSFS_OPS(X) \
   X(init) X(lookup) X(forget) X(getattr) X(readlink) X(open) X(opendir) X(read) X(readdir) \
-  X(readdirplus) X(release) X(releasedir) X(statfs) X(getxattr) X(listxattr) X(rejected)
+  X(readdirplus) X(release) X(releasedir) X(statfs) X(getxattr) X(listxattr) X(ioctl) X(rejected)
 // clang-format on
 
 struct Counters {
@@ -68,6 +75,7 @@ struct Counters {
   std::atomic<uint64_t> errors{0};         // EIO replies of any cause
   std::atomic<uint64_t> invalidations{0};  // kernel cache entries dropped by table swaps
   std::atomic<uint64_t> read_around{0};    // bytes pushed to the page cache around random reads
+  std::atomic<uint64_t> pushed_files{0};   // bytes of small files pushed (see push_files)
 };
 
 // An entry resolved by inode number: the table keeps the index valid while held.
@@ -117,6 +125,8 @@ class Session {
   void ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read);
   // Answers a read from the cache file, or parks it when the blob is not there yet.
   void ServeRead(const Node& node, fuse_req_t req, size_t size, off_t off);
+  // A LOOKUP was answered with this entry: push a small file's local blob into the page cache.
+  void PushOnLookup(const Node& node);
 
   // Sets one part of the status document (`pipeline`, `mount`): a JSON text.
   void SetStatus(const std::string& part, std::string json);
@@ -139,16 +149,45 @@ class Session {
   // True when a read of `ino` at `off` continues the previous read of it (a sequential stream,
   // which the kernel's own read-ahead serves); records where this one ends.
   bool Continues(uint64_t ino, uint64_t off, uint64_t end);
-  // Queues a push of [from, to) of the blob at `path` into the page cache of `ino`.
-  void QueuePush(uint64_t ino, const std::string& path, uint64_t from, uint64_t to);
-  void Pusher();
+  // Pushes run on threads of their own, never on a FUSE thread or the miss worker:
+  // notify_store waits for the locks of pages that other reads of the same file still hold
+  // (queued or parked requests), which only those threads can answer. Two of them: read-around
+  // at normal priority (the reader it serves is waiting for more of the chunk), small files at
+  // SCHED_IDLE (guesses; and see PushFile).
+  struct PushJob {
+    enum Kind { kRange, kLookedUp, kDirectory } kind = kRange;
+    uint64_t ino = 0;   // the file's; kDirectory: the directory's. 0: none
+    std::string path;   // the blob (kRange, kLookedUp)
+    uint64_t from = 0;  // kRange: [from, to); kLookedUp: [0, size)
+    uint64_t to = 0;
+    std::shared_ptr<const InodeTable> table;  // kDirectory: the files after `index`
+    uint32_t index = kNone;
+  };
+  struct Pusher {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<PushJob> queue;  // guarded by mu
+    PushJob current;             // guarded by mu: the job in flight
+    bool stop = false;           // guarded by mu
+    std::thread thread;
+  };
+  // Queues a push; one that overlaps a job queued or in flight is dropped (a directory's
+  // overlaps any of the same directory), and so is any beyond kMaxPushes.
+  void QueuePush(Pusher& p, PushJob job);
+  void StartPusher(Pusher& p);
+  void StopPusher(Pusher& p);
+  void RunPusher(Pusher& p);
+  void PushRange(const PushJob& job);
+  void PushDirectory(const PushJob& job);
+  // Pushes a whole blob of `size` bytes into the page cache of `ino`; false if it is not in the
+  // cache (or not of that size) or the kernel took none of it.
+  bool PushFile(uint64_t ino, const std::string& path, uint64_t size, bool wait_for_inode);
   void SetReadAhead();
 
   SessionOptions opts_;
   fuse_session* se_ = nullptr;
   std::thread loop_thread_;
   std::thread reaper_thread_;
-  std::thread push_thread_;
   std::atomic<bool> mounted_{false};
   std::atomic<bool> loop_done_{true};
   std::atomic<bool> unmounting_{false};
@@ -196,21 +235,15 @@ class Session {
   // Marks the chunk; true if it was marked already.
   bool Touch(uint64_t ino, uint64_t chunk);
 
-  // Read-around pushes run on a thread of their own, never on a FUSE thread or the miss worker:
-  // notify_store waits for the locks of pages that other reads in the same chunk still hold
-  // (queued or parked requests), which only those threads can answer.
-  struct PushJob {
-    uint64_t ino;
-    std::string path;
-    uint64_t from;
-    uint64_t to;
-  };
   static constexpr size_t kMaxPushes = 64;  // beyond this, pushes are dropped: an optimisation
-  std::mutex push_mu_;
-  std::condition_variable push_cv_;
-  std::vector<PushJob> push_queue_;  // guarded by push_mu_
-  PushJob pushing_{0, {}, 0, 0};     // guarded by push_mu_: the job in flight (ino 0: none)
-  bool push_stop_ = false;           // guarded by push_mu_
+  // How long PushFile waits for the kernel to make the inode a lookup named.
+  static constexpr std::chrono::milliseconds kInodeWait{50};
+  // At most this many bytes of a directory's files are pushed after a read in it.
+  static constexpr uint64_t kDirectoryPushMax = 4 << 20;
+  // The directory's own mark in the touched set (no chunk index is this large).
+  static constexpr uint64_t kDirectoryMark = UINT64_MAX;
+  Pusher around_pusher_;
+  Pusher file_pusher_;
 
   std::mutex failed_mu_;
   std::unordered_map<std::string, MissTable::Clock::time_point> failed_;  // guarded by failed_mu_

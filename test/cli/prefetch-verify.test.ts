@@ -79,17 +79,20 @@ t.test('prefetch fills the local and grid caches; a mount then reads with hits o
   const mnt = path.join(dir, 'mnt')
   const cli = await serveCli(t, mnt, config)
   let read = 0
+  let wrong = 0
   for (const e of base) {
     if (e.kind !== 'file') continue
     const data = fs.readFileSync(path.join(mnt, e.path))
     read += data.length
+    if (md5(data) !== e.md5) wrong++
   }
+  t.equal(wrong, 0, 'every file as published')
   const st = JSON.parse((await run(['status', mnt, '--json'])).stdout)
-  t.equal(st.engine.bytesRead, read, 'bytes read')
   t.equal(st.engine.misses, 0, 'no misses')
   t.equal(st.engine.missCalls, 0, 'no fetches')
-  t.ok(st.engine.hits >= blobs.size, 'hits for every non-empty file')
   t.equal(st.engine.ops.read, st.engine.hits, 'every read a hit')
+  // Small files may have been pushed to the page cache before they were read (pushFiles).
+  t.ok(st.engine.bytesRead + st.engine.pushedFiles >= read, 'every byte from the cache, read or pushed')
   t.equal(st.mount.services[0].ignored, 1, 'the line outside the prefix is counted')
   cli.kill('SIGINT')
   t.equal((await cli.exited).code, 0)
