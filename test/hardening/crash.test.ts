@@ -80,7 +80,7 @@ t.test('SIGKILL at random moments of a burst of downloads: every blob in the cac
   const dir = tmpdir(t)
   const list = files(200, (i) => 1000 + ((i * 7919) % 120_000), 32)
   writeStore(path.join(dir, 'store'), list)
-  const srv = await startFaultServer({ store: path.join(dir, 'store'), keepRequests: false })
+  const srv = await startFaultServer({ store: path.join(dir, 'store') })
   t.teardown(() => srv.close())
   const cache = path.join(dir, 'cache')
   const mnt = path.join(dir, 'mnt')
@@ -88,8 +88,12 @@ t.test('SIGKILL at random moments of a burst of downloads: every blob in the cac
   let partials = 0
   for (let round = 0; round < 4; round++) {
     const child = await mountChild(t, { mountpoint: mnt, config: config(cache, [srv.base('good')], { max_downloads: 32 }) })
+    const asked = srv.requests.length
     const reader = readMany(list.map((f) => path.join(mnt, f.path)))
-    await sleep(100 + Math.random() * 400)
+    // From the first request of the burst (the reader is a process that takes its time to
+    // start, the more so on a busy machine), a random moment.
+    await until(() => srv.requests.length > asked, 10_000)
+    await sleep(Math.random() * 400)
     child.proc.kill('SIGKILL')
     await child.exited
     await reader.done
