@@ -51,7 +51,7 @@ function parseArgs(argv: string[]): Options {
     runs: quick ? 2 : 5,
     json: false,
     only: new Set(GROUPS),
-    spec: quick ? { files: 1500, mbFiles: 3, bigSize: 16 << 20, pyModules: 60 } : { files: 50_000, mbFiles: 40, bigSize: 1 << 30, pyModules: 600 },
+    spec: quick ? { files: 1500, mbFiles: 3, bigSize: 16 << 20, pyModules: 60, nodeModules: 60 } : { files: 50_000, mbFiles: 40, bigSize: 1 << 30, pyModules: 600, nodeModules: 600 },
     million: quick ? 20_000 : 1_000_000,
     randReads: 0,
   }
@@ -326,9 +326,15 @@ class Bench {
       run(this.python, ['-I', '-c', code])
       return Number(process.hrtime.bigint() - t0) / 1e9
     }
+    const nodeStart = (dir: string): number => {
+      const t0 = process.hrtime.bigint()
+      run(process.execPath, ['-e', `require(${JSON.stringify(path.join(dir, t.nodePackage))})`])
+      return Number(process.hrtime.bigint() - t0) / 1e9
+    }
     const mbps = (s: number): number => bigBytes / s / 1e6
     const has = (g: Group): boolean => o.only.has(g)
     const hasPy = t.pyPackage !== '' && has('startup')
+    const hasNode = t.nodePackage !== '' && has('startup')
     const r: Record<string, number[]> = {}
     const push = (k: string, v: number): void => {
       ;(r[k] ??= []).push(v)
@@ -370,6 +376,12 @@ class Bench {
         info.py1 = this.ops()
         push('py2', py(mnt))
       }
+      if (hasNode) {
+        await this.mount()
+        push('node1', nodeStart(mnt))
+        info.node1 = this.ops()
+        push('node2', nodeStart(mnt))
+      }
       await this.unmount()
 
       // Natively: a warm-up pass first, then the same commands on the tree itself.
@@ -384,6 +396,10 @@ class Bench {
       if (hasPy) {
         py(root)
         push('py-native', py(root))
+      }
+      if (hasNode) {
+        nodeStart(root)
+        push('node-native', nodeStart(root))
       }
     }
 
@@ -412,6 +428,15 @@ class Bench {
         secondStart: warmRuns,
         secondStartRatio: warmRuns.median / summarize(r['py-native']!).median,
         engine: info.py1,
+      })
+    }
+    if (hasNode) {
+      const warmRuns = summarize(r.node2!)
+      this.add('node-startup', 'Node start-up requiring a package from the mount, first after mount', 's', { of: 'ratio', op: '<=', bound: 1.4 }, r.node1!, r['node-native'], 'native', {
+        modules: t.spec.nodeModules,
+        secondStart: warmRuns,
+        secondStartRatio: warmRuns.median / summarize(r['node-native']!).median,
+        engine: info.node1,
       })
     }
   }

@@ -1,6 +1,6 @@
 // The benchmark's data, made on the fly: a tree shaped like a software install (many small
 // files in nested directories, some MB-sized libraries with their symlinks, a Python package
-// compiled to byte code, one large file), its publication to a store (spec §2), and a large
+// compiled to byte code, a Node package, one large file), its publication to a store (spec §2), and a large
 // synthetic flist for the mount-time workload.
 import { prng } from './prng'
 import { execFileSync } from 'node:child_process'
@@ -19,6 +19,8 @@ export interface TreeSpec {
   bigSize: number
   /** Modules of the generated Python package. */
   pyModules: number
+  /** Modules of the generated Node package. */
+  nodeModules: number
 }
 
 /** What was made; paths relative to the tree's root. */
@@ -32,6 +34,8 @@ export interface TreeInfo {
   pyPath: string
   /** Package to import. */
   pyPackage: string
+  /** The Node package's directory (to `require`), or '' when there is none. */
+  nodePackage: string
   /** Entries under the root: directories, files, symlinks. */
   entries: number
   /** Bytes of `files`. */
@@ -71,6 +75,42 @@ function writePython(dir: string, modules: number, rand: () => number): number {
   return files
 }
 
+/**
+ * Writes a Node package of `modules` modules (CommonJS, extensionless relative requires as
+ * packages write them: each costs a failed probe, then the `.js` file): `index.js` requires
+ * every sub-package's `index.js`, which requires its modules.
+ */
+function writeNode(dir: string, modules: number, rand: () => number): number {
+  const perPkg = 20
+  const pkgs = Math.max(1, Math.ceil(modules / perPkg))
+  let files = 0
+  const top: string[] = []
+  for (let p = 0; p < pkgs; p++) {
+    const name = `sub${String(p).padStart(3, '0')}`
+    const pdir = path.join(dir, name)
+    fs.mkdirSync(pdir, { recursive: true })
+    const mods: string[] = []
+    for (let m = 0; m < perPkg && p * perPkg + m < modules; m++) {
+      const mod = `m${String(m).padStart(2, '0')}_${WORDS[Math.floor(rand() * WORDS.length)]}`
+      mods.push(mod)
+      let src = `'use strict'\n// Generated module ${name}/${mod}.\nconst path = require('node:path')\n\nconst CONST = ${m}\n\n`
+      for (let f = 0; f < 12; f++) {
+        src += `function f${f}(x, y = ${f}) {\n  const z = Array.from({ length: x }, (_, i) => i * y)\n  return z.reduce((a, b) => a + b, 0) + CONST + path.sep.length\n}\n\n`
+      }
+      src += `class C${m} {\n  method(v) {\n    return Object.fromEntries(Array.from({ length: ${m} }, (_, k) => [k, v]))\n  }\n}\n\n`
+      src += `module.exports = { ${Array.from({ length: 12 }, (_, f) => `f${f}`).join(', ')}, C${m} }\n`
+      fs.writeFileSync(path.join(pdir, `${mod}.js`), src)
+      files++
+    }
+    fs.writeFileSync(path.join(pdir, 'index.js'), `'use strict'\n${mods.map((m) => `exports.${m} = require('./${m}')\n`).join('')}`)
+    files++
+    top.push(name)
+  }
+  fs.writeFileSync(path.join(dir, 'index.js'), `'use strict'\n${top.map((n) => `exports.${n} = require('./${n}')\n`).join('')}`)
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: path.basename(dir), version: '1.0.0', main: 'index.js' }))
+  return files + 2
+}
+
 /** The real interpreter behind `python3` (pyenv's shim is a shell script). */
 export function pythonExecutable(): string {
   return execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim()
@@ -89,6 +129,8 @@ export function makeTree(root: string, spec: TreeSpec, seed = 1): TreeInfo {
   // trees start from the same .pyc files and the mount (read-only) never needs to write one.
   execFileSync(pythonExecutable(), ['-m', 'compileall', '-q', '-j', '0', '--invalidation-mode', 'unchecked-hash', pkgDir])
   count *= 2
+  const nodeRel = 'usr/lib/node_modules/benchnode'
+  if (spec.nodeModules > 0) count += writeNode(path.join(root, nodeRel), spec.nodeModules, rand)
 
   // MB-sized shared libraries, each with a versionless symlink.
   const libDir = path.join(usr, 'lib')
@@ -140,11 +182,11 @@ export function makeTree(root: string, spec: TreeSpec, seed = 1): TreeInfo {
   }
   fs.closeSync(fd)
 
-  return describeTree(root, spec, bigRel, pyRel, 'benchapp')
+  return describeTree(root, spec, bigRel, pyRel, 'benchapp', spec.nodeModules > 0 ? nodeRel : '')
 }
 
 /** Lists a tree (one made by {@link makeTree} or a real one: `--tree`). */
-export function describeTree(root: string, spec: TreeSpec, big?: string, pyPath = '', pyPackage = ''): TreeInfo {
+export function describeTree(root: string, spec: TreeSpec, big?: string, pyPath = '', pyPackage = '', nodePackage = ''): TreeInfo {
   const files: string[] = []
   let entries = 0
   let bytes = 0
@@ -165,7 +207,7 @@ export function describeTree(root: string, spec: TreeSpec, big?: string, pyPath 
   const bigRel = big ?? largest.rel
   const rest = files.filter((f) => f !== bigRel).sort()
   for (const f of rest) bytes += fs.statSync(path.join(root, f)).size
-  return { spec, files: rest, big: bigRel, pyPath, pyPackage, entries, bytes }
+  return { spec, files: rest, big: bigRel, pyPath, pyPackage, nodePackage, entries, bytes }
 }
 
 /** Where a blob lives in a store (`files/h0/h1/md5`) or a cache (`h0/h1/md5`). */

@@ -19,6 +19,7 @@ const EXPECTED: Record<string, { unit: string; reference?: string }> = {
   'big-second': { unit: 'MB/s', reference: 'native' },
   'rand-first': { unit: 's', reference: 'native' },
   startup: { unit: 's', reference: 'native' },
+  'node-startup': { unit: 's', reference: 'native' },
   'million-mount': { unit: 's' },
   'million-rss': { unit: 'B/entry' },
 }
@@ -80,6 +81,7 @@ t.test('npm run bench --quick: every workload, as a table and as JSON', { timeou
   const ops = (id: string): Record<string, number> => (byId.get(id)!.info!.engine as Record<string, number>) ?? {}
   t.ok(ops('stat-first').readdirplus > 0, 'the stat pass listed directories through the mount')
   t.ok(ops('read-first').read > 0 && ops('read-first').misses === 0, 'the read pass read from the local cache')
+  t.ok(ops('startup').lookup > 0 && ops('node-startup').lookup > 0, 'the start-ups looked their modules up through the mount')
   const million = byId.get('million-mount')!.info as { flistEntries: number; tableEntries: number }
   t.ok(million.tableEntries > million.flistEntries, 'the synthetic flist was mounted, its directories implied')
   t.equal(doc.allMet, doc.results.every((x) => x.met))
