@@ -630,8 +630,11 @@ bool Session::Touch(uint64_t ino, uint64_t chunk) {
 void Session::PushOnLookup(const Node& node) {
   const RawEntry& e = node.e();
   if (!S_ISREG(e.mode) || e.size == 0 || e.size > opts_.push_files) return;
-  QueuePush(file_pusher_, PushJob{PushJob::kLookedUp, e.ino,
-                                  BlobPath(node.table->Md5Hex(node.index)), 0, e.size});
+  // Only a blob that is here now: one that lands later was fetched for a read that was
+  // answered already (a cold start pushed 56 MB of those, for nothing).
+  std::string path = BlobPath(node.table->Md5Hex(node.index));
+  if (access(path.c_str(), F_OK) != 0) return;
+  QueuePush(file_pusher_, PushJob{PushJob::kLookedUp, e.ino, std::move(path), 0, e.size});
 }
 
 void Session::QueuePush(Pusher& p, PushJob job) {
