@@ -333,8 +333,14 @@ class Bench {
     }
     const mbps = (s: number): number => bigBytes / s / 1e6
     const has = (g: Group): boolean => o.only.has(g)
-    const hasPy = t.pyPackage !== '' && has('startup')
-    const hasNode = t.nodePackage !== '' && has('startup')
+    // The start-ups: each run on a fresh mount twice (first, second start), natively after a
+    // warm-up start.
+    const starts = !has('startup')
+      ? []
+      : [
+          ...(t.pyPackage !== '' ? [{ key: 'py', id: 'startup', title: 'Python start-up importing', modules: t.spec.pyModules, run: py }] : []),
+          ...(t.nodePackage !== '' ? [{ key: 'node', id: 'node-startup', title: 'Node start-up requiring', modules: t.spec.nodeModules, run: nodeStart }] : []),
+        ]
     const r: Record<string, number[]> = {}
     const push = (k: string, v: number): void => {
       ;(r[k] ??= []).push(v)
@@ -370,17 +376,11 @@ class Bench {
         push('rand1', randread(mnt))
         info.rand1 = this.ops()
       }
-      if (hasPy) {
+      for (const st of starts) {
         await this.mount()
-        push('py1', py(mnt))
-        info.py1 = this.ops()
-        push('py2', py(mnt))
-      }
-      if (hasNode) {
-        await this.mount()
-        push('node1', nodeStart(mnt))
-        info.node1 = this.ops()
-        push('node2', nodeStart(mnt))
+        push(`${st.key}1`, st.run(mnt))
+        info[`${st.key}1`] = this.ops()
+        push(`${st.key}2`, st.run(mnt))
       }
       await this.unmount()
 
@@ -393,13 +393,9 @@ class Bench {
       if (has('read')) push('read-native', sh(readCmd, { cwd: root }))
       if (has('big')) push('big-native', mbps(sh(ddCmd, { cwd: root })))
       if (has('rand')) push('rand-native', randread(root))
-      if (hasPy) {
-        py(root)
-        push('py-native', py(root))
-      }
-      if (hasNode) {
-        nodeStart(root)
-        push('node-native', nodeStart(root))
+      for (const st of starts) {
+        st.run(root)
+        push(`${st.key}-native`, st.run(root))
       }
     }
 
@@ -421,22 +417,13 @@ class Bench {
     if (has('rand')) {
       this.add('rand-first', `4 KiB random reads in the ${bigBytes >> 20} MiB file, first pass`, 's', { of: 'ratio', op: '<=', bound: 3 }, r.rand1!, r['rand-native'], 'native', { reads: randReads, engine: info.rand1 })
     }
-    if (hasPy) {
-      const warmRuns = summarize(r.py2!)
-      this.add('startup', 'Python start-up importing a package from the mount, first after mount', 's', { of: 'ratio', op: '<=', bound: 1.4 }, r.py1!, r['py-native'], 'native', {
-        modules: t.spec.pyModules,
+    for (const st of starts) {
+      const warmRuns = summarize(r[`${st.key}2`]!)
+      this.add(st.id, `${st.title} a package from the mount, first after mount`, 's', { of: 'ratio', op: '<=', bound: 1.4 }, r[`${st.key}1`]!, r[`${st.key}-native`], 'native', {
+        modules: st.modules,
         secondStart: warmRuns,
-        secondStartRatio: warmRuns.median / summarize(r['py-native']!).median,
-        engine: info.py1,
-      })
-    }
-    if (hasNode) {
-      const warmRuns = summarize(r.node2!)
-      this.add('node-startup', 'Node start-up requiring a package from the mount, first after mount', 's', { of: 'ratio', op: '<=', bound: 1.4 }, r.node1!, r['node-native'], 'native', {
-        modules: t.spec.nodeModules,
-        secondStart: warmRuns,
-        secondStartRatio: warmRuns.median / summarize(r['node-native']!).median,
-        engine: info.node1,
+        secondStartRatio: warmRuns.median / summarize(r[`${st.key}-native`]!).median,
+        engine: info[`${st.key}1`],
       })
     }
   }

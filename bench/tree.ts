@@ -44,43 +44,52 @@ export interface TreeInfo {
 
 const WORDS = ['core', 'util', 'net', 'io', 'http', 'json', 'xml', 'crypto', 'db', 'log', 'cli', 'gui', 'img', 'math', 'text', 'time']
 
-/** Writes a Python package of `modules` modules: `<pkg>/__init__` imports every sub-package. */
-function writePython(dir: string, modules: number, rand: () => number): number {
-  const perPkg = 20
-  const pkgs = Math.max(1, Math.ceil(modules / perPkg))
-  let files = 0
-  const top: string[] = []
-  for (let p = 0; p < pkgs; p++) {
-    const name = `sub${String(p).padStart(3, '0')}`
-    const pdir = path.join(dir, name)
-    fs.mkdirSync(pdir, { recursive: true })
-    const mods: string[] = []
-    for (let m = 0; m < perPkg && p * perPkg + m < modules; m++) {
-      const mod = `m${String(m).padStart(2, '0')}_${WORDS[Math.floor(rand() * WORDS.length)]}`
-      mods.push(mod)
-      let src = `"""Generated module ${name}.${mod}."""\nimport os\n\nCONST = ${m}\n\n`
-      for (let f = 0; f < 12; f++) {
-        src += `def f${f}(x, y=${f}):\n    """Adds things."""\n    z = [i * y for i in range(x)]\n    return sum(z) + CONST + len(os.sep)\n\n`
-      }
-      src += `class C${m}:\n    a = ${m}\n\n    def method(self, v):\n        return {k: v for k in range(self.a)}\n`
-      fs.writeFileSync(path.join(pdir, `${mod}.py`), src)
-      files++
+/** How a generated package is written in one language. */
+interface PackageLanguage {
+  /** The package's (and each sub-package's) index file. */
+  index: string
+  /** A module's file name. */
+  file(mod: string): string
+  /** A module's source: 12 functions and a class, `m` its number in its sub-package. */
+  module(where: string, m: number): string
+  /** An index importing these modules or sub-packages. */
+  imports(names: string[]): string
+}
+
+const PYTHON: PackageLanguage = {
+  index: '__init__.py',
+  file: (mod) => `${mod}.py`,
+  module: (where, m) => {
+    let src = `"""Generated module ${where}."""\nimport os\n\nCONST = ${m}\n\n`
+    for (let f = 0; f < 12; f++) {
+      src += `def f${f}(x, y=${f}):\n    """Adds things."""\n    z = [i * y for i in range(x)]\n    return sum(z) + CONST + len(os.sep)\n\n`
     }
-    fs.writeFileSync(path.join(pdir, '__init__.py'), mods.map((m) => `from . import ${m}\n`).join(''))
-    files++
-    top.push(name)
-  }
-  fs.writeFileSync(path.join(dir, '__init__.py'), top.map((n) => `from . import ${n}\n`).join(''))
-  files++
-  return files
+    return src + `class C${m}:\n    a = ${m}\n\n    def method(self, v):\n        return {k: v for k in range(self.a)}\n`
+  },
+  imports: (names) => names.map((n) => `from . import ${n}\n`).join(''),
+}
+
+// CommonJS with extensionless relative requires, as packages write them: each costs a failed
+// probe of the bare name, then the `.js` file.
+const NODE: PackageLanguage = {
+  index: 'index.js',
+  file: (mod) => `${mod}.js`,
+  module: (where, m) => {
+    let src = `'use strict'\n// Generated module ${where}.\nconst path = require('node:path')\n\nconst CONST = ${m}\n\n`
+    for (let f = 0; f < 12; f++) {
+      src += `function f${f}(x, y = ${f}) {\n  const z = Array.from({ length: x }, (_, i) => i * y)\n  return z.reduce((a, b) => a + b, 0) + CONST + path.sep.length\n}\n\n`
+    }
+    src += `class C${m} {\n  method(v) {\n    return Object.fromEntries(Array.from({ length: ${m} }, (_, k) => [k, v]))\n  }\n}\n\n`
+    return src + `module.exports = { ${Array.from({ length: 12 }, (_, f) => `f${f}`).join(', ')}, C${m} }\n`
+  },
+  imports: (names) => `'use strict'\n${names.map((n) => `exports.${n} = require('./${n}')\n`).join('')}`,
 }
 
 /**
- * Writes a Node package of `modules` modules (CommonJS, extensionless relative requires as
- * packages write them: each costs a failed probe, then the `.js` file): `index.js` requires
- * every sub-package's `index.js`, which requires its modules.
+ * Writes a package of `modules` modules in sub-packages of 20: the package's index imports
+ * every sub-package, whose index imports its modules. Returns the files written.
  */
-function writeNode(dir: string, modules: number, rand: () => number): number {
+function writePackage(dir: string, modules: number, rand: () => number, lang: PackageLanguage): number {
   const perPkg = 20
   const pkgs = Math.max(1, Math.ceil(modules / perPkg))
   let files = 0
@@ -93,22 +102,15 @@ function writeNode(dir: string, modules: number, rand: () => number): number {
     for (let m = 0; m < perPkg && p * perPkg + m < modules; m++) {
       const mod = `m${String(m).padStart(2, '0')}_${WORDS[Math.floor(rand() * WORDS.length)]}`
       mods.push(mod)
-      let src = `'use strict'\n// Generated module ${name}/${mod}.\nconst path = require('node:path')\n\nconst CONST = ${m}\n\n`
-      for (let f = 0; f < 12; f++) {
-        src += `function f${f}(x, y = ${f}) {\n  const z = Array.from({ length: x }, (_, i) => i * y)\n  return z.reduce((a, b) => a + b, 0) + CONST + path.sep.length\n}\n\n`
-      }
-      src += `class C${m} {\n  method(v) {\n    return Object.fromEntries(Array.from({ length: ${m} }, (_, k) => [k, v]))\n  }\n}\n\n`
-      src += `module.exports = { ${Array.from({ length: 12 }, (_, f) => `f${f}`).join(', ')}, C${m} }\n`
-      fs.writeFileSync(path.join(pdir, `${mod}.js`), src)
+      fs.writeFileSync(path.join(pdir, lang.file(mod)), lang.module(`${name}/${mod}`, m))
       files++
     }
-    fs.writeFileSync(path.join(pdir, 'index.js'), `'use strict'\n${mods.map((m) => `exports.${m} = require('./${m}')\n`).join('')}`)
+    fs.writeFileSync(path.join(pdir, lang.index), lang.imports(mods))
     files++
     top.push(name)
   }
-  fs.writeFileSync(path.join(dir, 'index.js'), `'use strict'\n${top.map((n) => `exports.${n} = require('./${n}')\n`).join('')}`)
-  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: path.basename(dir), version: '1.0.0', main: 'index.js' }))
-  return files + 2
+  fs.writeFileSync(path.join(dir, lang.index), lang.imports(top))
+  return files + 1
 }
 
 /** The real interpreter behind `python3` (pyenv's shim is a shell script). */
@@ -124,13 +126,13 @@ export function makeTree(root: string, spec: TreeSpec, seed = 1): TreeInfo {
   const pyRel = 'usr/lib/python3/site-packages'
   const pkgDir = path.join(root, pyRel, 'benchapp')
   fs.mkdirSync(pkgDir, { recursive: true })
-  let count = writePython(pkgDir, spec.pyModules, rand)
+  let count = writePackage(pkgDir, spec.pyModules, rand, PYTHON)
   // Byte code with unchecked hashes: Python trusts it whatever the source's mtime says, so both
   // trees start from the same .pyc files and the mount (read-only) never needs to write one.
   execFileSync(pythonExecutable(), ['-m', 'compileall', '-q', '-j', '0', '--invalidation-mode', 'unchecked-hash', pkgDir])
   count *= 2
   const nodeRel = 'usr/lib/node_modules/benchnode'
-  if (spec.nodeModules > 0) count += writeNode(path.join(root, nodeRel), spec.nodeModules, rand)
+  if (spec.nodeModules > 0) count += writePackage(path.join(root, nodeRel), spec.nodeModules, rand, NODE)
 
   // MB-sized shared libraries, each with a versionless symlink.
   const libDir = path.join(usr, 'lib')
