@@ -588,10 +588,8 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
   if (rc != 0) {
     counters.bytes_read -= want;  // the reader was gone
   } else if (siblings) {
-    QueuePush(
-        file_pusher_,
-        PushJob{
-            PushJob::kDirectory, node.table->at(e.parent).ino, {}, 0, 0, node.table, node.index});
+    QueuePush(file_pusher_,
+              PushJob::Directory(node.table->at(e.parent).ino, node.table, node.index));
   }
   if (rc == 0 && around) {
     // On the pusher thread, after the reply: a push waits for the locks of pages other reads
@@ -599,9 +597,8 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
     uint64_t from = static_cast<uint64_t>(off) / chunk * chunk;
     uint64_t to = std::min<uint64_t>(from + chunk, e.size);
     std::string path = BlobPath(md5);
-    QueuePush(around_pusher_,
-              PushJob{PushJob::kRange, e.ino, path, from, static_cast<uint64_t>(off)});
-    QueuePush(around_pusher_, PushJob{PushJob::kRange, e.ino, path, off + want, to});
+    QueuePush(around_pusher_, PushJob::Range(e.ino, path, from, static_cast<uint64_t>(off)));
+    QueuePush(around_pusher_, PushJob::Range(e.ino, path, off + want, to));
   }
   close(fd);
 }
@@ -634,7 +631,7 @@ void Session::PushOnLookup(const Node& node) {
   // answered already (a cold start pushed 56 MB of those, for nothing).
   std::string path = BlobPath(node.table->Md5Hex(node.index));
   if (access(path.c_str(), F_OK) != 0) return;
-  QueuePush(file_pusher_, PushJob{PushJob::kLookedUp, e.ino, std::move(path), 0, e.size});
+  QueuePush(file_pusher_, PushJob::LookedUp(e.ino, std::move(path), e.size));
 }
 
 void Session::QueuePush(Pusher& p, PushJob job) {

@@ -162,6 +162,16 @@ class Session {
     uint64_t to = 0;
     std::shared_ptr<const InodeTable> table;  // kDirectory: the files after `index`
     uint32_t index = kNone;
+
+    static PushJob Range(uint64_t ino, std::string path, uint64_t from, uint64_t to) {
+      return PushJob{kRange, ino, std::move(path), from, to, nullptr, kNone};
+    }
+    static PushJob LookedUp(uint64_t ino, std::string path, uint64_t size) {
+      return PushJob{kLookedUp, ino, std::move(path), 0, size, nullptr, kNone};
+    }
+    static PushJob Directory(uint64_t dir_ino, std::shared_ptr<const InodeTable> t, uint32_t i) {
+      return PushJob{kDirectory, dir_ino, {}, 0, 0, std::move(t), i};
+    }
   };
   struct Pusher {
     std::mutex mu;
