@@ -131,7 +131,6 @@ function config(prefix: string, port: number, store: string, cache: string, toke
 
 /** Start nginx; rejects (after cleaning up) if it does not listen within 5 s. */
 export async function startNginx(opts: NginxOptions = {}): Promise<Nginx> {
-  installExitHook()
   const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-nginx-'))
   // nginx may run as root and then serves files as root too (master_process off: no worker
   // that drops privileges), so temp dirs with mode 0700 are fine.
@@ -140,93 +139,89 @@ export async function startNginx(opts: NginxOptions = {}): Promise<Nginx> {
   fs.mkdirSync(store, { recursive: true })
   fs.mkdirSync(cache, { recursive: true })
   const token = opts.token ?? 'test-token'
+  const n = await launchNginx(prefix, (port) => config(prefix, port, store, cache, token, opts.accessLog ?? true))
+  return { ...n, url: `http://127.0.0.1:${n.port}`, token, dirs: { prefix, store, cache } }
+}
+
+/** An nginx that {@link launchNginx} started. */
+export interface NginxProcess {
+  port: number
+  /** Requests served so far, from `<prefix>/access.log` (in `log_format t`, see confPreamble). */
+  requests(): NginxRequest[]
+  errorLog(): string
+  /** SIGTERM, then SIGKILL; resolves when it is gone and its prefix removed. Idempotent. */
+  stop(): Promise<void>
+}
+
+/**
+ * Runs nginx on the config `conf` writes for a free port, everything in `prefix` (see
+ * confPreamble), trying another port when another process took it first. Rejects, with
+ * `prefix` removed, if it does not listen within 5 s. Killed at the exit of this process.
+ */
+export async function launchNginx(prefix: string, conf: (port: number) => string): Promise<NginxProcess> {
+  installExitHook()
+  const read = (name: string): string => {
+    try {
+      return fs.readFileSync(path.join(prefix, name), 'utf8')
+    } catch {
+      return ''
+    }
+  }
   let lastError = ''
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort()
-    const conf = path.join(prefix, 'nginx.conf')
-    fs.writeFileSync(conf, config(prefix, port, store, cache, token, opts.accessLog ?? true))
-    const child = spawn(NGINX_BIN, ['-p', prefix, '-c', conf, '-e', path.join(prefix, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const file = path.join(prefix, 'nginx.conf')
+    fs.writeFileSync(file, conf(port))
+    const child = spawn(NGINX_BIN, ['-p', prefix, '-c', file, '-e', path.join(prefix, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] })
     running.add(child)
     let stderr = ''
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
     let exited = false
     const exit = new Promise<void>((resolve) => {
-      child.once('exit', () => {
+      const gone = () => {
         exited = true
         running.delete(child)
         resolve()
-      })
+      }
+      child.once('exit', gone)
       child.once('error', (err) => {
         stderr += String(err)
-        exited = true
-        running.delete(child)
-        resolve()
+        gone()
       })
     })
     const deadline = Date.now() + 5000
     let up = false
-    while (!exited && Date.now() < deadline) {
-      if (await canConnect(port)) {
-        up = true
-        break
-      }
-      await new Promise((r) => setTimeout(r, 20))
-    }
+    while (!exited && Date.now() < deadline && !(up = await canConnect(port))) await new Promise((r) => setTimeout(r, 20))
     if (up && !exited) {
       let stopped: Promise<void> | undefined
-      const stop = () => {
-        stopped ??= (async () => {
-          if (!exited) {
-            child.kill('SIGTERM')
-            const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
-            await exit
-            clearTimeout(timer)
-          }
-          fs.rmSync(prefix, { recursive: true, force: true })
-        })()
-        return stopped
-      }
       return {
-        url: `http://127.0.0.1:${port}`,
         port,
-        token,
-        dirs: { prefix, store, cache },
-        requests() {
-          let text = ''
-          try {
-            text = fs.readFileSync(path.join(prefix, 'access.log'), 'utf8')
-          } catch {
-            return []
-          }
-          return text
+        requests: () =>
+          read('access.log')
             .split('\n')
             .filter((l) => l !== '')
             .map((l) => {
               const [method, uri, status] = l.split(' ')
-              return { method, uri, status: Number(status) }
-            })
-        },
-        errorLog() {
-          try {
-            return fs.readFileSync(path.join(prefix, 'error.log'), 'utf8')
-          } catch {
-            return ''
-          }
-        },
-        stop,
+              return { method: method!, uri: uri!, status: Number(status) }
+            }),
+        errorLog: () => read('error.log'),
+        stop: () =>
+          (stopped ??= (async () => {
+            if (!exited) {
+              child.kill('SIGTERM')
+              const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
+              await exit
+              clearTimeout(timer)
+            }
+            fs.rmSync(prefix, { recursive: true, force: true })
+          })()),
       }
     }
     if (!exited) {
       child.kill('SIGKILL')
       await exit
     }
-    let log = ''
-    try {
-      log = fs.readFileSync(path.join(prefix, 'error.log'), 'utf8')
-    } catch {
-      // none
-    }
-    lastError = `${stderr}\n${log}`.trim()
+    lastError = `${stderr}\n${read('error.log')}`.trim()
     if (!/Address already in use/.test(lastError)) break
   }
   fs.rmSync(prefix, { recursive: true, force: true })

@@ -8,12 +8,11 @@
 //   /token/   the store, `Authorization: Bearer <token>` or 401
 //   /basic/   the store, HTTP Basic auth (user, password) or 401
 //   /cache/   a WebDAV-PUT grid cache, `Authorization: Bearer <token>` or 401 (GET and PUT)
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
-import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { confPreamble, freePort, NGINX_BIN, type NginxRequest } from './nginx'
+import { confPreamble, launchNginx, type NginxRequest } from './nginx'
 
 export interface PrivateNginxOptions {
   store: string
@@ -66,90 +65,12 @@ function conf(prefix: string, port: number, o: PrivateNginxOptions, cache: strin
 `
 }
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect({ port, host: '127.0.0.1' })
-    s.once('connect', () => {
-      s.destroy()
-      resolve(true)
-    })
-    s.once('error', () => resolve(false))
-  })
-}
-
 export async function startPrivateNginx(o: PrivateNginxOptions): Promise<PrivateNginx> {
   const prefix = fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-pnginx-'))
   const cache = path.join(prefix, 'cache')
   fs.mkdirSync(cache)
   // nginx's own "{PLAIN}" scheme: no crypt() needed to make the file.
   if (o.basic) fs.writeFileSync(path.join(prefix, 'htpasswd'), `${o.basic.user}:{PLAIN}${o.basic.password}\n`)
-  let last = ''
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const port = await freePort()
-    fs.writeFileSync(path.join(prefix, 'nginx.conf'), conf(prefix, port, o, cache))
-    const child: ChildProcess = spawn(NGINX_BIN, ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'), '-e', path.join(prefix, 'error.log')], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    })
-    const kill = () => child.kill('SIGKILL')
-    process.on('exit', kill)
-    let stderr = ''
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
-    let exited = false
-    const exit = new Promise<void>((resolve) => {
-      child.once('exit', () => {
-        exited = true
-        process.off('exit', kill)
-        resolve()
-      })
-      child.once('error', (err) => {
-        stderr += String(err)
-        exited = true
-        process.off('exit', kill)
-        resolve()
-      })
-    })
-    const deadline = Date.now() + 5000
-    while (!exited && Date.now() < deadline && !(await canConnect(port))) await new Promise((r) => setTimeout(r, 20))
-    if (!exited && Date.now() < deadline) {
-      let stopped: Promise<void> | undefined
-      const read = (n: string) => {
-        try {
-          return fs.readFileSync(path.join(prefix, n), 'utf8')
-        } catch {
-          return ''
-        }
-      }
-      return {
-        url: `${o.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
-        dirs: { prefix, store: o.store, cache },
-        requests: () =>
-          read('access.log')
-            .split('\n')
-            .filter((l) => l !== '')
-            .map((l) => {
-              const [method, uri, status] = l.split(' ')
-              return { method: method!, uri: uri!, status: Number(status) }
-            }),
-        errorLog: () => read('error.log'),
-        stop: () =>
-          (stopped ??= (async () => {
-            if (!exited) {
-              child.kill('SIGTERM')
-              const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
-              await exit
-              clearTimeout(timer)
-            }
-            fs.rmSync(prefix, { recursive: true, force: true })
-          })()),
-      }
-    }
-    if (!exited) {
-      child.kill('SIGKILL')
-      await exit
-    }
-    last = `${stderr}\n${fs.existsSync(path.join(prefix, 'error.log')) ? fs.readFileSync(path.join(prefix, 'error.log'), 'utf8') : ''}`.trim()
-    if (!/Address already in use/.test(last)) break
-  }
-  fs.rmSync(prefix, { recursive: true, force: true })
-  throw new Error(`nginx did not start: ${last || 'no output'}`)
+  const n = await launchNginx(prefix, (port) => conf(prefix, port, o, cache))
+  return { ...n, url: `${o.tls ? 'https' : 'http'}://127.0.0.1:${n.port}`, dirs: { prefix, store: o.store, cache } }
 }
