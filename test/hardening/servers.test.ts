@@ -10,7 +10,7 @@ import { MAX_REDIRECTS } from '../../lib/sources/http'
 import { startFaultServer, type FaultMode, type FaultServer } from '../helpers/faults'
 import { config, errorOf, files, mountHere, writeStore } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
-import { makeConfig, memLog, randomBytes, tmpDir, writeBlob, type StoredBlob } from '../helpers/store'
+import { makeConfig, memLog, randomBytes, writeBlob, type StoredBlob } from '../helpers/store'
 
 const TIMEOUT = 1000
 
@@ -26,7 +26,7 @@ function get(url: string): Promise<void> {
 
 /** Fetch through one hostile store: how it failed, how long it took, what RSS it cost. */
 async function attempt(t: Test, srv: FaultServer, mode: FaultMode, blob: StoredBlob): Promise<{ kind: string; ms: number; rssMiB: number; requests: number; cache: string }> {
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, cache, [srv.base(mode)])
   const before = srv.count()
   const rss0 = process.memoryUsage().rss
@@ -44,7 +44,7 @@ async function attempt(t: Test, srv: FaultServer, mode: FaultMode, blob: StoredB
 }
 
 t.test('each hostile server alone: bounded in time and memory', async (t) => {
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const blob = writeBlob(store, randomBytes(100_000, 51))
   const srv = await startFaultServer({ store })
   t.teardown(() => srv.close())
@@ -81,11 +81,11 @@ t.test('each hostile server alone: bounded in time and memory', async (t) => {
 })
 
 t.test('hostile servers in front of a good store: the right bytes, from the good one', async (t) => {
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const blob = writeBlob(store, randomBytes(60_000, 52))
   const srv = await startFaultServer({ store })
   t.teardown(() => srv.close())
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, cache, ['loop', 'endless', 'cebomb', 'bomb', 'drip'].map((m) => srv.base(m as FaultMode)).concat(srv.base('good')))
   const start = Date.now()
   await f.fetch(blob.md5, blob.size)

@@ -5,41 +5,11 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Engine, type EngineOptions, type FetcherSpec } from '../../lib/engine'
+import { clearMounts } from './tmp'
 
 type Test = { teardown(fn: () => unknown): void }
 
-/** Mount points at or below `dir`, deepest first. */
-export function mountsBelow(dir: string): string[] {
-  return fs
-    .readFileSync('/proc/self/mounts', 'utf8')
-    .split('\n')
-    .map((line) => line.split(' ')[1])
-    .filter((mp): mp is string => !!mp)
-    .map((mp) => mp.replace(/\\040/g, ' '))
-    .filter((mp) => mp === dir || mp.startsWith(dir + '/'))
-    .sort((a, b) => b.length - a.length)
-}
-
-/** Lazily unmounts whatever is mounted at or below `dir` (a test that failed half way). */
-export function clearMounts(dir: string): void {
-  for (const mp of mountsBelow(dir)) {
-    try {
-      execFileSync('umount', ['-l', mp], { stdio: 'ignore' })
-    } catch {
-      // already gone
-    }
-  }
-}
-
-/** A fresh temp directory, removed in teardown after anything mounted below it is cleared. */
-export function tmpdir(t: Test, prefix = 'aysfs-test-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
-  t.teardown(() => {
-    clearMounts(dir)
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
-  return dir
-}
+export { clearMounts, mountsBelow, tmpdir } from './tmp'
 
 export const FIXTURE_FETCHER = path.resolve(__dirname, '../fixtures/fetcher.js')
 

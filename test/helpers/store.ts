@@ -1,24 +1,11 @@
 // Build stores, grid caches and local caches on disk for tests (spec §2, §3 layouts).
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
-import * as os from 'node:os'
 import * as path from 'node:path'
 import * as zlib from 'node:zlib'
 
-/** Something with a teardown, like a tap Test. */
-export interface Teardown {
-  teardown(fn: () => unknown): void
-}
-
 export function md5hex(data: Buffer | string): string {
   return crypto.createHash('md5').update(data).digest('hex')
-}
-
-/** A fresh directory under the OS temp dir, removed at teardown. */
-export function tmpDir(t: Teardown, prefix = 'aysfs-test-'): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  return dir
 }
 
 /** Deterministic pseudo-random bytes (incompressible, so `.bro` is not much smaller). */

@@ -5,7 +5,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { createFetcher, cleanTmp, type Pipeline } from '../../lib/pipeline'
 import { startFaultServer, type FaultServer } from '../helpers/faults'
-import { makeConfig, memLog, randomBytes, tmpDir, writeBlob } from '../helpers/store'
+import { makeConfig, memLog, randomBytes, writeBlob } from '../helpers/store'
+import { tmpdir } from '../helpers/tmp'
 
 async function faultServer(t: Test, store: string, delayMs: number): Promise<FaultServer> {
   const s = await startFaultServer({ store, delayMs })
@@ -20,10 +21,10 @@ function fetcher(t: Test, cfg: Parameters<typeof makeConfig>[0]): Pipeline {
 }
 
 t.test('single flight: 50 concurrent fetches of one blob, 1 download', async (t) => {
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const blob = writeBlob(store, randomBytes(200_000, 40))
   const srv = await faultServer(t, store, 200)
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, { cache, stores: [srv.base('slow')] })
   const all = Array.from({ length: 50 }, () => f.fetch(blob.md5, blob.size))
   t.equal(f.stats().merged, 49)
@@ -34,11 +35,11 @@ t.test('single flight: 50 concurrent fetches of one blob, 1 download', async (t)
 })
 
 t.test('single flight also shares a failure', async (t) => {
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const blob = writeBlob(store, 'x')
   const srv = await faultServer(t, store, 100)
   // No backoff (lib/health.ts): this is about what one blob's failure leaves behind.
-  const f = createFetcher({ config: makeConfig({ cache: tmpDir(t), stores: [srv.base('e500')] }), log: memLog(), backoff: { baseMs: 0 } })
+  const f = createFetcher({ config: makeConfig({ cache: tmpdir(t), stores: [srv.base('e500')] }), log: memLog(), backoff: { baseMs: 0 } })
   t.teardown(() => f.close())
   const results = await Promise.allSettled(Array.from({ length: 5 }, () => f.fetch(blob.md5, blob.size)))
   t.ok(results.every((r) => r.status === 'rejected' && (r.reason as { code: string }).code === 'EIO'))
@@ -49,10 +50,10 @@ t.test('single flight also shares a failure', async (t) => {
 })
 
 t.test('max_downloads: never more requests at once than allowed', async (t) => {
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const blobs = Array.from({ length: 12 }, (_, i) => writeBlob(store, randomBytes(5000, 50 + i)))
   const srv = await faultServer(t, store, 150)
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, { cache, stores: [srv.base('slow')], maxDownloads: 3 })
   const all = Promise.all(blobs.map((b) => f.fetch(b.md5, b.size)))
   await new Promise((r) => setTimeout(r, 50))
@@ -65,11 +66,11 @@ t.test('max_downloads: never more requests at once than allowed', async (t) => {
 })
 
 t.test('a blob that appears in the local cache while queued is not downloaded', async (t) => {
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const slowOne = writeBlob(store, randomBytes(1000, 60))
   const other = writeBlob(store, randomBytes(1000, 61))
   const srv = await faultServer(t, store, 200)
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, { cache, stores: [srv.base('slow')], maxDownloads: 1 })
   const first = f.fetch(slowOne.md5, slowOne.size)
   const second = f.fetch(other.md5, other.size)
@@ -81,7 +82,7 @@ t.test('a blob that appears in the local cache while queued is not downloaded', 
 })
 
 t.test('temp files of dead writers are cleaned at start; live ones are not', async (t) => {
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const tmp = path.join(cache, 'tmp')
   fs.mkdirSync(tmp)
   const old = new Date(Date.now() - 3600_000)
@@ -98,9 +99,9 @@ t.test('temp files of dead writers are cleaned at start; live ones are not', asy
 })
 
 t.test('local cache failures are EIO of the cache, never blamed on a source', async (t) => {
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const blob = writeBlob(store, randomBytes(1000, 62))
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, { cache, stores: [store] })
   // The tmp dir removed under a running fetcher: made again.
   fs.rmSync(path.join(cache, 'tmp'), { recursive: true })
@@ -117,9 +118,9 @@ t.test('local cache failures are EIO of the cache, never blamed on a source', as
 t.test('a full disk after the readers got their bytes: evict, retry, and they are answered once', async (t) => {
   // The cache on a 1 MiB tmpfs (a real ENOSPC): each blob is handed out checked (onVerified)
   // before it is written; the third does not fit until the pipeline evicts.
-  const store = tmpDir(t)
+  const store = tmpdir(t)
   const blobs = [0, 1, 2].map((i) => writeBlob(store, randomBytes(400_000, 70 + i)))
-  const cache = path.join(tmpDir(t), 'cache')
+  const cache = path.join(tmpdir(t), 'cache')
   fs.mkdirSync(cache)
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', cache])
   t.teardown(() => execFileSync('umount', ['-l', cache]))

@@ -5,7 +5,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { createFetcher, type Pipeline } from '../../lib/pipeline'
 import { startFaultServer, type FaultMode, type FaultServer } from '../helpers/faults'
-import { makeConfig, memLog, randomBytes, tmpDir, writeBlob, type StoredBlob } from '../helpers/store'
+import { makeConfig, memLog, randomBytes, writeBlob, type StoredBlob } from '../helpers/store'
+import { tmpdir } from '../helpers/tmp'
 
 const TIMEOUT = 1000
 
@@ -46,12 +47,12 @@ function assertNoWrongBytes(t: Test, cache: string, blob: StoredBlob, expectPres
 }
 
 t.test('each fault alone: EIO within timeout + 1 s', async (t) => {
-  const storeDir = tmpDir(t)
+  const storeDir = tmpdir(t)
   const blob = writeBlob(storeDir, randomBytes(100_000, 11))
   const srv = await faultServer(t, storeDir)
   for (const [mode, kind] of FAULTS) {
     await t.test(mode, async (t) => {
-      const cache = tmpDir(t)
+      const cache = tmpdir(t)
       const f = fetcher(t, cache, [srv.base(mode)])
       const start = Date.now()
       const err = await f.fetch(blob.md5, blob.size).then(() => undefined, (e: unknown) => e)
@@ -68,12 +69,12 @@ t.test('each fault alone: EIO within timeout + 1 s', async (t) => {
 })
 
 t.test('each fault in front of a good store: the right bytes from the next one', async (t) => {
-  const storeDir = tmpDir(t)
+  const storeDir = tmpdir(t)
   const blob = writeBlob(storeDir, randomBytes(100_000, 12))
   const srv = await faultServer(t, storeDir)
   for (const [mode] of FAULTS) {
     await t.test(mode, async (t) => {
-      const cache = tmpDir(t)
+      const cache = tmpdir(t)
       const f = fetcher(t, cache, [srv.base(mode), srv.base('good')])
       const start = Date.now()
       await f.fetch(blob.md5, blob.size)
@@ -86,12 +87,12 @@ t.test('each fault in front of a good store: the right bytes from the next one',
 })
 
 t.test('faults as grid caches: the store serves, the cache that served wrong bytes gets a push', async (t) => {
-  const storeDir = tmpDir(t)
+  const storeDir = tmpdir(t)
   const blob = writeBlob(storeDir, randomBytes(5000, 13))
   writeBlob(storeDir, blob.data, { layout: 'cache' }) // what the `wrong` cache mangles
   const srv = await faultServer(t, storeDir)
-  const cache = tmpDir(t)
-  const putTarget = tmpDir(t)
+  const cache = tmpdir(t)
+  const putTarget = tmpdir(t)
   const f = fetcher(t, cache, [storeDir], [srv.base('e500'), srv.base('wrong'), `file://${putTarget}`])
   await f.fetch(blob.md5, blob.size)
   await f.drain()
@@ -108,12 +109,12 @@ t.test('faults as grid caches: the store serves, the cache that served wrong byt
 })
 
 t.test('a faulty store is logged once per kind, counted every time', async (t) => {
-  const storeDir = tmpDir(t)
+  const storeDir = tmpdir(t)
   const blobs = [1, 2, 3].map((i) => writeBlob(storeDir, randomBytes(2000, 20 + i)))
   const srv = await faultServer(t, storeDir)
   const log = memLog()
   // No backoff (lib/health.ts; test/hardening covers it): every fetch meets the fault.
-  const f = createFetcher({ config: makeConfig({ cache: tmpDir(t), stores: [srv.base('e500'), srv.base('good')], timeoutMs: TIMEOUT }), log, backoff: { baseMs: 0 } })
+  const f = createFetcher({ config: makeConfig({ cache: tmpdir(t), stores: [srv.base('e500'), srv.base('good')], timeoutMs: TIMEOUT }), log, backoff: { baseMs: 0 } })
   t.teardown(() => f.close())
   for (const b of blobs) await f.fetch(b.md5, b.size)
   t.match(f.stats().sources[0], { errors: 3, errorKinds: { 'http-500': 3 }, lastError: /HTTP 500/ })
@@ -123,10 +124,10 @@ t.test('a faulty store is logged once per kind, counted every time', async (t) =
 })
 
 t.test('a slow but steady source (over 1 KiB/s) is not cut, however long it takes', async (t) => {
-  const storeDir = tmpDir(t)
+  const storeDir = tmpdir(t)
   const blob = writeBlob(storeDir, randomBytes(4000, 30))
   const srv = await faultServer(t, storeDir, { trickleBps: 2000 })
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, cache, [srv.base('trickle')])
   const start = Date.now()
   await f.fetch(blob.md5, blob.size)
@@ -135,10 +136,10 @@ t.test('a slow but steady source (over 1 KiB/s) is not cut, however long it take
 })
 
 t.test('redirects are followed; user:password in the URL is sent as Basic auth', async (t) => {
-  const storeDir = tmpDir(t)
+  const storeDir = tmpdir(t)
   const blob = writeBlob(storeDir, randomBytes(3000, 31))
   const srv = await faultServer(t, storeDir)
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const f = fetcher(t, cache, [srv.base('redirect').replace('http://', 'http://us%40er:pa%3Ass@')])
   await f.fetch(blob.md5, blob.size)
   assertNoWrongBytes(t, cache, blob, true)

@@ -5,7 +5,8 @@ import * as path from 'node:path'
 import { createFetcher, type Pipeline } from '../../lib/pipeline'
 import { AysfsError } from '../../lib/errors'
 import { startNginx, type Nginx } from '../helpers/nginx'
-import { makeConfig, makeStore, memLog, randomBytes, tmpDir, writeBlob } from '../helpers/store'
+import { makeConfig, makeStore, memLog, randomBytes, writeBlob } from '../helpers/store'
+import { tmpdir } from '../helpers/tmp'
 
 async function nginx(t: Test, opts: Parameters<typeof startNginx>[0] = {}): Promise<Nginx> {
   const n = await startNginx(opts)
@@ -27,7 +28,7 @@ function cached(cache: string, md5: string): Buffer {
 t.test('fetch a blob from a store', async (t) => {
   const n = await nginx(t)
   const blob = writeBlob(n.dirs.store, randomBytes(300_000, 1))
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const { f } = fetcher(t, { cache, stores: [`${n.url}/store`] })
   await f.fetch(blob.md5, blob.size)
   t.same(cached(cache, blob.md5), blob.data)
@@ -46,7 +47,7 @@ t.test('fetch a blob from a store', async (t) => {
 t.test('upper-case md5 and a zero-size blob', async (t) => {
   const n = await nginx(t)
   const blob = writeBlob(n.dirs.store, 'hello world\n')
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const { f } = fetcher(t, { cache, stores: [`${n.url}/store`] })
   await f.fetch(blob.md5.toUpperCase(), blob.size)
   t.same(cached(cache, blob.md5), blob.data)
@@ -64,7 +65,7 @@ t.test('.bro variant when there is no plain blob', async (t) => {
   const n = await nginx(t)
   const data = Buffer.concat([randomBytes(5000, 2), Buffer.alloc(200_000, 0x20)])
   const blob = writeBlob(n.dirs.store, data, { variant: 'bro' })
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const { f } = fetcher(t, { cache, stores: [`${n.url}/store`] })
   await f.fetch(blob.md5, blob.size)
   t.same(cached(cache, blob.md5), data)
@@ -76,13 +77,13 @@ t.test('.bro variant when there is no plain blob', async (t) => {
 
 t.test('a bad .bro is rejected and the next store serves', async (t) => {
   const n = await nginx(t)
-  const good = tmpDir(t)
+  const good = tmpdir(t)
   const blob = writeBlob(good, randomBytes(10_000, 3))
   // In the first store, a .bro of other content.
   const bad = path.join(n.dirs.store, 'files', blob.md5[0], blob.md5[1])
   fs.mkdirSync(bad, { recursive: true })
   fs.writeFileSync(path.join(bad, `${blob.md5}.bro`), require('node:zlib').brotliCompressSync(randomBytes(10_000, 4)))
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const { f } = fetcher(t, { cache, stores: [`${n.url}/store`, good] })
   await f.fetch(blob.md5, blob.size)
   t.same(cached(cache, blob.md5), blob.data)
@@ -94,7 +95,7 @@ t.test('a bad .bro is rejected and the next store serves', async (t) => {
 t.test('push to a grid cache, exactly once; a second node then reads the grid cache only', async (t) => {
   const n = await nginx(t)
   const blobs = [writeBlob(n.dirs.store, randomBytes(70_000, 5)), writeBlob(n.dirs.store, randomBytes(1000, 6), { variant: 'bro' })]
-  const cacheA = tmpDir(t)
+  const cacheA = tmpdir(t)
   const a = fetcher(t, { cache: cacheA, caches: [`${n.url}/cache`], stores: [`${n.url}/store`] })
   await Promise.all([...blobs, ...blobs].map((b) => a.f.fetch(b.md5, b.size)))
   await a.f.drain()
@@ -111,7 +112,7 @@ t.test('push to a grid cache, exactly once; a second node then reads the grid ca
   t.same(fs.readdirSync(n.dirs.cache).filter((x) => x.startsWith('.')), [], 'no temp files in the grid cache')
 
   const before = n.requests().length
-  const cacheB = tmpDir(t)
+  const cacheB = tmpdir(t)
   const b = fetcher(t, { cache: cacheB, caches: [`${n.url}/cache`], stores: [`${n.url}/store`] })
   for (const blob of blobs) await b.f.fetch(blob.md5, blob.size)
   await b.f.drain()
@@ -125,8 +126,8 @@ t.test('push to a grid cache, exactly once; a second node then reads the grid ca
 t.test('push: not to a cache with push = false, and to a directory cache atomically', async (t) => {
   const n = await nginx(t)
   const blob = writeBlob(n.dirs.store, randomBytes(3000, 7))
-  const dirCache = tmpDir(t)
-  const cache = tmpDir(t)
+  const dirCache = tmpdir(t)
+  const cache = tmpdir(t)
   const { f } = fetcher(t, {
     cache,
     caches: [{ url: `${n.url}/cache`, push: false }, `file://${dirCache}`],
@@ -142,9 +143,9 @@ t.test('push: not to a cache with push = false, and to a directory cache atomica
 
 t.test('a later grid cache that has it: the earlier one gets the push', async (t) => {
   const n = await nginx(t)
-  const dirCache = tmpDir(t)
+  const dirCache = tmpdir(t)
   const blob = writeBlob(dirCache, randomBytes(2000, 8), { layout: 'cache' })
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const { f } = fetcher(t, { cache, caches: [`${n.url}/cache`, dirCache], stores: [`${n.url}/store`] })
   await f.fetch(blob.md5, blob.size)
   await f.drain()
@@ -155,7 +156,7 @@ t.test('a later grid cache that has it: the earlier one gets the push', async (t
 t.test('push failures are counted and logged once, and never delay the fetch', async (t) => {
   const n = await nginx(t)
   const blobs = [writeBlob(n.dirs.store, 'one'), writeBlob(n.dirs.store, 'two')]
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   // /store/ answers GET but not PUT (405).
   const { f, log } = fetcher(t, { cache, caches: [`${n.url}/store/nothing-here`], stores: [`${n.url}/store`] })
   for (const b of blobs) await f.fetch(b.md5, b.size)
@@ -168,7 +169,7 @@ t.test('offline: EIO within timeout × sources + 1 s, nothing in the cache', asy
   const n = await nginx(t)
   const blob = writeBlob(n.dirs.store, 'offline')
   await n.stop()
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const { f } = fetcher(t, { cache, caches: [`${n.url}/cache`], stores: [`${n.url}/store`, `http://localhost:${n.port}/x`], timeoutMs: 1000 })
   const start = Date.now()
   const err = await f.fetch(blob.md5, blob.size).then(() => undefined, (e: unknown) => e)
@@ -183,12 +184,12 @@ t.test('offline: EIO within timeout × sources + 1 s, nothing in the cache', asy
 
 t.test('flists: from the first store that has one, kept; the kept copy when offline', async (t) => {
   const n = await nginx(t)
-  const store2 = tmpDir(t)
+  const store2 = tmpdir(t)
   const made = makeStore(store2, { '/opt/a': 'aaa', '/opt/b': 'bbbb' }, { id: 'svc' })
   fs.mkdirSync(path.join(n.dirs.store, 'md'))
   fs.writeFileSync(path.join(n.dirs.store, 'md', 'svc.flist'), made.flist)
   fs.writeFileSync(path.join(n.dirs.store, 'md', 'svc.flist.sig'), 'SIG')
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const { f, log } = fetcher(t, { cache, stores: [`${n.url}/nothing`, `${n.url}/store`, store2] })
   const parse = (data: Buffer, sig?: Buffer) => ({ lines: data.toString().split('\n').filter(Boolean).length, sig: sig?.toString() })
   const r = await f.fetchFlist('svc', parse, { signature: true })
@@ -226,16 +227,16 @@ t.test('flists: from the first store that has one, kept; the kept copy when offl
 t.test('bearer token from token_file, or from headers', async (t) => {
   const n = await nginx(t)
   const blob = writeBlob(n.dirs.store, 'secret content')
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const tokenFile = path.join(dir, 'token')
   fs.writeFileSync(tokenFile, `${n.token}\n`)
-  const cache = tmpDir(t)
+  const cache = tmpdir(t)
   const noToken = fetcher(t, { cache, stores: [`${n.url}/auth`] })
   await t.rejects(noToken.f.fetch(blob.md5, blob.size), { code: 'EIO', message: /store\[0\]: http-401/ })
   const withToken = fetcher(t, { cache, stores: [{ url: `${n.url}/auth`, tokenFile }] })
   await withToken.f.fetch(blob.md5, blob.size)
   t.same(cached(cache, blob.md5), blob.data)
-  const withHeader = fetcher(t, { cache: tmpDir(t), stores: [{ url: `${n.url}/auth`, headers: { Authorization: `Bearer ${n.token}` } }] })
+  const withHeader = fetcher(t, { cache: tmpdir(t), stores: [{ url: `${n.url}/auth`, headers: { Authorization: `Bearer ${n.token}` } }] })
   await withHeader.f.fetch(blob.md5, blob.size)
   t.pass('headers from the config are sent')
 })

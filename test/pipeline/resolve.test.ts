@@ -5,7 +5,7 @@ import * as dgram from 'node:dgram'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { createResolver, lookup, parseHosts, type LookupAddress } from '../../lib/sources/resolve'
-import { tmpDir } from '../helpers/store'
+import { tmpdir } from '../helpers/tmp'
 
 /** A DNS server that knows `names` (name → A/AAAA addresses) and says NXDOMAIN to the rest. */
 async function dnsServer(t: Test, names: Record<string, string[]>): Promise<{ server: string; queries: string[] }> {
@@ -82,7 +82,7 @@ t.test('parseHosts', async (t) => {
 })
 
 t.test('IP literals, hosts file, localhost, without DNS', async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const hosts = path.join(dir, 'hosts')
   fs.writeFileSync(hosts, '10.1.2.3 store.example\n::2 store.example\n')
   const dns = await dnsServer(t, {})
@@ -108,7 +108,7 @@ t.test('IP literals, hosts file, localhost, without DNS', async (t) => {
 })
 
 t.test('c-ares: A, then AAAA, search domains, NXDOMAIN', async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const resolvConf = path.join(dir, 'resolv.conf')
   fs.writeFileSync(resolvConf, 'nameserver 127.0.0.1\nsearch lan.test\n')
   const dns = await dnsServer(t, {

@@ -11,7 +11,8 @@ import { HttpSource, Watchdog } from '../../lib/sources/http'
 import { BlobWriter, BufferSink, MEMORY_BLOB_MAX, SourceFault } from '../../lib/sources/source'
 import type { SourceConfig } from '../../lib/config'
 import { startFaultServer, type FaultServer } from '../helpers/faults'
-import { md5hex, randomBytes, tmpDir, writeBlob } from '../helpers/store'
+import { md5hex, randomBytes, writeBlob } from '../helpers/store'
+import { tmpdir } from '../helpers/tmp'
 
 function cfg(url: string, extra: Partial<SourceConfig> = {}): SourceConfig {
   return { url, headers: {}, push: true, key: 'store[0]', ...extra }
@@ -36,7 +37,7 @@ async function getBuffer(src: { get: DirSource['get'] }, rel: string, max = 1 <<
 }
 
 t.test('directory source: plain path and file:// URL', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const blob = writeBlob(root, randomBytes(3 << 20, 80))
   const rel = `files/${blob.md5[0]}/${blob.md5[1]}/${blob.md5}`
   for (const url of [root, `file://${root}`]) {
@@ -48,7 +49,7 @@ t.test('directory source: plain path and file:// URL', async (t) => {
     await t.rejects(src.get('files', new BufferSink(10)), { name: 'SourceFault', kind: 'not-a-file' })
   }
   const src = new DirSource(cfg(root), 'store')
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const w = new BlobWriter(blob.md5, blob.size - 1, path.join(dir, 'x'))
   await t.rejects(src.get(rel, w), { name: 'SourceFault', kind: 'too-long', message: /expected/ })
   w.abort()
@@ -56,10 +57,10 @@ t.test('directory source: plain path and file:// URL', async (t) => {
 })
 
 t.test('directory source: atomic put', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const src = new DirSource(cfg(root, { key: 'cache[0]' }), 'cache')
   t.equal(src.push, true)
-  const file = path.join(tmpDir(t), 'blob')
+  const file = path.join(tmpdir(t), 'blob')
   const data = randomBytes(10 << 20, 81)
   fs.writeFileSync(file, data)
   const md5 = md5hex(data)
@@ -72,10 +73,10 @@ t.test('directory source: atomic put', async (t) => {
 })
 
 t.test('http source: headers, token file, PUT', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const blob = writeBlob(root, 'some content')
   const srv = await faultServer(t, root)
-  const tokenFile = path.join(tmpDir(t), 'token')
+  const tokenFile = path.join(tmpdir(t), 'token')
   fs.writeFileSync(tokenFile, 'first\n')
   const src = http(t, cfg(srv.base('good'), { headers: { 'X-Custom': 'yes', Authorization: 'Basic overridden' }, tokenFile }))
   const rel = `files/${blob.md5[0]}/${blob.md5[1]}/${blob.md5}`
@@ -88,7 +89,7 @@ t.test('http source: headers, token file, PUT', async (t) => {
   await getBuffer(src, rel)
   t.equal(srv.requests[1].authorization, 'Bearer second', 'the token file is re-read when it changes')
 
-  const file = path.join(tmpDir(t), 'up')
+  const file = path.join(tmpdir(t), 'up')
   fs.writeFileSync(file, randomBytes(700_000, 82))
   await src.put('up/loaded', file, 700_000)
   t.same(fs.readFileSync(path.join(root, 'up', 'loaded')), fs.readFileSync(file))
@@ -102,11 +103,11 @@ t.test('http source: headers, token file, PUT', async (t) => {
 })
 
 t.test('http source: Content-Length that cannot be right is refused before the body', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const blob = writeBlob(root, randomBytes(1000, 83))
   const srv = await faultServer(t, root)
   const src = http(t, cfg(srv.base('good')))
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const w = new BlobWriter(blob.md5, 999, path.join(dir, 'x'))
   await t.rejects(src.get(`files/${blob.md5[0]}/${blob.md5[1]}/${blob.md5}`, w), { name: 'SourceFault', kind: 'too-long', message: /Content-Length 1000, expected 999/ })
   w.abort()
@@ -114,7 +115,7 @@ t.test('http source: Content-Length that cannot be right is refused before the b
 })
 
 t.test('https with a private CA from `ca`', async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const key = path.join(dir, 'key.pem')
   const cert = path.join(dir, 'cert.pem')
   try {
@@ -137,7 +138,7 @@ t.test('https with a private CA from `ca`', async (t) => {
 })
 
 t.test('proxy environment: used for other hosts, never for loopback', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const blob = writeBlob(root, 'through the proxy')
   const proxy = await faultServer(t, root)
   const saved = { HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, NO_PROXY: process.env.NO_PROXY, no_proxy: process.env.no_proxy }
@@ -166,7 +167,7 @@ t.test('proxy environment: used for other hosts, never for loopback', async (t) 
 })
 
 t.test('http source: a query string in the root URL stays at the end', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const blob = writeBlob(root, 'query')
   const srv = await faultServer(t, root)
   const src = http(t, cfg(`${srv.base('good')}/?sig=abc`))
@@ -201,7 +202,7 @@ t.test('watchdog: fires after the timeout for a silent transfer, not for a stead
 })
 
 t.test('BlobWriter: small blobs in memory, large ones streamed, both put in place by the committer', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const tmp = path.join(root, 'tmp')
   fs.mkdirSync(tmp)
   for (const size of [0, 1, 70_000, MEMORY_BLOB_MAX, MEMORY_BLOB_MAX + 1, 3 << 20]) {
@@ -222,7 +223,7 @@ t.test('BlobWriter: small blobs in memory, large ones streamed, both put in plac
 })
 
 t.test('BlobWriter: commit failures are fs errors and leave no temp file; a removed temp dir is made again', async (t) => {
-  const root = tmpDir(t)
+  const root = tmpdir(t)
   const tmp = path.join(root, 'tmp')
   const data = randomBytes(5000, 91)
   const md5 = md5hex(data)
@@ -270,7 +271,7 @@ t.test('http source: a redirect to another host gets no credentials', async (t) 
   t.teardown(() => srv.close())
   const port = (srv.address() as net.AddressInfo).port
   const src = http(t, cfg(`http://us:pw@127.0.0.1:${port}/a`, { headers: { 'X-Custom': 'kept', Authorization: 'Bearer header' } }))
-  const w = new BlobWriter(md5, blob.length, path.join(tmpDir(t), 'x'))
+  const w = new BlobWriter(md5, blob.length, path.join(tmpdir(t), 'x'))
   t.equal(await src.get(`files/${md5[0]}/${md5[1]}/${md5}`, w), 'ok')
   t.same(
     seen.map((s) => [s.host.split(':')[0], s.authorization, s.custom]),

@@ -7,7 +7,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { startNginx } from '../helpers/nginx'
-import { makeConfig, randomBytes, tmpDir, writeBlob } from '../helpers/store'
+import { makeConfig, randomBytes, writeBlob } from '../helpers/store'
+import { tmpdir } from '../helpers/tmp'
 
 const POOL = Number(process.env.UV_THREADPOOL_SIZE) || 4
 
@@ -56,12 +57,12 @@ function blockThreadpool(dir: string): { unblock(): void } {
 t.test('fetches complete on a worker while the threadpool and the main thread are blocked', async (t) => {
   const n = await startNginx()
   t.teardown(() => n.stop())
-  const dirStore = tmpDir(t)
-  const cache = tmpDir(t)
+  const dirStore = tmpdir(t)
+  const cache = tmpdir(t)
   const viaHttp = writeBlob(n.dirs.store, randomBytes(500_000, 70))
   const viaBro = writeBlob(n.dirs.store, randomBytes(20_000, 71), { variant: 'bro' })
   const viaDir = writeBlob(dirStore, randomBytes(300_000, 72))
-  const pushTarget = tmpDir(t)
+  const pushTarget = tmpdir(t)
   const config = makeConfig({
     cache,
     caches: [`http://localhost:${n.port}/cache`, pushTarget],
@@ -74,7 +75,7 @@ t.test('fetches complete on a worker while the threadpool and the main thread ar
   t.teardown(() => w.terminate())
   await once<{ type: string }>(w, (m) => m.type === 'ready')
 
-  const block = blockThreadpool(tmpDir(t))
+  const block = blockThreadpool(tmpdir(t))
   try {
     let statDone = false
     fs.stat(__filename, () => (statDone = true))

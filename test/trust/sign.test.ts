@@ -5,7 +5,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
 import { formatSignature, generateKeyPair, keyIdOf, loadTrustedKeys, parseSignature, signFlist, verifyFlist } from '../../lib/sign'
-import { tmpDir } from '../helpers/store'
+import { tmpdir } from '../helpers/tmp'
 
 const FLIST = Buffer.from('/opt/x/bin/tool|8a3e5e03a10ecc3601a1f14fbc371019|4857\n/opt/x/etc/conf|d41d8cd98f00b204e9800998ecf8427e|0\n')
 const where = { id: 'jumpscale__base', source: 'store[0] (http://stor/x)' }
@@ -20,7 +20,7 @@ function hasOpenssl(): boolean {
 }
 
 t.test('generateKeyPair writes a .pub (0644) and a .key (0600) and never overwrites', async (t) => {
-  const dir = path.join(tmpDir(t), 'keys')
+  const dir = path.join(tmpdir(t), 'keys')
   const old = process.umask(0o077) // modes must not depend on the umask
   t.teardown(() => process.umask(old))
   const kp = generateKeyPair(dir)
@@ -48,7 +48,7 @@ t.test('generateKeyPair writes a .pub (0644) and a .key (0600) and never overwri
 })
 
 t.test('sign and verify; the signature file format', async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const kp = generateKeyPair(dir)
   const sig = signFlist(FLIST, kp.privateKey)
   const text = sig.toString('utf8')
@@ -69,7 +69,7 @@ t.test('sign and verify; the signature file format', async (t) => {
 })
 
 t.test('refusals name the service, the source and the reason', async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const trusted = generateKeyPair(dir, 'trusted')
   const stranger = generateKeyPair(dir, 'stranger')
   const keys = loadTrustedKeys([trusted.publicKey])
@@ -101,7 +101,7 @@ t.test('refusals name the service, the source and the reason', async (t) => {
 })
 
 t.test('loadTrustedKeys: errors name the file and main.trusted_keys[i]', async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const a = generateKeyPair(dir, 'a')
   const b = generateKeyPair(dir, 'b')
   const keys = loadTrustedKeys([a.publicKey, b.publicKey, a.publicKey])
@@ -124,7 +124,7 @@ t.test('loadTrustedKeys: errors name the file and main.trusted_keys[i]', async (
 })
 
 t.test('signFlist: errors name the key file', async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const kp = generateKeyPair(dir)
   t.throws(() => signFlist(FLIST, kp.publicKey), { code: 'EINVAL', file: kp.publicKey, message: /is a public key; sign with the private key/ })
   t.throws(() => signFlist(FLIST, path.join(dir, 'x.key')), { code: 'EINVAL', message: /x\.key: cannot read: no such file/ })
@@ -136,7 +136,7 @@ t.test('signFlist: errors name the key file', async (t) => {
 })
 
 t.test('interoperable: openssl recomputes the key id and checks the signature', { skip: !hasOpenssl() && 'no openssl' }, async (t) => {
-  const dir = tmpDir(t)
+  const dir = tmpdir(t)
   const kp = generateKeyPair(dir)
   // The recipe docs/security.md gives for the key id.
   const id = execFileSync('sh', ['-c', `openssl pkey -pubin -in '${kp.publicKey}' -outform DER | tail -c 32 | sha256sum | cut -c1-32`], { encoding: 'utf8' }).trim()
