@@ -107,12 +107,17 @@ async function refused(t: Test, dir: string, o: NodeOpts, expect: { code: string
 const entriesV1 = [file('/bin/tool', 'tool v1\n'), file('/etc/app.conf', 'one\n')]
 const entriesV2 = [file('/bin/tool', 'tool v2\n'), file('/etc/app.conf', 'two\n')]
 
-t.test('a signed flist mounts; status says it was verified and by which key', async (t) => {
+/** A temp dir, a key made there, a store in it with entriesV1 signed by that key, served by nginx. */
+async function signedStore(t: Test): Promise<{ dir: string; key: KeyPairFiles; store: string; n: Nginx }> {
   const dir = tmpdir(t)
   const key = generateKeyPair(path.join(dir, 'keys'))
   const store = path.join(dir, 'store')
   publish(store, entriesV1, key)
-  const n = await serve(t, store)
+  return { dir, key, store, n: await serve(t, store) }
+}
+
+t.test('a signed flist mounts; status says it was verified and by which key', async (t) => {
+  const { dir, key, store, n } = await signedStore(t)
   const m = await node(t, dir, { stores: [`${n.url}/store`], keys: [key.publicKey] })
   t.equal(fs.readFileSync(path.join(m.mountpoint, 'bin/tool'), 'utf8'), 'tool v1\n')
   const info = m.stats().mount!
@@ -195,11 +200,7 @@ t.test('a store whose copy is refused is skipped for the next one, and the refus
 })
 
 t.test('the kept copy is verified again on a remount: tampered on disk, it is refused', async (t) => {
-  const dir = tmpdir(t)
-  const key = generateKeyPair(path.join(dir, 'keys'))
-  const store = path.join(dir, 'store')
-  publish(store, entriesV1, key)
-  const n = await serve(t, store)
+  const { dir, key, store, n } = await signedStore(t)
   const o = { stores: [`${n.url}/store`], keys: [key.publicKey] }
   const first = await node(t, dir, o)
   t.equal(fs.readFileSync(path.join(first.mountpoint, 'etc/app.conf'), 'utf8'), 'one\n')
@@ -225,11 +226,7 @@ t.test('the kept copy is verified again on a remount: tampered on disk, it is re
 })
 
 t.test('reload: a flist replaced by an unsigned or tampered one is refused and the old tree stays', async (t) => {
-  const dir = tmpdir(t)
-  const key = generateKeyPair(path.join(dir, 'keys'))
-  const store = path.join(dir, 'store')
-  publish(store, entriesV1, key)
-  const n = await serve(t, store)
+  const { dir, key, store, n } = await signedStore(t)
   const m = await node(t, dir, { stores: [`${n.url}/store`], keys: [key.publicKey] })
   t.equal(fs.readFileSync(path.join(m.mountpoint, 'etc/app.conf'), 'utf8'), 'one\n')
 
@@ -311,11 +308,7 @@ t.test('ays ids cannot reach outside md/ on the store or the cache', async (t) =
 })
 
 t.test('prefetch = true fills the cache from the verified flist, fetched once', async (t) => {
-  const dir = tmpdir(t)
-  const key = generateKeyPair(path.join(dir, 'keys'))
-  const store = path.join(dir, 'store')
-  publish(store, entriesV1, key)
-  const n = await serve(t, store)
+  const { dir, key, store, n } = await signedStore(t)
   const mountpoint = mnt(dir, 'a')
   const cfg = configObject(dir, 'a', { stores: [`${n.url}/store`], keys: [key.publicKey] })
   const m = await mount({ mountpoint, log: { level: 'silent' }, config: { ...cfg, ays: [{ id: ID, prefetch: true }] } })
