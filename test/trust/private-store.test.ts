@@ -126,6 +126,16 @@ async function until(cond: () => boolean, ms = 10_000): Promise<boolean> {
   return cond()
 }
 
+/** A private CA made in `dir`, or undefined (the test says it skipped) where openssl is missing. */
+function caOrSkip(t: Test, dir: string): ReturnType<typeof makeCa> | undefined {
+  try {
+    return makeCa(dir)
+  } catch {
+    t.comment('skipped: no openssl to make a CA')
+    return undefined
+  }
+}
+
 t.test('token_file: store and grid cache behind a bearer token; no token, clean EIO; the token is nowhere', async (t) => {
   const dir = tmpdir(t)
   const store = path.join(dir, 'store')
@@ -232,13 +242,8 @@ t.test('headers: an Authorization header from the config; a wrong one fails with
 
 t.test('https with a private CA (`ca`) and user:password in the URL (Basic auth)', async (t) => {
   const dir = tmpdir(t)
-  let pki: ReturnType<typeof makeCa>
-  try {
-    pki = makeCa(dir)
-  } catch {
-    t.comment('skipped: no openssl to make a CA')
-    return
-  }
+  const pki = caOrSkip(t, dir)
+  if (!pki) return
   const store = path.join(dir, 'store')
   writeStore(ENTRIES, store, ID, PREFIX)
   const n = await startPrivateNginx({ store, token: TOKEN, basic: { user: USER, password: PASSWORD }, tls: { cert: pki.cert, key: pki.key } })
@@ -272,13 +277,8 @@ t.test('https with a private CA (`ca`) and user:password in the URL (Basic auth)
 
 t.test('examples/nginx-store-token.conf works as documented (store over TLS and grid cache, each behind its token)', async (t) => {
   const dir = tmpdir(t)
-  let pki: ReturnType<typeof makeCa>
-  try {
-    pki = makeCa(dir)
-  } catch {
-    t.comment('skipped: no openssl to make a CA')
-    return
-  }
+  const pki = caOrSkip(t, dir)
+  if (!pki) return
   const store = path.join(dir, 'store')
   const grid = path.join(dir, 'gridcache')
   fs.mkdirSync(grid)
