@@ -32,6 +32,31 @@ constexpr const char* kFuseCtl = "/sys/fs/fuse/connections";
 // access (the kernel's sequential read-ahead asks for more, 16 KiB at its smallest).
 constexpr size_t kRandomReadMax = 16 << 10;
 
+// Opens the cached blob at `path` if it holds `size` bytes; else -1 with errno ENOENT (absent,
+// or of another size: not ours to serve, it is fetched again) or the error of open.
+int OpenBlob(const std::string& path, uint64_t size) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd >= 0 && (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size)) {
+    close(fd);
+    errno = ENOENT;
+    return -1;
+  }
+  return fd;
+}
+
+// Reads `len` bytes at `off` through short reads; false if the file ends before.
+bool ReadFull(int fd, char* buf, size_t len, off_t off) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n = pread(fd, buf + got, len - got, off + static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
 // /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo.
 std::string Unescape(const std::string& s) {
   std::string out;
@@ -529,13 +554,7 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
   }
   size_t want = static_cast<size_t>(std::min<uint64_t>(size, e.size - off));
   std::string md5 = node.table->Md5Hex(node.index);
-  int fd = open(BlobPath(md5).c_str(), O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  if (fd >= 0 && (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != e.size)) {
-    close(fd);  // a blob of the wrong size is not ours to serve: fetch it again
-    fd = -1;
-    errno = ENOENT;
-  }
+  int fd = OpenBlob(BlobPath(md5), e.size);
   if (fd < 0) {
     if (errno == ENOENT && may_park && !RecentlyFailed(md5)) {
       ParkRead(md5, e.size, ParkedRead{req, e.ino, off, size});
@@ -569,14 +588,7 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
   } else {
     thread_local std::vector<char> scratch;
     if (scratch.size() < want) scratch.resize(want);
-    size_t got = 0;
-    while (got < want) {
-      ssize_t n = pread(fd, scratch.data() + got, want - got, off + got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += static_cast<size_t>(n);
-    }
-    if (got != want) {
+    if (!ReadFull(fd, scratch.data(), want, off)) {
       close(fd);
       counters.errors++;
       fuse_reply_err(req, EIO);
@@ -727,24 +739,13 @@ void Session::PushDirectory(const PushJob& job) {
 }
 
 bool Session::PushFile(uint64_t ino, const std::string& path, uint64_t size, bool wait_for_inode) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;  // not there (yet): the read will fetch it
-  struct stat st;
-  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size) {
-    close(fd);  // not the blob the entry names: the read will tell
-    return false;
-  }
+  int fd = OpenBlob(path, size);
+  if (fd < 0) return false;  // not there (yet), or not the entry's: the read will tell
   thread_local std::vector<char> data;
   data.resize(size);
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = pread(fd, data.data() + got, size - got, static_cast<off_t>(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<size_t>(n);
-  }
+  bool whole = ReadFull(fd, data.data(), size, 0);
   close(fd);
-  if (got != size) return false;
+  if (!whole) return false;
   // The kernel makes the inode when the thread that looked it up wakes from the reply; until
   // then the store fails with ENOENT. The reader's first read comes one or two syscalls later,
   // so try again at once and often, then less often (from memory: a spliced buffer is spent by
