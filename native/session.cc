@@ -525,8 +525,8 @@ void Session::ServeVerified(const std::string& md5, const char* data, size_t len
     }
     const RawEntry& e = node.e();
     if (!S_ISREG(e.mode) || e.size != len || node.table->Md5Hex(node.index) != md5) {
-      ServeReadOnce(node, r.req, r.size, r.off,
-                    /*may_park=*/false);  // not these bytes: ask the cache
+      // Not these bytes (the table changed meanwhile): ask the cache.
+      ServeReadOnce(node, r.req, r.size, r.off, /*may_park=*/false);
       continue;
     }
     size_t n = 0;
