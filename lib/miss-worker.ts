@@ -38,10 +38,11 @@ async function main(): Promise<void> {
   // a reader that got its bytes sees them counted), and while many run, at most every
   // PUBLISH_EVERY_MS.
   let running = 0
+  const publishDue = (alone: boolean): boolean => alone || Date.now() - lastPublish >= PUBLISH_EVERY_MS
   const settled = (md5: string, errno: number): void => {
     binding.complete(id, md5, errno)
     running--
-    if (running === 0 || Date.now() - lastPublish >= PUBLISH_EVERY_MS) publish()
+    if (publishDue(running === 0)) publish()
     else publishTimer ??= setTimeout(publish, PUBLISH_EVERY_MS)
   }
 
@@ -50,7 +51,7 @@ async function main(): Promise<void> {
     // Readers waiting on the blob get its checked bytes as soon as they are checked, while the
     // fetcher still writes them to the cache.
     const serve = (data: Buffer): void => {
-      if (running === 1 || Date.now() - lastPublish >= PUBLISH_EVERY_MS) publish()
+      if (publishDue(running === 1)) publish()
       binding.serveVerified(id, md5, data)
     }
     fetcher.fetch(md5, size, serve).then(
