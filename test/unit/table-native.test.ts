@@ -130,6 +130,13 @@ t.test('what lib/table.ts writes is accepted; each malformed field is refused wi
       b.copy(b, x, y, y + 8)
       b.write(tmp, y, 'hex')
     }), 'inode table entry 4: children not sorted or not unique at 10'],
+    ['a child its directory does not list', edit((b) => b.writeUInt32LE(1, at(index.z, 'childCount'))), 'inode table entry 10: not among its parent\'s children'],
+    ['a parent that is not a directory', edit((b) => {
+      b.writeUInt32LE(1, at(index.z, 'childCount'))
+      b.writeUInt32LE(index.jsnet, at(index.b, 'parent'))
+    }), 'inode table entry 10: parent 5 is not a directory'],
+    ['a child naming another parent', edit((b) => b.writeUInt32LE(index.bin, at(index.b, 'parent'))), 'inode table entry 4: child 10 has another parent'],
+    ['two entries with one inode number', edit((b) => b.copy(b, at(index.b, 'ino'), at(index.a, 'ino'), at(index.a, 'ino') + 8)), /^inode table entry 10: duplicate inode number \d+$/],
     ['a count past the buffer', edit((b) => b.writeUInt32LE(12, HEADER.count)), 'inode table: stringsOffset 1088, expected 1184 for 12 entries'],
   ]
   const { outcomes, crashed, stderr } = checkInChild([buffer, ...cases.map((c) => c[1])])
