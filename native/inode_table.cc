@@ -3,6 +3,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace aysfs {
@@ -15,9 +16,104 @@ bool InRange(uint64_t off, uint64_t len, uint64_t limit) {
   return off <= limit && len <= limit - off;
 }
 
-std::string Fail(std::string* error, uint32_t index, const char* what) {
+// "[off, end)" for messages; off and len are u32 here, so the sum cannot wrap in u64.
+std::string Span(uint64_t off, uint64_t len) {
+  return "[" + std::to_string(off) + ", " + std::to_string(off + len) + ")";
+}
+
+std::string Octal(uint32_t v) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "0%o", v);
+  return buf;
+}
+
+bool Fail(std::string* error, uint32_t index, const std::string& what) {
   *error = "inode table entry " + std::to_string(index) + ": " + what;
-  return *error;
+  return false;
+}
+
+bool IsDevice(uint32_t mode) { return S_ISBLK(mode) || S_ISCHR(mode); }
+
+bool IsFileType(uint32_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+    case S_IFDIR:
+    case S_IFLNK:
+    case S_IFBLK:
+    case S_IFCHR:
+    case S_IFIFO:
+    case S_IFSOCK:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool HasMd5(const RawEntry& e) {
+  for (uint8_t b : e.md5)
+    if (b != 0) return true;
+  return false;
+}
+
+// The first pass: entry `i`'s own fields, each against the table's bounds (count, the pool's
+// length). Reads nothing but `e` and the pool bytes of its own name and target, and those only
+// once their range is known to lie inside the pool. The rules are docs/design.md's, in order.
+bool CheckFields(const RawEntry& e, uint32_t i, uint32_t count, std::string_view pool,
+                 std::string* error) {
+  const bool root = i == 0;
+  if (!IsFileType(e.mode) || (e.mode & ~uint32_t(S_IFMT | 07777)) != 0)
+    return Fail(error, i, "mode " + Octal(e.mode) + " is not a file type and permission bits");
+  if (root && (e.ino != kRootIno || !S_ISDIR(e.mode) || e.parent != 0))
+    return Fail(error, i, "the root must be a directory with inode 1 and parent 0");
+  if (!root && (e.ino == 0 || e.ino == kRootIno))
+    return Fail(error, i, "reserved inode number " + std::to_string(e.ino));
+  if (!root && e.parent >= i)
+    return Fail(error, i, "parent " + std::to_string(e.parent) + " is not before it");
+
+  if (!InRange(e.name_off, e.name_len, pool.size()))
+    return Fail(error, i,
+                "name " + Span(e.name_off, e.name_len) + " outside the string pool (" +
+                    std::to_string(pool.size()) + " bytes)");
+  const std::string_view name = pool.substr(e.name_off, e.name_len);
+  if (root && !name.empty()) return Fail(error, i, "the root has a name");
+  if (!root && (name.empty() || name == "." || name == ".." || name.find('/') != name.npos ||
+                name.find('\0') != name.npos))
+    return Fail(error, i, "invalid name (empty, . or .., or with / or NUL)");
+
+  if (S_ISLNK(e.mode)) {
+    if (!InRange(e.target_off, e.target_len, pool.size()))
+      return Fail(error, i,
+                  "target " + Span(e.target_off, e.target_len) + " outside the string pool (" +
+                      std::to_string(pool.size()) + " bytes)");
+    const std::string_view target = pool.substr(e.target_off, e.target_len);
+    if (target.empty() || target.find('\0') != target.npos)
+      return Fail(error, i, "symlink target empty or with a NUL byte");
+    if (e.size != e.target_len)
+      return Fail(error, i,
+                  "symlink size " + std::to_string(e.size) + ", its target has " +
+                      std::to_string(e.target_len) + " bytes");
+  } else {
+    if (e.target_off != 0 || e.target_len != 0) return Fail(error, i, "a target on a non-symlink");
+    if (S_ISREG(e.mode) && e.size > uint64_t(INT64_MAX))
+      return Fail(error, i, "size " + std::to_string(e.size) + " past the largest off_t");
+    if (!S_ISREG(e.mode) && e.size != 0)
+      return Fail(error, i, "size " + std::to_string(e.size) + " on a non-regular file");
+  }
+  if (!IsDevice(e.mode) && (e.rdev_major != 0 || e.rdev_minor != 0))
+    return Fail(error, i, "device numbers on a non-device");
+  if (!S_ISREG(e.mode) && HasMd5(e)) return Fail(error, i, "an md5 on a non-regular file");
+
+  if (!S_ISDIR(e.mode)) {
+    if (e.first_child != 0 || e.child_count != 0)
+      return Fail(error, i, "a non-directory with children");
+  } else if (e.child_count == 0
+                 ? e.first_child != 0
+                 : e.first_child <= i || !InRange(e.first_child, e.child_count, count)) {
+    return Fail(error, i,
+                "children " + Span(e.first_child, e.child_count) + " out of range (after " +
+                    std::to_string(i) + ", before " + std::to_string(count) + ")");
+  }
+  return true;
 }
 
 }  // namespace
@@ -25,7 +121,7 @@ std::string Fail(std::string* error, uint32_t index, const char* what) {
 std::shared_ptr<const InodeTable> InodeTable::Adopt(const uint8_t* data, size_t len,
                                                     std::string* error) {
   if (len < kHeaderSize) {
-    *error = "inode table: buffer shorter than its header";
+    *error = "inode table: " + std::to_string(len) + " bytes, shorter than its header";
     return nullptr;
   }
   uint32_t magic, version, count;
@@ -44,14 +140,25 @@ std::shared_ptr<const InodeTable> InodeTable::Adopt(const uint8_t* data, size_t 
              std::to_string(kTableVersion);
     return nullptr;
   }
-  if (count == 0 || count >= kNone || strings_off != kHeaderSize + uint64_t(count) * kEntrySize ||
-      !InRange(strings_off, strings_len, len)) {
-    *error = "inode table: header does not match the buffer's size";
+  if (count == 0 || count >= kNone) {
+    *error = "inode table: " + std::to_string(count) + " entries";
+    return nullptr;
+  }
+  if (strings_off != kHeaderSize + uint64_t(count) * kEntrySize) {
+    *error = "inode table: stringsOffset " + std::to_string(strings_off) + ", expected " +
+             std::to_string(kHeaderSize + uint64_t(count) * kEntrySize) + " for " +
+             std::to_string(count) + " entries";
+    return nullptr;
+  }
+  if (!InRange(strings_off, strings_len, len)) {
+    *error = "inode table: the string pool (" + std::to_string(strings_len) + " bytes at " +
+             std::to_string(strings_off) + ") runs past the buffer's " + std::to_string(len) +
+             " bytes";
     return nullptr;
   }
 
   std::shared_ptr<InodeTable> t(new InodeTable());
-  t->len_ = kHeaderSize + count * kEntrySize + strings_len;
+  t->len_ = strings_off + strings_len;
   t->data_.reset(new uint8_t[t->len_]);
   memcpy(t->data_.get(), data, t->len_);
   t->entries_ = reinterpret_cast<const RawEntry*>(t->data_.get() + kHeaderSize);
@@ -59,63 +166,54 @@ std::shared_ptr<const InodeTable> InodeTable::Adopt(const uint8_t* data, size_t 
   t->strings_len_ = strings_len;
   t->count_ = count;
 
-  const RawEntry& root = t->entries_[0];
-  if (root.ino != kRootIno || !S_ISDIR(root.mode) || root.parent != 0) {
-    Fail(error, 0, "the root must be a directory with inode 1");
-    return nullptr;
-  }
+  // Every entry's own fields first, so that the relations below (which read other entries'
+  // names and ranges) only ever follow values already known to be in bounds.
+  const std::string_view pool(t->strings_, strings_len);
+  for (uint32_t i = 0; i < count; i++)
+    if (!CheckFields(t->entries_[i], i, count, pool, error)) return nullptr;
+  if (!t->CheckRelations(error)) return nullptr;
+  return t;
+}
 
+bool InodeTable::CheckRelations(std::string* error) {
   size_t cap = 16;
-  while (cap < size_t(count) * 2) cap <<= 1;
-  t->slots_.assign(cap, 0);
-  t->nlink_.assign(count, 1);
+  while (cap < size_t(count_) * 2) cap <<= 1;
+  slots_.assign(cap, 0);
+  nlink_.assign(count_, 1);
   const size_t mask = cap - 1;
-  for (uint32_t i = 0; i < count; i++) {
-    const RawEntry& e = t->entries_[i];
-    if (e.ino == 0 || (i > 0 && e.ino == kRootIno))
-      return Fail(error, i, "reserved inode number"), nullptr;
-    if ((i > 0 && e.parent >= i) || !S_ISDIR(t->entries_[e.parent].mode))
-      return Fail(error, i, "parent is not a directory"), nullptr;
-    if (!InRange(e.name_off, e.name_len, strings_len) || (i > 0 && e.name_len == 0))
-      return Fail(error, i, "name out of range"), nullptr;
-    if (!InRange(e.target_off, e.target_len, strings_len))
-      return Fail(error, i, "target out of range"), nullptr;
-    std::string_view name(t->strings_ + e.name_off, e.name_len);
-    if (name.find('/') != name.npos || name.find('\0') != name.npos || name == "." || name == "..")
-      return Fail(error, i, "invalid name"), nullptr;
-    if (S_ISDIR(e.mode)) {
-      t->nlink_[i] = 2;
-      if (e.child_count > 0) {
-        if (e.first_child == 0 || !InRange(e.first_child, e.child_count, count))
-          return Fail(error, i, "children out of range"), nullptr;
-        for (uint32_t c = e.first_child; c < e.first_child + e.child_count; c++) {
-          if (t->entries_[c].parent != i)
-            return Fail(error, i, "child with another parent"), nullptr;
-          if (c > e.first_child && t->Name(c - 1) >= t->Name(c))
-            return Fail(error, i, "children not sorted or not unique"), nullptr;
-        }
-      }
-    } else if (e.child_count != 0) {
-      return Fail(error, i, "a non-directory with children"), nullptr;
+  for (uint32_t i = 0; i < count_; i++) {
+    const RawEntry& e = entries_[i];
+    if (i > 0) {
+      // Every entry but the root must be listed by its parent, or lookups could not reach it;
+      // with the check below (everything a directory lists names it as parent), the child
+      // ranges split the entries into one tree. parent < i: nlink_[e.parent] is already 2.
+      const RawEntry& p = entries_[e.parent];
+      if (!S_ISDIR(p.mode))
+        return Fail(error, i, "parent " + std::to_string(e.parent) + " is not a directory");
+      if (i < p.first_child || i - p.first_child >= p.child_count)
+        return Fail(error, i, "not among its parent's children");
+      if (S_ISDIR(e.mode)) nlink_[e.parent]++;
     }
-    if (S_ISREG(e.mode)) t->total_bytes_ += e.size;
+    if (S_ISDIR(e.mode)) {
+      nlink_[i] = 2;
+      for (uint32_t c = e.first_child; c - e.first_child < e.child_count; c++) {
+        if (entries_[c].parent != i)
+          return Fail(error, i, "child " + std::to_string(c) + " has another parent");
+        if (c > e.first_child && Name(c - 1) >= Name(c))
+          return Fail(error, i, "children not sorted or not unique at " + std::to_string(c));
+      }
+    }
+    if (S_ISREG(e.mode) && __builtin_add_overflow(total_bytes_, e.size, &total_bytes_))
+      return Fail(error, i, "file sizes add up to more than 2^64 bytes");
     size_t slot = Mix(e.ino) & mask;
-    while (t->slots_[slot] != 0) {
-      if (t->entries_[t->slots_[slot] - 1].ino == e.ino)
-        return Fail(error, i, "duplicate inode number"), nullptr;
+    while (slots_[slot] != 0) {
+      if (entries_[slots_[slot] - 1].ino == e.ino)
+        return Fail(error, i, "duplicate inode number " + std::to_string(e.ino));
       slot = (slot + 1) & mask;
     }
-    t->slots_[slot] = i + 1;
+    slots_[slot] = i + 1;
   }
-  for (uint32_t i = 1; i < count; i++) {
-    const RawEntry& e = t->entries_[i];
-    // Every entry but the root must be listed by its parent, or lookups could not reach it.
-    const RawEntry& p = t->entries_[e.parent];
-    if (i < p.first_child || i >= p.first_child + p.child_count)
-      return Fail(error, i, "not among its parent's children"), nullptr;
-    if (S_ISDIR(e.mode)) t->nlink_[e.parent]++;
-  }
-  return t;
+  return true;
 }
 
 uint32_t InodeTable::Find(uint64_t ino) const {
@@ -163,7 +261,9 @@ void InodeTable::Stat(uint32_t index, struct stat* st) const {
   st->st_size = static_cast<off_t>(e.size);
   st->st_blksize = 4096;
   st->st_blocks = static_cast<blkcnt_t>((e.size + 511) / 512);
-  st->st_rdev = makedev(e.rdev_major, e.rdev_minor);
+  // Device numbers mean something only on a device node: Adopt refuses them on other entries,
+  // and this keeps any other entry from ever being served with one (`cp -a` would recreate it).
+  if (IsDevice(e.mode)) st->st_rdev = makedev(e.rdev_major, e.rdev_minor);
   st->st_atim.tv_sec = e.mtime;
   st->st_mtim.tv_sec = e.mtime;
   st->st_ctim.tv_sec = e.ctime;

@@ -69,6 +69,9 @@ class InodeTable {
 
  private:
   InodeTable() = default;
+  // The second pass of Adopt: parents, child ranges, name order, inode numbers; fills slots_,
+  // nlink_ and total_bytes_. Runs only after every entry's own fields were checked.
+  bool CheckRelations(std::string* error);
   std::unique_ptr<uint8_t[]> data_;
   size_t len_ = 0;
   const RawEntry* entries_ = nullptr;
