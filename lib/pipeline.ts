@@ -20,6 +20,7 @@ import * as path from 'node:path'
 import { threadId } from 'node:worker_threads'
 import { AysfsError } from './errors'
 import { acquireQuota, isNoSpace, releaseQuota, type CacheQuota, type QuotaStats } from './cache'
+import { CACHE_FILE_MODE, makeCacheSubdir, octalMode, prepareCacheDir } from './cache-dir'
 import { SourceHealth, isHealthFault, type HealthState } from './health'
 import { redactUrl, type Config, type SourceConfig } from './config'
 import { DirSource, dirRoot } from './sources/dir'
@@ -327,10 +328,27 @@ export function checkCachedBlob(cacheDir: string, md5: string, opts: { moveAside
   if (got.md5 === md5) return 'ok'
   if (opts.moveAside) {
     const bad = path.join(cacheDir, 'bad')
-    fs.mkdirSync(bad, { recursive: true })
-    fs.renameSync(file, path.join(bad, `${md5}.${Date.now()}`))
+    makeCacheSubdir(bad)
+    const to = path.join(bad, `${md5}.${Date.now()}`)
+    fs.renameSync(file, to)
+    privateFile(to)
   }
   return 'bad'
+}
+
+/** Sets a file we just put in the cache to 0600, through a descriptor (never following a link). */
+function privateFile(file: string): void {
+  let fd: number
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+  } catch {
+    return // a link or gone: nothing to read through it
+  }
+  try {
+    fs.fchmodSync(fd, CACHE_FILE_MODE)
+  } finally {
+    fs.closeSync(fd)
+  }
 }
 
 /** Counting semaphore: at most `max` downloads, the rest wait in FIFO order. */
@@ -443,8 +461,15 @@ export class Pipeline implements Fetcher {
         else this.log.info(fields, `${key} (${src?.url}) failed: backed off (first retry in ${(delayMs / 1000).toFixed(1)} s, then longer, up to a minute, while it keeps failing)`)
       },
     })
+    // Refused here (an AysfsError naming the directory) if another user owns it or may write in
+    // it; made or set 0700 otherwise: every user of a cache makes a pipeline first.
+    const made = prepareCacheDir(this.cacheDir)
+    if (made.previousMode !== undefined) {
+      const was = octalMode(made.previousMode)
+      this.log.info({ cache: this.cacheDir, mode: was }, `local cache ${this.cacheDir}: mode ${was} set to 0700 (only the user that mounts may read what is cached)`)
+    }
     try {
-      fs.mkdirSync(this.tmpDir, { recursive: true })
+      makeCacheSubdir(this.tmpDir)
     } catch (err) {
       throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${(err as Error).message}`, { key: 'main.cache', cause: err })
     }
@@ -648,7 +673,7 @@ export class Pipeline implements Fetcher {
       return new LocalBlobWriter(md5, size, this.tmpName(md5), this.fsync)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-      fs.mkdirSync(this.tmpDir, { recursive: true })
+      makeCacheSubdir(this.tmpDir)
       return new LocalBlobWriter(md5, size, this.tmpName(md5), this.fsync)
     }
   }
@@ -877,7 +902,7 @@ export class Pipeline implements Fetcher {
     const dir = path.join(this.cacheDir, 'md')
     const write = (name: string, buf: Buffer) => {
       const tmp = this.tmpName(`md-${id.length > 64 ? id.slice(0, 64) : id}`)
-      const fd = fs.openSync(tmp, 'wx', 0o644)
+      const fd = fs.openSync(tmp, 'wx', CACHE_FILE_MODE)
       try {
         writeAllSync(fd, buf)
         if (this.fsync) fs.fsyncSync(fd)
@@ -887,7 +912,7 @@ export class Pipeline implements Fetcher {
       fs.renameSync(tmp, path.join(dir, name))
     }
     try {
-      fs.mkdirSync(dir, { recursive: true })
+      makeCacheSubdir(dir)
       write(`${id}.flist`, data)
       if (signature) write(`${id}.flist.sig`, signature)
       else if (signature === undefined) fs.rmSync(path.join(dir, `${id}.flist.sig`), { force: true })
