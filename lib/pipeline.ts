@@ -123,6 +123,12 @@ export interface FetcherStats {
   empty: number
   /** Downloads that failed because the local cache's disk was full, even after evicting. */
   noSpace: number
+  /**
+   * Fetches refused because the blob can never fit in the local cache (larger than
+   * `main.cache_size`, or than its file system with everything evictable gone): nothing is
+   * evicted for them, and their reads fail with EIO.
+   */
+  tooLarge: number
   /** The local cache: quota, usage, evictions. */
   cache: QuotaStats
   downloads: { active: number; queued: number; max: number }
@@ -412,7 +418,7 @@ export class Pipeline implements Fetcher {
   private readonly fsync: boolean
   private readonly slots: Slots
   private readonly inflight = new Map<string, Promise<void>>()
-  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
+  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, tooLarge: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
   private readonly perSource = new Map<Source, SourceStats>()
   private readonly logged = new Set<string>()
   private readonly pushQueue: PushJob[] = []
@@ -430,6 +436,8 @@ export class Pipeline implements Fetcher {
   private readonly health: SourceHealth
   /** The full-disk message is logged once a minute at most, with the count of the others. */
   private noSpaceLog = { at: 0, suppressed: 0 }
+  /** Blobs whose "can never fit" line was logged: once per blob (then debug). */
+  private tooLargeLogged = new Set<string>()
 
   constructor(data: FetcherData) {
     if (data === null || typeof data !== 'object' || typeof data.config?.main?.cache !== 'string') {
@@ -562,6 +570,9 @@ export class Pipeline implements Fetcher {
         this.counters.alreadyCached++
         return
       }
+      // Larger than the quota or the whole disk: downloading it would evict every blob and fail.
+      const never = this.quota.neverFits(size)
+      if (never !== undefined) throw this.tooLarge(md5, size, never)
       const tried: string[] = []
       const missed: Source[] = []
       for (const src of this.sources) {
@@ -621,6 +632,7 @@ export class Pipeline implements Fetcher {
       } catch (err) {
         if (!isNoSpace(err)) throw err
         const room = attempt < 2 ? this.quota.makeRoomSync(size) : undefined
+        if (room?.never !== undefined) throw this.tooLarge(md5, size, room.never, err)
         if (room && (room.evicted > 0 || room.room)) continue
         // Nothing can go now, but other fetches pin their blobs until the turn after they settle
         // (readers are answered before the blob is written, so a single reader has several in
@@ -647,6 +659,19 @@ export class Pipeline implements Fetcher {
       this.noSpaceLog.suppressed++
     }
     return new AysfsError('EIO', msg, { cause })
+  }
+
+  /** A blob that can never be in the local cache: EIO, and one error line per blob. */
+  private tooLarge(md5: string, size: number, why: string, cause?: unknown): AysfsError {
+    this.counters.tooLarge++
+    const msg = `local cache ${this.cacheDir}: blob ${md5} (${size} bytes) can never fit: ${why}; reads of it fail with EIO, and no other blob was evicted for it`
+    if (this.tooLargeLogged.has(md5)) this.log.debug({ cache: this.cacheDir, md5, size }, msg)
+    else {
+      if (this.tooLargeLogged.size >= 10_000) this.tooLargeLogged.clear()
+      this.tooLargeLogged.add(md5)
+      this.log.error({ cache: this.cacheDir, md5, size, kind: 'too-large' }, msg)
+    }
+    return new AysfsError('EIO', msg, cause === undefined ? {} : { cause })
   }
 
   /** Run a local-cache operation; its failure is EIO naming the cache. */
@@ -932,6 +957,7 @@ export class Pipeline implements Fetcher {
       alreadyCached: c.alreadyCached,
       empty: c.empty,
       noSpace: c.noSpace,
+      tooLarge: c.tooLarge,
       cache: this.quota.stats(),
       downloads: { active: this.slots.active, queued: this.slots.queued, max: this.slots.max },
       pushes: { active: this.pushActive, queued: this.pushQueue.length, dropped: c.pushDropped },
