@@ -449,6 +449,14 @@ export class Pipeline implements Fetcher {
     this.fsync = data.fsync ?? true
     this.cacheDir = config.main.cache
     this.tmpDir = path.join(this.cacheDir, 'tmp')
+    // Refused here (an AysfsError naming the directory) if another user owns it or may write in
+    // it; made or set 0700 otherwise. Every user of a cache makes a pipeline first, and this is
+    // the first thing a pipeline does (before any source exists).
+    const made = prepareCacheDir(this.cacheDir)
+    if (made.previousMode !== undefined) {
+      const was = octalMode(made.previousMode)
+      this.log.info({ cache: this.cacheDir, mode: was }, `local cache ${this.cacheDir}: mode ${was} set to 0700 (only the user that mounts may read what is cached)`)
+    }
     this.slots = new Slots(Math.max(1, config.main.maxDownloads))
     this.pushConcurrency = Math.max(1, data.pushConcurrency ?? Math.min(4, config.main.maxDownloads))
     const opts = { timeoutMs: config.main.timeoutMs, lookup: data.lookup }
@@ -469,13 +477,6 @@ export class Pipeline implements Fetcher {
         else this.log.info(fields, `${key} (${src?.url}) failed: backed off (first retry in ${(delayMs / 1000).toFixed(1)} s, then longer, up to a minute, while it keeps failing)`)
       },
     })
-    // Refused here (an AysfsError naming the directory) if another user owns it or may write in
-    // it; made or set 0700 otherwise: every user of a cache makes a pipeline first.
-    const made = prepareCacheDir(this.cacheDir)
-    if (made.previousMode !== undefined) {
-      const was = octalMode(made.previousMode)
-      this.log.info({ cache: this.cacheDir, mode: was }, `local cache ${this.cacheDir}: mode ${was} set to 0700 (only the user that mounts may read what is cached)`)
-    }
     try {
       makeCacheSubdir(this.tmpDir)
     } catch (err) {
