@@ -45,6 +45,13 @@
  * grace), unlinking them at once, until the file system has room for it; the pipeline retries. A temp file is never renamed into place unless complete and checked,
  * so a full disk can never leave a half-written blob under its final name.
  *
+ * **A blob that can never fit evicts nothing.** Before a download, a blob larger than the quota
+ * (or than the whole file system) is refused ({@link CacheQuota.neverFits}); on a full disk,
+ * before evicting, a blob larger than the free space plus everything eviction could ever free
+ * (every blob, pinned or not, and the temp files of downloads in flight) is refused too
+ * ({@link CacheQuota.makeRoomSync}'s `never`). Evicting for it would empty the cache and still
+ * fail.
+ *
  * Passes run on the thread of the pipeline that triggered them (the miss worker for a mount): sync
  * fs only, as everything there (docs/design.md). The background pass works one `<h0>` directory
  * per event-loop turn, so downloads keep moving while it runs.
@@ -522,17 +529,65 @@ export class CacheQuota {
   }
 
   /**
+   * Why a blob of `size` bytes can never be kept in this cache, or undefined when it can: it is
+   * larger than the quota (`main.cache_size`), or than the whole file system of the cache. Asked
+   * before a download; costs at most one statfs (none for blobs up to 1 MiB).
+   */
+  neverFits(size: number): string | undefined {
+    const need = estimateBytes(size)
+    if (this.limit > 0 && need > this.limit) return `it is larger than main.cache_size (${this.limit} bytes, ${mib(this.limit)})`
+    if (size > FS_CHECK_MIN) {
+      const total = fsBytes(this.cacheDir)
+      if (need > total) return `it is larger than the whole file system of the cache (${total} bytes, ${mib(total)})`
+    }
+    return undefined
+  }
+
+  /**
+   * The disk is full: can evicting ever make room for `size` bytes? Not when the free space plus
+   * every blob (pinned ones too: they are let go soon) and every temp file (downloads in flight
+   * become blobs) is less. Then the reason, else undefined. A scan younger than
+   * {@link SCAN_REUSE_MS} is trusted only to say yes: blobs that arrived since are not in it.
+   */
+  private neverFitsOnDiskSync(size: number): string | undefined {
+    const need = estimateBytes(size)
+    const total = fsBytes(this.cacheDir)
+    if (need > total) return `it is larger than the whole file system of the cache (${total} bytes, ${mib(total)})`
+    const tmp = path.join(this.cacheDir, 'tmp')
+    for (let fresh = false; ; fresh = true) {
+      let s = this.scan
+      if (fresh || !s || Date.now() - s.at > SCAN_REUSE_MS) {
+        s = newScan(this.capacityHint)
+        for (const h0 of HEX) this.scanInto(s, h0)
+        this.scan = s
+        fresh = true
+      }
+      const free = freeBytes(this.cacheDir)
+      const reclaimable = s.total + dirBytes(tmp)
+      if (need <= free + reclaimable) return undefined
+      if (fresh) {
+        return `the file system of the cache has ${free} bytes free (${mib(free)}), and every cached blob and download in flight takes ${reclaimable} more (${mib(reclaimable)})`
+      }
+    }
+  }
+
+  /**
    * The disk is full: evict least recently used blobs until the file system has room for
    * `size` more bytes (and some slack). Pins hold; the grace period does not. Uses the last
-   * scan when it is fresh, else scans (synchronously: the caller is waiting to write).
+   * scan when it is fresh, else scans (synchronously: the caller is waiting to write). Evicts
+   * nothing, and says why in `never`, when eviction could never make room.
    */
-  makeRoomSync(size: number): { evicted: number; bytes: number; room: boolean } {
+  makeRoomSync(size: number): { evicted: number; bytes: number; room: boolean; never?: string } {
     this.noSpace++
     const need = estimateBytes(size) + ROOM_SLACK
     const room = () => freeBytes(this.cacheDir) >= need
     let evicted = 0
     let bytes = 0
     this.purgeSync(Infinity) // what passes evicted but did not free yet: no new victims needed
+    if (!room()) {
+      const never = this.neverFitsOnDiskSync(size)
+      if (never !== undefined) return { evicted: 0, bytes: 0, room: false, never }
+    }
     for (let fresh = false; !room(); ) {
       let s = this.scan
       if (!s || Date.now() - s.at > SCAN_REUSE_MS || s.next >= (s.order?.length ?? s.count)) {
@@ -550,6 +605,30 @@ export class CacheQuota {
     }
     return { evicted, bytes, room: room() }
   }
+}
+
+/** Blobs of at most this size skip the file-system size check before their download (a statfs):
+ * the full-disk path still catches them. */
+const FS_CHECK_MIN = 1 << 20
+
+/** Size of the file system of `dir` in bytes; Infinity when it cannot be asked. */
+export function fsBytes(dir: string): number {
+  try {
+    const s = fs.statfsSync(dir)
+    return s.blocks * s.bsize
+  } catch {
+    return Infinity
+  }
+}
+
+/** Bytes on disk of the files directly in `dir` (temp files: downloads in flight, victims). */
+function dirBytes(dir: string): number {
+  let total = 0
+  for (const name of listDir(dir)) {
+    const st = fs.lstatSync(path.join(dir, name), LSTAT)
+    if (st?.isFile()) total += diskBytes(st)
+  }
+  return total
 }
 
 /** Bytes this process can still write on the file system of `dir` (root may use the reserve). */

@@ -5,6 +5,7 @@ import vm from 'node:vm'
 import { Worker } from 'node:worker_threads'
 import { onExit } from 'signal-exit'
 import type { NativeStats, SwapResult } from '../binding'
+import { prepareCacheDir } from './cache-dir'
 import { AysfsError } from './errors'
 import { loadBinding, runtimeModule } from './native'
 
@@ -150,7 +151,7 @@ export class Engine {
     if (typeof options.fetcher?.module !== 'string') {
       throw new TypeError('fetcher.module must be the path of a fetcher module')
     }
-    fs.mkdirSync(options.cacheDir, { recursive: true })
+    prepareCacheDir(options.cacheDir)
     const worker = new Worker(runtimeModule('miss-worker'), {
       workerData: { module: options.fetcher.module, data: options.fetcher.data },
       // No loader hooks of the parent (a test runner's TypeScript loader): plain, fast start.

@@ -20,6 +20,11 @@ export type FType = (typeof FType)[keyof typeof FType]
 export const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
 /** Longest accepted line, without its line end. */
 export const MAX_LINE_BYTES = 64 * 1024
+/** Longest accepted path component, in bytes (Linux `NAME_MAX`): a longer name cannot be listed,
+ * looked up or created by anyone, so a flist that has one is invalid. */
+export const MAX_NAME_BYTES = 255
+/** Longest accepted path, in bytes, as the flist writes it (the prefix included; Linux `PATH_MAX`). */
+export const MAX_PATH_BYTES = 4096
 /** Mode of files and directories that have no mode in the flist (seed lines, implied dirs). */
 export const DEFAULT_PERM = 0o555
 
@@ -592,9 +597,11 @@ class Parser {
         if (len === 0 || (len === 1 && buf[st] === DOT) || (len === 2 && buf[st] === DOT && buf[st + 1] === DOT)) {
           this.fail(`path ${quote(buf, s, pe)} has an empty, "." or ".." component`)
         }
+        if (len > MAX_NAME_BYTES) this.fail(`path ${quote(buf, s, pe)} has a component of ${len} bytes: at most ${MAX_NAME_BYTES} (NAME_MAX)`)
         sl[++nc] = i
       }
     } else sl[1] = pe
+    if (pe - s > MAX_PATH_BYTES) this.fail(`path ${quote(buf, s, pe)} is ${pe - s} bytes long: at most ${MAX_PATH_BYTES} (PATH_MAX)`)
 
     // Under the prefix? The prefix is normalised, so a byte match ending at "/" or at the end is
     // a match on whole components.
@@ -965,14 +972,16 @@ const FORBIDDEN: Array<[RegExp, string]> = [
 ]
 
 function refuse(path: string, what: string): never {
-  throw new AysfsError('EINVAL', `cannot write ${JSON.stringify(path)} to a flist: ${what}`)
+  const shown = path.length > 200 ? `${JSON.stringify(path.slice(0, 200))}...` : JSON.stringify(path)
+  throw new AysfsError('EINVAL', `cannot write ${shown} to a flist: ${what}`)
 }
 
 /**
  * One flist line, without its line end, for `publish`.
  * `seed` has regular files only (directories are implied by paths); `extended` has every type.
  * @throws AysfsError `EINVAL` naming the path and the reason: a path with `|`, CR, LF or NUL, a
- *   relative path or one with empty, `.` or `..` components, a non-regular file in `seed`, a bad
+ *   relative path or one with empty, `.` or `..` components, a path over {@link MAX_PATH_BYTES}
+ *   bytes or a component over {@link MAX_NAME_BYTES}, a non-regular file in `seed`, a bad
  *   md5, a symlink target with CR, LF or NUL, a user or group name with `|`, CR, LF or NUL.
  */
 export function formatFlistLine(entry: FlistLineInput, format: 'seed' | 'extended'): string {
@@ -981,6 +990,12 @@ export function formatFlistLine(entry: FlistLineInput, format: 'seed' | 'extende
   if (!path.startsWith('/')) refuse(path, 'the path is not absolute')
   if (path !== '/' && path.slice(1).split('/').some((c) => c === '' || c === '.' || c === '..')) {
     refuse(path, 'the path has an empty, "." or ".." component')
+  }
+  const pathBytes = Buffer.byteLength(path)
+  if (pathBytes > MAX_PATH_BYTES) refuse(path, `the path is ${pathBytes} bytes long: at most ${MAX_PATH_BYTES} (PATH_MAX)`)
+  for (const c of path.split('/')) {
+    const n = Buffer.byteLength(c)
+    if (n > MAX_NAME_BYTES) refuse(path, `the path has a component of ${n} bytes: at most ${MAX_NAME_BYTES} (NAME_MAX)`)
   }
   const ftype = entry.ftype ?? FType.file
   if (!Number.isInteger(ftype) || ftype < 0 || ftype > 6) refuse(path, `bad ftype ${ftype}`)

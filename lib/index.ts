@@ -62,6 +62,12 @@ export interface ServiceInfo {
   entries: number
   /** Lines outside the prefix, ignored. */
   ignored: number
+  /**
+   * Block and char devices of this service left out of the tree because `main.dev` is off (the
+   * default): a device node served by the mount would let `cp -a` as root make, say, a
+   * world-writable /dev/mem twin. 0 with `main.dev = true`.
+   */
+  droppedDevices: number
   /** Id of the trusted key whose signature was checked (only with `main.trusted_keys`). */
   key?: string
 }
@@ -143,7 +149,7 @@ interface Loaded {
  * copy from a store and on the copy kept in `<cache>/md/` alike; the key files are read again
  * on every call, so a reload picks up a rotation.
  */
-async function loadTree(config: Config, mountpoint: string, meta: Pipeline, opts: { prefetch?: boolean } = {}): Promise<Loaded> {
+async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log: Logger, opts: { prefetch?: boolean } = {}): Promise<Loaded> {
   const prefix = config.main.prefix ?? mountpoint
   const keys = loadTrustedKeys(config.main.trustedKeys)
   const parsed: ParsedFlist[] = []
@@ -174,12 +180,21 @@ async function loadTree(config: Config, mountpoint: string, meta: Pipeline, opts
       source: result.source,
       entries: result.value.entries,
       ignored: result.value.ignored,
+      droppedDevices: 0,
       ...(signer !== undefined ? { key: signer } : {}),
     })
     if (prefetch && ays.prefetch) result.value.tree.forEachFile((md5, size) => prefetch.set(md5, size))
   }
   const tree = mergeServices(parsed, { maxEntries: config.main.maxEntries })
-  const { buffer, count } = buildTable(tree, { suid: config.main.suid })
+  const { buffer, count, droppedDevices } = buildTable(tree, { suid: config.main.suid, dev: config.main.dev })
+  droppedDevices.forEach((n, i) => {
+    if (n === 0) return
+    services[i]!.droppedDevices = n
+    log.warn(
+      { id: services[i]!.id, droppedDevices: n },
+      `service ${services[i]!.id}: ${n} device ${n === 1 ? 'entry' : 'entries'} (block or char) left out: main.dev is off, so flists cannot create device nodes (set main.dev = true to serve them)`,
+    )
+  })
   return { table: buffer, entries: count, services, prefix, ...(prefetch ? { prefetch } : {}) }
 }
 
@@ -221,7 +236,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   let meta = createFetcher({ config, log })
   let loaded: Loaded
   try {
-    loaded = await loadTree(config, mountpoint, meta, { prefetch: true })
+    loaded = await loadTree(config, mountpoint, meta, log, { prefetch: true })
     await prefetchMarked(config, loaded.prefetch, meta, log)
     delete loaded.prefetch
   } catch (err) {
@@ -276,7 +291,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     try {
       next = typeof options.config === 'string' ? readConfig(options.config) : config
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
-      const fresh = await loadTree(next, mountpoint, nextMeta)
+      const fresh = await loadTree(next, mountpoint, nextMeta, log)
       const swapped = engine.swap(fresh.table)
       if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next), next.main.timeoutMs * 3)
       if (nextMeta !== meta) {

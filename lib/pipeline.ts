@@ -20,6 +20,7 @@ import * as path from 'node:path'
 import { threadId } from 'node:worker_threads'
 import { AysfsError } from './errors'
 import { acquireQuota, isNoSpace, releaseQuota, type CacheQuota, type QuotaStats } from './cache'
+import { CACHE_FILE_MODE, makeCacheSubdir, octalMode, prepareCacheDir } from './cache-dir'
 import { SourceHealth, isHealthFault, type HealthState } from './health'
 import { redactUrl, type Config, type SourceConfig } from './config'
 import { DirSource, dirRoot } from './sources/dir'
@@ -122,6 +123,12 @@ export interface FetcherStats {
   empty: number
   /** Downloads that failed because the local cache's disk was full, even after evicting. */
   noSpace: number
+  /**
+   * Fetches refused because the blob can never fit in the local cache (larger than
+   * `main.cache_size`, or than its file system with everything evictable gone): nothing is
+   * evicted for them, and their reads fail with EIO.
+   */
+  tooLarge: number
   /** The local cache: quota, usage, evictions. */
   cache: QuotaStats
   downloads: { active: number; queued: number; max: number }
@@ -327,10 +334,27 @@ export function checkCachedBlob(cacheDir: string, md5: string, opts: { moveAside
   if (got.md5 === md5) return 'ok'
   if (opts.moveAside) {
     const bad = path.join(cacheDir, 'bad')
-    fs.mkdirSync(bad, { recursive: true })
-    fs.renameSync(file, path.join(bad, `${md5}.${Date.now()}`))
+    makeCacheSubdir(bad)
+    const to = path.join(bad, `${md5}.${Date.now()}`)
+    fs.renameSync(file, to)
+    privateFile(to)
   }
   return 'bad'
+}
+
+/** Sets a file we just put in the cache to 0600, through a descriptor (never following a link). */
+function privateFile(file: string): void {
+  let fd: number
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+  } catch {
+    return // a link or gone: nothing to read through it
+  }
+  try {
+    fs.fchmodSync(fd, CACHE_FILE_MODE)
+  } finally {
+    fs.closeSync(fd)
+  }
 }
 
 /** Counting semaphore: at most `max` downloads, the rest wait in FIFO order. */
@@ -394,7 +418,7 @@ export class Pipeline implements Fetcher {
   private readonly fsync: boolean
   private readonly slots: Slots
   private readonly inflight = new Map<string, Promise<void>>()
-  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
+  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, tooLarge: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
   private readonly perSource = new Map<Source, SourceStats>()
   private readonly logged = new Set<string>()
   private readonly pushQueue: PushJob[] = []
@@ -412,6 +436,8 @@ export class Pipeline implements Fetcher {
   private readonly health: SourceHealth
   /** The full-disk message is logged once a minute at most, with the count of the others. */
   private noSpaceLog = { at: 0, suppressed: 0 }
+  /** Blobs whose "can never fit" line was logged: once per blob (then debug). */
+  private tooLargeLogged = new Set<string>()
 
   constructor(data: FetcherData) {
     if (data === null || typeof data !== 'object' || typeof data.config?.main?.cache !== 'string') {
@@ -423,6 +449,14 @@ export class Pipeline implements Fetcher {
     this.fsync = data.fsync ?? true
     this.cacheDir = config.main.cache
     this.tmpDir = path.join(this.cacheDir, 'tmp')
+    // Refused here (an AysfsError naming the directory) if another user owns it or may write in
+    // it; made or set 0700 otherwise. Every user of a cache makes a pipeline first, and this is
+    // the first thing a pipeline does (before any source exists).
+    const made = prepareCacheDir(this.cacheDir)
+    if (made.previousMode !== undefined) {
+      const was = octalMode(made.previousMode)
+      this.log.info({ cache: this.cacheDir, mode: was }, `local cache ${this.cacheDir}: mode ${was} set to 0700 (only the user that mounts may read what is cached)`)
+    }
     this.slots = new Slots(Math.max(1, config.main.maxDownloads))
     this.pushConcurrency = Math.max(1, data.pushConcurrency ?? Math.min(4, config.main.maxDownloads))
     const opts = { timeoutMs: config.main.timeoutMs, lookup: data.lookup }
@@ -444,7 +478,7 @@ export class Pipeline implements Fetcher {
       },
     })
     try {
-      fs.mkdirSync(this.tmpDir, { recursive: true })
+      makeCacheSubdir(this.tmpDir)
     } catch (err) {
       throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${(err as Error).message}`, { key: 'main.cache', cause: err })
     }
@@ -537,6 +571,9 @@ export class Pipeline implements Fetcher {
         this.counters.alreadyCached++
         return
       }
+      // Larger than the quota or the whole disk: downloading it would evict every blob and fail.
+      const never = this.quota.neverFits(size)
+      if (never !== undefined) throw this.tooLarge(md5, size, never)
       const tried: string[] = []
       const missed: Source[] = []
       for (const src of this.sources) {
@@ -596,6 +633,7 @@ export class Pipeline implements Fetcher {
       } catch (err) {
         if (!isNoSpace(err)) throw err
         const room = attempt < 2 ? this.quota.makeRoomSync(size) : undefined
+        if (room?.never !== undefined) throw this.tooLarge(md5, size, room.never, err)
         if (room && (room.evicted > 0 || room.room)) continue
         // Nothing can go now, but other fetches pin their blobs until the turn after they settle
         // (readers are answered before the blob is written, so a single reader has several in
@@ -624,6 +662,19 @@ export class Pipeline implements Fetcher {
     return new AysfsError('EIO', msg, { cause })
   }
 
+  /** A blob that can never be in the local cache: EIO, and one error line per blob. */
+  private tooLarge(md5: string, size: number, why: string, cause?: unknown): AysfsError {
+    this.counters.tooLarge++
+    const msg = `local cache ${this.cacheDir}: blob ${md5} (${size} bytes) can never fit: ${why}; reads of it fail with EIO, and no other blob was evicted for it`
+    if (this.tooLargeLogged.has(md5)) this.log.debug({ cache: this.cacheDir, md5, size }, msg)
+    else {
+      if (this.tooLargeLogged.size >= 10_000) this.tooLargeLogged.clear()
+      this.tooLargeLogged.add(md5)
+      this.log.error({ cache: this.cacheDir, md5, size, kind: 'too-large' }, msg)
+    }
+    return new AysfsError('EIO', msg, cause === undefined ? {} : { cause })
+  }
+
   /** Run a local-cache operation; its failure is EIO naming the cache. */
   private local<T>(fn: () => T): T {
     try {
@@ -648,7 +699,7 @@ export class Pipeline implements Fetcher {
       return new LocalBlobWriter(md5, size, this.tmpName(md5), this.fsync)
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-      fs.mkdirSync(this.tmpDir, { recursive: true })
+      makeCacheSubdir(this.tmpDir)
       return new LocalBlobWriter(md5, size, this.tmpName(md5), this.fsync)
     }
   }
@@ -877,7 +928,7 @@ export class Pipeline implements Fetcher {
     const dir = path.join(this.cacheDir, 'md')
     const write = (name: string, buf: Buffer) => {
       const tmp = this.tmpName(`md-${id.length > 64 ? id.slice(0, 64) : id}`)
-      const fd = fs.openSync(tmp, 'wx', 0o644)
+      const fd = fs.openSync(tmp, 'wx', CACHE_FILE_MODE)
       try {
         writeAllSync(fd, buf)
         if (this.fsync) fs.fsyncSync(fd)
@@ -887,7 +938,7 @@ export class Pipeline implements Fetcher {
       fs.renameSync(tmp, path.join(dir, name))
     }
     try {
-      fs.mkdirSync(dir, { recursive: true })
+      makeCacheSubdir(dir)
       write(`${id}.flist`, data)
       if (signature) write(`${id}.flist.sig`, signature)
       else if (signature === undefined) fs.rmSync(path.join(dir, `${id}.flist.sig`), { force: true })
@@ -907,6 +958,7 @@ export class Pipeline implements Fetcher {
       alreadyCached: c.alreadyCached,
       empty: c.empty,
       noSpace: c.noSpace,
+      tooLarge: c.tooLarge,
       cache: this.quota.stats(),
       downloads: { active: this.slots.active, queued: this.slots.queued, max: this.slots.max },
       pushes: { active: this.pushActive, queued: this.pushQueue.length, dropped: c.pushDropped },

@@ -46,6 +46,26 @@ export interface BuildTableOptions {
    * the table never advertises them even if the mount options would let them through.
    */
   suid?: boolean
+  /**
+   * Keep block and char devices from the flists (`main.dev`). Default false: they are left out
+   * of the table (and counted, {@link BuiltTable.droppedDevices}), so nothing can list, stat or
+   * copy them out of the mount (`cp -a` as root would make the device node), whatever the
+   * mount options.
+   */
+  dev?: boolean
+}
+
+/** What {@link buildTable} made. */
+export interface BuiltTable {
+  /** Header, `count` entries, string pool. */
+  buffer: Buffer
+  /** Entries in the table, the root included. */
+  count: number
+  /**
+   * Devices left out (without `dev`), by the index of the service that defined them in
+   * `tree.services`; all zeros with `dev`.
+   */
+  droppedDevices: number[]
 }
 
 /** One decoded entry ({@link readTable}): the buffer's fields plus its path. */
@@ -121,24 +141,38 @@ function writeI64(dv: DataView, off: number, v: number): void {
 }
 
 /**
- * Pack a tree into the inode table buffer.
- * @returns the buffer (header, `count` entries, string pool) and the entry count.
+ * Pack a tree into the inode table buffer. Without `opts.dev`, block and char devices are left
+ * out (they are leaves: nothing is below them) and counted per service.
  * @throws AysfsError `EINVAL` if the tree cannot be represented (more than 2^32-1 entries, a
  *   string pool over 4 GiB).
  */
-export function buildTable(tree: FlistTree, opts: BuildTableOptions = {}): { buffer: Buffer; count: number } {
-  const n = tree.count
-  if (n > MAX_U32) throw new AysfsError('EINVAL', `inode table: ${n} entries is more than it can hold`)
+export function buildTable(tree: FlistTree, opts: BuildTableOptions = {}): BuiltTable {
+  const total = tree.count
   const names = tree.names
+  const droppedDevices = tree.services.map(() => 0)
+  // Entries left out of the table: 1 = dropped. Undefined when none is (the common case).
+  let dropped: Uint8Array | undefined
+  if (!opts.dev) {
+    for (let id = 1; id < total; id++) {
+      const ft = tree.ftype[id]
+      if (ft !== FType.blockdev && ft !== FType.chardev) continue
+      dropped ??= new Uint8Array(total)
+      dropped[id] = 1
+      droppedDevices[tree.service[id]!]!++
+    }
+  }
+  const n = total - droppedDevices.reduce((a, b) => a + b, 0)
+  if (n > MAX_U32) throw new AysfsError('EINVAL', `inode table: ${n} entries is more than it can hold`)
 
   // Children of each entry as ranges of `kids` (CSR): kids[start[id] .. start[id+1]). The
   // filling pass uses start[p+1] as p's cursor, which leaves it at the end of p's range, i.e.
-  // exactly the start of p+1's range: no separate cursor array.
-  const start = new Uint32Array(n + 2)
-  for (let id = 1; id < n; id++) start[tree.parent[id]! + 2]++
-  for (let id = 0; id < n; id++) start[id + 2] += start[id + 1]!
+  // exactly the start of p+1's range: no separate cursor array. Ids stay the tree's (0 ..
+  // total-1); only the entries kept are placed.
+  const start = new Uint32Array(total + 2)
+  for (let id = 1; id < total; id++) if (!dropped?.[id]) start[tree.parent[id]! + 2]++
+  for (let id = 0; id < total; id++) start[id + 2] += start[id + 1]!
   const kids = new Uint32Array(Math.max(n - 1, 0))
-  for (let id = 1; id < n; id++) kids[start[tree.parent[id]! + 1]!++] = id
+  for (let id = 1; id < total; id++) if (!dropped?.[id]) kids[start[tree.parent[id]! + 1]!++] = id
 
   // Sort each directory's children by name bytes (Buffer.compare order: unsigned bytes, a
   // prefix first), as the native binary search expects.
@@ -156,14 +190,14 @@ export function buildTable(tree: FlistTree, opts: BuildTableOptions = {}): { buf
     }
     return al - bl
   }
-  for (let id = 0; id < n; id++) {
+  for (let id = 0; id < total; id++) {
     if (start[id + 1]! - start[id]! > 1) kids.subarray(start[id], start[id + 1]).sort(byName)
   }
 
   // Breadth-first order: order[index] = id, indexOf[id] = index. A directory's first child is
   // then indexOf[kids[start[id]]], its children being placed together.
   const order = new Uint32Array(n)
-  const indexOf = new Uint32Array(n)
+  const indexOf = new Uint32Array(total)
   let tail = 1
   for (let i = 0; i < n; i++) {
     const id = order[i]!
@@ -175,14 +209,14 @@ export function buildTable(tree: FlistTree, opts: BuildTableOptions = {}): { buf
   let targetBytes = 0
   const targets = new Map<number, Buffer>()
   for (const [id, x] of tree.extra) {
-    if (id < n && tree.ftype[id] === FType.symlink) {
+    if (id < total && tree.ftype[id] === FType.symlink) {
       const b = Buffer.from(x, 'utf8')
       targets.set(id, b)
       targetBytes += b.length
     }
   }
   let nameBytes = 0
-  for (let id = 1; id < n; id++) nameBytes += nameLen[id]!
+  for (let id = 1; id < total; id++) if (!dropped?.[id]) nameBytes += nameLen[id]!
   const poolLen = nameBytes + targetBytes
   if (poolLen > MAX_U32) throw new AysfsError('EINVAL', `inode table: ${poolLen} bytes of names and targets is more than it can hold (4 GiB)`)
   const pool0 = HEADER_SIZE + ENTRY_SIZE * n
@@ -208,8 +242,9 @@ export function buildTable(tree: FlistTree, opts: BuildTableOptions = {}): { buf
   let dirPoolLen = 0
   // By id, for directories: where their path is in dirPool, as a u32 length then the bytes.
   // `order` is not needed any more: its memory serves (a million entries' table is built near
-  // the memory budget, so every 4 bytes an entry count).
-  const dirPathAt = order
+  // the memory budget, so every 4 bytes an entry count), unless entries were dropped: it is
+  // indexed by table index, this by id.
+  const dirPathAt = dropped ? new Uint32Array(total) : order
   const words = new Int32Array(4)
   const inos = new InoSet(n)
   inos.add(1, 0)
@@ -219,7 +254,8 @@ export function buildTable(tree: FlistTree, opts: BuildTableOptions = {}): { buf
   let prefixOf = -1
   let prefixEnd = 0
 
-  for (let id = 0; id < n; id++) {
+  for (let id = 0; id < total; id++) {
+    if (dropped?.[id]) continue
     const at = HEADER_SIZE + ENTRY_SIZE * indexOf[id]!
     const ftype = tree.ftype[id]!
     const parentId = id === 0 ? 0 : tree.parent[id]!
@@ -333,7 +369,7 @@ export function buildTable(tree: FlistTree, opts: BuildTableOptions = {}): { buf
       break
     }
   }
-  return { buffer, count: n }
+  return { buffer, count: n, droppedDevices }
 }
 
 function bad(what: string): never {

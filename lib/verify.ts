@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { AysfsError } from './errors'
+import { prepareCacheDir } from './cache-dir'
 import { cachedBlobs, checkCachedBlob, cleanTmp } from './pipeline'
 import { createProgress } from './progress'
 
@@ -35,12 +35,13 @@ export interface VerifyResult {
 
 /**
  * Checks every blob of the cache (sync hashing, with a pause for the event loop every 100 ms so
- * progress lines come out).
- * @throws AysfsError `ENOENT` when the cache directory does not exist.
+ * progress lines come out). The cache directory must pass the checks a mount makes (lib/cache-dir.ts):
+ * ours, not writable by group or others; it is set 0700.
+ * @throws AysfsError `ENOENT` when the cache directory does not exist, `EINVAL` when another user
+ *   owns it or group or others may write in it.
  */
 export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
-  const cache = path.resolve(opts.cache)
-  if (!fs.existsSync(cache)) throw new AysfsError('ENOENT', `cache ${cache}: no such directory`, { key: 'main.cache' })
+  const cache = prepareCacheDir(opts.cache, { create: false }).dir
   const list: Array<{ md5: string; file: string; size: number }> = []
   for (const b of cachedBlobs(cache)) {
     try {

@@ -25,9 +25,12 @@
  * http agent, HTTPS through a CONNECT tunnel whose socket to the proxy inherits our agent's
  * `lookup` and `ca`. Loopback URLs (`localhost`, `127.0.0.0/8`, `::1`) are never proxied.
  *
- * Redirects: at most {@link MAX_REDIRECTS} hops, to http(s) URLs only; credentials (the token,
- * `Authorization` headers, user:password of the URL) go only to the origin's own host, never
- * after a hop to another host or from https down to http.
+ * Redirects: at most {@link MAX_REDIRECTS} hops, to http(s) URLs only. Credentials go only to
+ * the source's own origin (scheme, host and port): every configured header (`headers`: they are
+ * secrets, whatever their names), the token (`token_file`'s `Authorization`) and the URL's
+ * user:password are dropped at the first hop to another origin, and stay dropped for the rest of
+ * the chain, even if it comes back. Both clients do this: the direct one in {@link
+ * HttpSource.request}, axios (follow-redirects) in a `beforeRedirect` hook that runs after its own.
  */
 import * as fs from 'node:fs'
 import * as http from 'node:http'
@@ -128,6 +131,9 @@ function withoutAuthorization(headers: Record<string, string>): Record<string, s
   return h
 }
 
+/** Headers every request carries: nothing secret in them, so they survive any redirect. */
+const BASE_HEADERS: Readonly<Record<string, string>> = { 'User-Agent': USER_AGENT, 'Accept-Encoding': 'identity' }
+
 /** A response as both clients give it. */
 interface Response {
   status: number
@@ -161,6 +167,8 @@ export class HttpSource implements Source {
   private readonly base: string
   private readonly auth?: { username: string; password: string }
   private readonly headers: Record<string, string>
+  /** Names (lower case) of what goes to the origin only: every configured header, `authorization`. */
+  private readonly secretHeaders: ReadonlySet<string>
   private readonly tokenFile?: string
   private token?: { value: string; mtimeMs: number; checkedAt: number }
   private readonly httpAgent: http.Agent
@@ -189,6 +197,7 @@ export class HttpSource implements Source {
     this.timeoutMs = opts.timeoutMs
     this.tokenFile = cfg.tokenFile
     this.headers = { 'User-Agent': USER_AGENT, ...cfg.headers, 'Accept-Encoding': 'identity' }
+    this.secretHeaders = new Set([...Object.keys(cfg.headers).map((k) => k.toLowerCase()), 'authorization'])
     if (this.tokenFile !== undefined) this.readToken() // fail at start, not at the first miss
     const lookup = opts.lookup ?? defaultLookup
     const maxSockets = opts.maxSockets ?? Infinity
@@ -244,9 +253,10 @@ export class HttpSource implements Source {
     return { ...withoutAuthorization(this.headers), Authorization: `Bearer ${this.readToken()}` }
   }
 
-  /** The headers of a direct request: with credentials (as axios sends `auth`), or without any. */
+  /** The headers of a direct request: with credentials (as axios sends `auth`), or without any
+   * (after a redirect to another origin: no configured header at all, no token, no Basic). */
   private directHeaders(credentials: boolean): Record<string, string> {
-    if (!credentials) return withoutAuthorization(this.headers)
+    if (!credentials) return { ...BASE_HEADERS }
     if (!this.auth) return this.requestHeaders()
     const basic = Buffer.from(`${this.auth.username}:${this.auth.password}`).toString('base64')
     return { ...withoutAuthorization(this.requestHeaders()), Authorization: `Basic ${basic}` }
@@ -294,7 +304,9 @@ export class HttpSource implements Source {
       if (next.protocol !== 'http:' && next.protocol !== 'https:') {
         throw coded('ERR_FR_REDIRECTION_FAILURE', `redirected to an unsupported protocol ${next.protocol}`)
       }
-      if (next.host !== current.host || (current.protocol === 'https:' && next.protocol === 'http:')) credentials = false
+      // Another scheme, host or port: no credentials from here on. (URL.origin is normalised:
+      // lower-case host, no default port.)
+      if (next.origin !== current.origin) credentials = false
       next.username = ''
       next.password = ''
       current = next
@@ -303,8 +315,38 @@ export class HttpSource implements Source {
 
   private async viaAxios(url: string, signal: AbortSignal, maxRedirects: number, credentials: boolean): Promise<Response> {
     const client = credentials ? this.client : this.anonClient
-    const res = await client.get<Readable>(url, { signal, maxRedirects, headers: credentials ? this.requestHeaders() : this.directHeaders(false) })
+    const res = await client.get<Readable>(url, {
+      signal,
+      maxRedirects,
+      headers: credentials ? this.requestHeaders() : this.directHeaders(false),
+      beforeRedirect: this.redirectGuard(url),
+    })
     return { status: res.status, headers: res.headers, stream: res.data }
+  }
+
+  /**
+   * follow-redirects' hook for one axios GET from `url`: at the first hop to another origin, and
+   * on every hop after it, the request loses every configured header, `Authorization` and the
+   * Basic credentials (`auth`). axios runs it after its own hooks (one of which puts `auth` back
+   * when a chain returns to the origin), so it has the last word. The target is `href`: with a
+   * proxy, `hostname` and `port` are the proxy's.
+   */
+  private redirectGuard(url: string): (options: Record<string, any>) => void {
+    const origin = new URL(url).origin
+    let left = false
+    return (options) => {
+      let to: string | undefined
+      try {
+        to = new URL(String(options.href)).origin
+      } catch {
+        // unparsable: treated as another origin
+      }
+      if (to !== origin) left = true
+      if (!left) return
+      delete options.auth
+      const headers = options.headers as Record<string, unknown> | undefined
+      for (const name of Object.keys(headers ?? {})) if (this.secretHeaders.has(name.toLowerCase())) delete headers![name]
+    }
   }
 
   /** The full URL of `rel` (credentials are passed apart, as `auth`; a query string stays last). */

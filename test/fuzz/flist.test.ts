@@ -66,6 +66,8 @@ const editArb: fc.Arbitrary<Edit> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('swapLines' as const), a: fc.nat(), b: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('splice' as const), pos: fc.nat(), from: fc.nat(CORPUS.length - 1) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('long' as const), pos: fc.nat(), len: fc.integer({ min: 65_000, max: 66_000 }) }) },
+  // Around NAME_MAX (255) and PATH_MAX (4096).
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('long' as const), pos: fc.nat(), len: fc.oneof(fc.integer({ min: 250, max: 260 }), fc.integer({ min: 4080, max: 4100 })) }) },
 )
 
 function lines(b: Buffer): Buffer[] {
@@ -157,7 +159,9 @@ function checkTree(p: ParsedFlist): void {
     if (e.path !== '/') {
       for (const c of e.path.slice(1).split('/')) {
         assert.ok(c !== '' && c !== '.' && c !== '..' && !c.includes('\0'), `bad component in ${JSON.stringify(e.path)}`)
+        assert.ok(Buffer.byteLength(c) <= 255, `a component over NAME_MAX in ${JSON.stringify(e.path.slice(0, 300))}`)
       }
+      assert.ok(Buffer.byteLength(e.path) <= 4096, `a path over PATH_MAX: ${JSON.stringify(e.path.slice(0, 300))}`)
     }
     assert.ok(e.ftype >= 0 && e.ftype <= 6)
     assert.ok(e.perm >= 0 && e.perm <= 0o7777)

@@ -1,6 +1,7 @@
 // A full cache disk, for real: the local cache on a 2 MiB tmpfs. Blobs that do not fit make the
 // mount evict least recently used ones and retry; a blob bigger than the disk fails with EIO and
-// one clear log line. Never a half-written blob under its final name, never a wrong byte.
+// one clear log line, and evicts nothing. Never a half-written blob under its final name, never a
+// wrong byte.
 import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -12,7 +13,8 @@ t.test('the cache disk fills up: evict and retry, else EIO with one log line', a
   const dir = tmpdir(t)
   const cache = path.join(dir, 'cache')
   fs.mkdirSync(cache)
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', cache])
+  // mode=0700: a tmpfs root is 1777 by default, and a cache others can write in is refused.
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', cache])
   t.teardown(() => execFileSync('umount', ['-l', cache])) // after the mount's own teardown (LIFO)
 
   // 12 files of 300 KiB (3.5 MiB: twice the disk), no cache_size: only the disk limits.
@@ -42,21 +44,23 @@ t.test('the cache disk fills up: evict and retry, else EIO with one log line', a
   const usedNow = cacheBlobs(cache)
   t.ok(usedNow.length < list.length, `the disk holds ${usedNow.length} of ${list.length}: others were evicted to make room`)
 
-  // Bigger than the whole disk: nothing can make room.
+  // Bigger than the whole disk: nothing can make room, so nothing is evicted for it.
+  const before = cacheBlobs(cache).map((b) => b.name).sort()
   t.throws(() => fs.readFileSync(path.join(mnt, 'big')), { code: 'EIO' }, 'a blob that cannot fit: EIO')
   t.throws(() => fs.readFileSync(path.join(mnt, 'big')), { code: 'EIO' }, 'and again')
+  t.same(cacheBlobs(cache).map((b) => b.name).sort(), before, 'no blob was evicted for it')
 
   // Small files still work afterwards.
   t.ok(fs.readFileSync(path.join(mnt, list[0]!.path)).equals(list[0]!.data), 'small files still read')
 
   // The child's stderr arrives through the event loop, which the sync reads above held up.
-  await until(() => /disk full/.test(child.stderr()), 2000)
+  await until(() => /can never fit/.test(child.stderr()), 2000)
   await new Promise((resolve) => setTimeout(resolve, 200))
   const log = child.stderr().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { level: number; msg: string })
-  const full = log.filter((l) => /disk full/.test(l.msg))
-  t.equal(full.length, 1, 'one log line about the full disk')
-  t.match(full[0], { level: 50, msg: /local cache .*disk full \(ENOSPC\), no room for blob [0-9a-f]{32} \(3145728 bytes\).*EIO/ })
-  t.notOk(log.some((l) => l.level >= 50 && !/disk full/.test(l.msg)), 'no other error')
+  const full = log.filter((l) => /can never fit/.test(l.msg))
+  t.equal(full.length, 1, 'one log line about the blob that cannot fit')
+  t.match(full[0], { level: 50, msg: new RegExp(`local cache .*: blob ${big[0]!.md5} \\(3145728 bytes\\) can never fit: it is larger than the whole file system of the cache \\(2097152 bytes.*EIO`) })
+  t.notOk(log.some((l) => l.level >= 50 && !/can never fit/.test(l.msg)), 'no other error')
 
   // Nothing half-written under a final name; no temp file left behind.
   const blobs = cacheBlobs(cache)

@@ -1,11 +1,12 @@
 // The cache quota (main.cache_size): LRU by the blobs' atimes, a pass under a second for
 // 100,000 blobs, pins, and through real mounts: never a failed read or a wrong byte while
 // evicting, and the accounting and the order kept across a remount.
+import { execFileSync } from 'node:child_process'
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
-import { CacheQuota, LOW_WATER } from '../../lib/cache'
+import { CacheQuota, LOW_WATER, freeBytes } from '../../lib/cache'
 import { cacheBlobs, config, files, mountHere, until, writeStore, type File } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
 import { memLog } from '../helpers/store'
@@ -124,17 +125,46 @@ t.test('pinned and fresh blobs are never taken by a pass', async (t) => {
   t.equal(q2.passSync().evicted, 3, 'without the grace: all but one')
 })
 
-t.test('the disk is full: makeRoomSync frees what is needed, pins hold', async (t) => {
-  const cache = tmpdir(t)
+t.test('the disk is full: makeRoomSync frees what is needed, pins hold; a blob that can never fit evicts nothing', async (t) => {
+  // A 2 MiB file system of our own, so that its free space is ours to reason about: 512 KiB of
+  // another program's, and 20 blobs of 64 KiB (one pinned); about 256 KiB free.
+  const cache = path.join(tmpdir(t), 'cache')
+  fs.mkdirSync(cache)
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m,mode=0700', 'tmpfs', cache])
+  t.teardown(() => execFileSync('umount', ['-l', cache]))
+  fs.writeFileSync(path.join(cache, 'ballast'), Buffer.alloc(512 * 1024, 1))
   const names = fillCache(cache, 20, () => 65536)
   const q = quota(cache, 0)
   q.pin(names[0]!)
-  // "Room" is what statfs says; ask for more than the disk has to see it take everything.
-  const r = q.makeRoomSync(Number.MAX_SAFE_INTEGER / 2)
-  t.equal(r.room, false)
-  t.equal(r.evicted, 19, 'every blob but the pinned one')
-  t.same(cacheBlobs(cache).map((b) => b.name), [names[0]])
-  t.equal(q.stats().noSpace, 1)
+  const free = freeBytes(cache)
+  t.ok(free > 0 && free % 4096 === 0, `${free} bytes free`)
+
+  // More than the free space plus every blob (but less than the file system): nothing goes.
+  let r = q.makeRoomSync(free + 20 * 65536 + 65536)
+  t.match(r, { evicted: 0, bytes: 0, room: false, never: new RegExp(`^the file system of the cache has ${free} bytes free .*every cached blob and download in flight takes ${20 * 65536} more`) })
+  t.equal(cacheBlobs(cache).length, 20, 'no blob evicted')
+  // More than the whole file system: nothing goes either.
+  r = q.makeRoomSync(Number.MAX_SAFE_INTEGER / 2)
+  t.match(r, { evicted: 0, room: false, never: /^it is larger than the whole file system of the cache \(2097152 bytes/ })
+  t.equal(cacheBlobs(cache).length, 20, 'no blob evicted')
+
+  // Room only once every unpinned blob is gone (the 64 KiB slack included): all 19 go, the
+  // pinned one stays.
+  r = q.makeRoomSync(free + 19 * 65536 - 65536)
+  t.match(r, { evicted: 19, bytes: 19 * 65536, room: true })
+  t.equal(r.never, undefined)
+  t.same(cacheBlobs(cache).map((b) => b.name), [names[0]], 'every blob but the pinned one')
+  t.equal(q.stats().noSpace, 3)
+})
+
+t.test('neverFits: larger than cache_size, or than the file system', async (t) => {
+  const cache = tmpdir(t)
+  const q = quota(cache, 16 << 20)
+  t.equal(q.neverFits(16 << 20), undefined, 'the quota itself fits')
+  t.match(q.neverFits((16 << 20) + 1), /^it is larger than main\.cache_size \(16777216 bytes, 16\.0 MiB\)$/)
+  q.limit = 0
+  t.equal(q.neverFits(40 << 20), undefined, 'no quota: only the disk bounds it')
+  t.match(q.neverFits(Number.MAX_SAFE_INTEGER / 2), /^it is larger than the whole file system of the cache \(\d+ bytes/)
 })
 
 /** Reads every file through the mount and returns those whose bytes differ. */

@@ -172,5 +172,5 @@ export function compareTree(entries: GenEntry[], mountpoint: string, content = t
 /** The packed table of a generated tree, through the real flist parser and table builder. */
 export function tableFor(entries: GenEntry[], prefix = '/opt/test'): Buffer {
   const flist = parseFlist(Buffer.from(extendedFlist(entries, prefix)), { name: 'test', prefix })
-  return buildTable(mergeServices([flist]), { suid: true }).buffer
+  return buildTable(mergeServices([flist]), { suid: true, dev: true }).buffer
 }

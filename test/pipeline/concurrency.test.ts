@@ -122,7 +122,7 @@ t.test('a full disk after the readers got their bytes: evict, retry, and they ar
   const blobs = [0, 1, 2].map((i) => writeBlob(store, randomBytes(400_000, 70 + i)))
   const cache = path.join(tmpdir(t), 'cache')
   fs.mkdirSync(cache)
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', cache])
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'tmpfs', cache])
   t.teardown(() => execFileSync('umount', ['-l', cache]))
   const f = fetcher(t, { cache, stores: [store] })
   for (const b of blobs) {

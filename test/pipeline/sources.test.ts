@@ -2,8 +2,9 @@
 import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
+import * as nodeHttp from 'node:http'
 import * as https from 'node:https'
-import type * as net from 'node:net'
+import * as net from 'node:net'
 import * as path from 'node:path'
 import { createSource } from '../../lib/pipeline'
 import { DirSource } from '../../lib/sources/dir'
@@ -254,32 +255,218 @@ t.test('BlobWriter: commit failures are fs errors and leave no temp file; a remo
   t.notOk(fs.existsSync(path.join(root, 'never')))
 })
 
-t.test('http source: a redirect to another host gets no credentials', async (t) => {
-  const blob = randomBytes(3000, 92)
-  const md5 = md5hex(blob)
-  const seen: { url: string; host: string; authorization?: string; custom?: string }[] = []
-  const srv = (await import('node:http')).createServer((req, res) => {
-    seen.push({ url: req.url ?? '', host: req.headers.host ?? '', authorization: req.headers.authorization, custom: req.headers['x-custom'] as string | undefined })
-    if (req.url?.startsWith('/a/')) {
-      res.writeHead(302, { Location: `http://localhost:${(srv.address() as net.AddressInfo).port}/b/${req.url.slice(3)}`, 'Content-Length': '0' })
-      return res.end()
+/** A certificate for 127.0.0.1 and localhost, or undefined when there is no openssl. */
+function certificate(dir: string): { key: string; cert: string } | undefined {
+  const key = path.join(dir, 'key.pem')
+  const cert = path.join(dir, 'cert.pem')
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' })
+  } catch {
+    return undefined
+  }
+  return { key, cert }
+}
+
+/** A request a capture server saw. */
+interface Seen {
+  /** `http://127.0.0.1:1234`: where it went (for a proxy: the absolute URL's origin). */
+  origin: string
+  path: string
+  headers: nodeHttp.IncomingHttpHeaders
+}
+
+/**
+ * A server on loopback that records every request and answers it with `answer` (a redirect, or
+ * the blob). With `tls`, the same port speaks HTTP and HTTPS (told apart by the first byte), so
+ * that a redirect can change the scheme alone.
+ */
+async function captureServer(
+  t: Test,
+  seen: Seen[],
+  answer: (path: string, origin: URL) => { location: string } | { body: Buffer },
+  tls?: { key: string; cert: string },
+): Promise<number> {
+  const handle = (scheme: string) => (req: nodeHttp.IncomingMessage, res: nodeHttp.ServerResponse) => {
+    // Absolute form: a request to us as a proxy.
+    const target = /^https?:\/\//.test(req.url ?? '') ? new URL(req.url!) : new URL(req.url ?? '/', `${scheme}://${req.headers.host}`)
+    seen.push({ origin: target.origin, path: target.pathname, headers: req.headers })
+    const a = answer(target.pathname, target)
+    if ('location' in a) {
+      res.writeHead(302, { Location: a.location, 'Content-Length': '0' })
+      res.end()
+    } else {
+      res.writeHead(200, { 'Content-Length': String(a.body.length) })
+      res.end(a.body)
     }
-    res.writeHead(200, { 'Content-Length': String(blob.length) })
-    res.end(blob)
+  }
+  const plain = nodeHttp.createServer(handle('http'))
+  const secure = tls && https.createServer({ key: fs.readFileSync(tls.key), cert: fs.readFileSync(tls.cert) }, handle('https'))
+  const sockets = new Set<net.Socket>()
+  const srv = net.createServer((sock) => {
+    sockets.add(sock)
+    sock.on('close', () => sockets.delete(sock))
+    sock.once('data', (first: Buffer) => {
+      sock.pause()
+      sock.unshift(first)
+      // 0x16: a TLS handshake record.
+      ;(secure && first[0] === 0x16 ? secure : plain).emit('connection', sock)
+      process.nextTick(() => sock.resume())
+    })
   })
   await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => srv.close())
-  const port = (srv.address() as net.AddressInfo).port
-  const src = http(t, cfg(`http://us:pw@127.0.0.1:${port}/a`, { headers: { 'X-Custom': 'kept', Authorization: 'Bearer header' } }))
-  const w = new BlobWriter(md5, blob.length, path.join(tmpdir(t), 'x'))
-  t.equal(await src.get(`files/${md5[0]}/${md5[1]}/${md5}`, w), 'ok')
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    srv.close()
+  })
+  return (srv.address() as net.AddressInfo).port
+}
+
+/** The configured secrets of the redirect tests, by header name (lower case) and value. */
+const SECRETS = { 'x-api-key': 'key-1', cookie: 'session=s3cret', 'private-token': 'pt-2' }
+
+/** Which secrets a request carried: the configured headers, and the Authorization it had. */
+function secretsOf(s: Seen): string[] {
+  const found = Object.entries(SECRETS)
+    .filter(([k, v]) => s.headers[k] === v)
+    .map(([k]) => k)
+  return s.headers.authorization === undefined ? found : [...found, s.headers.authorization]
+}
+
+t.test('http source: configured headers, the token and user:password go to the origin only, on every redirect', async (t) => {
+  const dir = tmpdir(t)
+  const blob = randomBytes(3000, 92)
+  const md5 = md5hex(blob)
+  const rel = `files/${md5[0]}/${md5[1]}/${md5}`
+  const tls = certificate(dir)
+  const seen: Seen[] = []
+  let origin = 0
+  let other = 0
+  // On both servers: /<kind>/<rel> redirects as its name says; /final/<rel> serves the blob.
+  const answer = (p: string): { location: string } | { body: Buffer } => {
+    const [, kind, ...rest] = p.split('/')
+    const tail = rest.join('/')
+    switch (kind) {
+      case 'same': return { location: `/final/${tail}` }
+      case 'samefull': return { location: `http://127.0.0.1:${origin}/final/${tail}` }
+      case 'port': return { location: `http://127.0.0.1:${other}/final/${tail}` }
+      case 'host': return { location: `http://localhost:${origin}/final/${tail}` }
+      case 'scheme': return { location: `https://127.0.0.1:${origin}/final/${tail}` }
+      case 'back': return { location: `http://127.0.0.1:${other}/bounce/${tail}` }
+      case 'bounce': return { location: `http://127.0.0.1:${origin}/final/${tail}` }
+      default: return { body: blob }
+    }
+  }
+  origin = await captureServer(t, seen, answer, tls)
+  other = await captureServer(t, seen, answer)
+  const tokenFile = path.join(dir, 'token')
+  fs.writeFileSync(tokenFile, 'tok-3\n')
+  const headers = { 'X-Api-Key': SECRETS['x-api-key'], Cookie: SECRETS.cookie, 'Private-Token': SECRETS['private-token'] }
+  const basic = `Basic ${Buffer.from('us:pw').toString('base64')}`
+  const sources = [
+    { name: 'headers + token_file', url: (kind: string) => `http://127.0.0.1:${origin}/${kind}`, extra: { tokenFile }, auth: 'Bearer tok-3' },
+    { name: 'headers + user:password', url: (kind: string) => `http://us:pw@127.0.0.1:${origin}/${kind}`, extra: {}, auth: basic },
+  ]
+  const all = (auth: string) => [...Object.keys(SECRETS), auth]
+  for (const s of sources) {
+    const get = async (kind: string): Promise<Seen[]> => {
+      seen.length = 0
+      const src = http(t, cfg(s.url(kind), { headers, ...s.extra, ...(tls ? { ca: tls.cert } : {}) }))
+      t.same(await getBuffer(src, rel), blob, `${s.name}, ${kind}: the blob`)
+      return [...seen]
+    }
+    const o = `http://127.0.0.1:${origin}`
+    const x = `http://127.0.0.1:${other}`
+    for (const kind of ['same', 'samefull']) {
+      const r = await get(kind)
+      t.same(r.map((q) => [q.origin, secretsOf(q)]), [[o, all(s.auth)], [o, all(s.auth)]], `${s.name}: a redirect within the origin keeps them all`)
+    }
+    let r = await get('port')
+    t.same(r.map((q) => [q.origin, secretsOf(q)]), [[o, all(s.auth)], [x, []]], `${s.name}: another port gets none`)
+    r = await get('host')
+    t.same(r.map((q) => [q.origin, secretsOf(q)]), [[o, all(s.auth)], [`http://localhost:${origin}`, []]], `${s.name}: another host gets none`)
+    r = await get('back')
+    t.same(r.map((q) => [q.origin, secretsOf(q)]), [[o, all(s.auth)], [x, []], [o, []]], `${s.name}: none again once the chain has left the origin`)
+    if (tls) {
+      r = await get('scheme')
+      t.same(r.map((q) => [q.origin, secretsOf(q)]), [[o, all(s.auth)], [`https://127.0.0.1:${origin}`, []]], `${s.name}: another scheme (http to https, same host and port) gets none`)
+    } else t.comment('no openssl: the scheme change is not tried')
+  }
+})
+
+t.test('http source: the proxied client (axios) strips them the same way', async (t) => {
+  const dir = tmpdir(t)
+  const blob = randomBytes(2000, 93)
+  const md5 = md5hex(blob)
+  const rel = `files/${md5[0]}/${md5[1]}/${md5}`
+  const saved = { HTTP_PROXY: process.env.HTTP_PROXY, http_proxy: process.env.http_proxy, NO_PROXY: process.env.NO_PROXY, no_proxy: process.env.no_proxy }
+  t.teardown(() => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
+  })
+  for (const k of Object.keys(saved)) delete process.env[k]
+  // The proxy answers everything itself, by the absolute URL it is asked for: names that never
+  // resolve, so nothing leaves loopback. origin.test:8000 is the source.
+  const seen: Seen[] = []
+  const proxy = await captureServer(t, seen, (p, u) => {
+    const [, kind, ...rest] = p.split('/')
+    const tail = rest.join('/')
+    if (u.host !== 'origin.test:8000' && kind !== 'final' && kind !== 'bounce') return { body: Buffer.from('wrong') }
+    switch (kind) {
+      case 'same': return { location: `/final/${tail}` }
+      case 'port': return { location: `http://origin.test:8001/final/${tail}` }
+      case 'host': return { location: `http://other.test:8000/final/${tail}` }
+      case 'back': return { location: `http://other.test:8000/bounce/${tail}` }
+      case 'bounce': return { location: `http://origin.test:8000/final/${tail}` }
+      default: return { body: blob }
+    }
+  })
+  process.env.HTTP_PROXY = `http://127.0.0.1:${proxy}`
+  const tokenFile = path.join(dir, 'token')
+  fs.writeFileSync(tokenFile, 'tok-4\n')
+  const headers = { 'X-Api-Key': SECRETS['x-api-key'], Cookie: SECRETS.cookie, 'Private-Token': SECRETS['private-token'] }
+  const basic = `Basic ${Buffer.from('us:pw').toString('base64')}`
+  const o = 'http://origin.test:8000'
+  for (const s of [
+    { name: 'token_file', url: (k: string) => `${o}/${k}`, extra: { tokenFile }, auth: 'Bearer tok-4' },
+    { name: 'user:password', url: (k: string) => `http://us:pw@origin.test:8000/${k}`, extra: {}, auth: basic },
+  ]) {
+    const all = [...Object.keys(SECRETS), s.auth]
+    const get = async (kind: string): Promise<[string, string[]][]> => {
+      seen.length = 0
+      const src = http(t, cfg(s.url(kind), { headers, ...s.extra }))
+      t.same(await getBuffer(src, rel), blob, `${s.name}, ${kind}: the blob, through the proxy`)
+      return seen.map((q) => [q.origin, secretsOf(q)])
+    }
+    t.same(await get('same'), [[o, all], [o, all]], `${s.name}: a redirect within the origin keeps them all`)
+    t.same(await get('port'), [[o, all], ['http://origin.test:8001', []]], `${s.name}: another port gets none`)
+    t.same(await get('host'), [[o, all], ['http://other.test:8000', []]], `${s.name}: another host gets none`)
+    t.same(await get('back'), [[o, all], ['http://other.test:8000', []], [o, []]], `${s.name}: none again once the chain has left the origin`)
+  }
+
+  // A direct GET (loopback) redirected to a host a proxy variable applies to: that hop goes
+  // through axios (without the proxy: the source is loopback), and gets nothing either.
+  // elsewhere.test resolves to 127.0.0.1 by the source's own lookup.
+  const direct: Seen[] = []
+  let far = 0
+  const near = await captureServer(t, direct, (p) => (p.startsWith('/a/') ? { location: `http://elsewhere.test:${far}/final/${p.slice(3)}` } : { body: blob }))
+  far = await captureServer(t, direct, () => ({ body: blob }))
+  const lookup = ((host: string, opts: unknown, cb?: (...a: unknown[]) => void) => {
+    const done = (typeof opts === 'function' ? opts : cb) as (...a: unknown[]) => void
+    const all = typeof opts === 'object' && opts !== null && (opts as { all?: boolean }).all
+    if (host !== 'elsewhere.test') return done(Object.assign(new Error(`no ${host}`), { code: 'ENOTFOUND' }))
+    return all ? done(null, [{ address: '127.0.0.1', family: 4 }]) : done(null, '127.0.0.1', 4)
+  }) as never
+  const src = new HttpSource(cfg(`http://127.0.0.1:${near}/a`, { headers, tokenFile }), 'store', { timeoutMs: 1000, lookup })
+  t.teardown(() => src.close())
+  t.same(await getBuffer(src, rel), blob)
   t.same(
-    seen.map((s) => [s.host.split(':')[0], s.authorization, s.custom]),
+    direct.map((q) => [q.origin, secretsOf(q)]),
     [
-      ['127.0.0.1', `Basic ${Buffer.from('us:pw').toString('base64')}`, 'kept'],
-      ['localhost', undefined, 'kept'],
+      [`http://127.0.0.1:${near}`, [...Object.keys(SECRETS), 'Bearer tok-4']],
+      [`http://elsewhere.test:${far}`, []],
     ],
-    'Basic auth (over the configured Authorization header, as axios sends it) to the origin only',
+    'the origin gets them, the hop made by axios none',
   )
-  w.abort()
 })

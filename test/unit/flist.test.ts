@@ -6,7 +6,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { AysfsError } from '../../lib/errors'
 import {
-  EMPTY_MD5, FType, formatFlistLine, mergeServices, parseFlist,
+  EMPTY_MD5, FType, MAX_NAME_BYTES, MAX_PATH_BYTES, formatFlistLine, mergeServices, parseFlist,
   type FlistEntry, type ParseFlistOptions, type ParsedFlist,
 } from '../../lib/flist'
 
@@ -169,11 +169,45 @@ t.test('NUL bytes, bad UTF-8 and long lines', async (t) => {
   // The first bad line is the one reported, whatever the order of the kinds of problem.
   fails(t, `${ok}/bad|x|1\n/a\0|${MD5A}|1\n`, 2, /bad md5/)
   t.equal(parse(`# a comment with a \0 NUL is still a comment\n${ok}`).entries, 1)
-  const longest = `/${'y'.repeat(65_536 - 36)}|${MD5A}|1`
+  // (A long symlink target makes the long line: a path is at most 4096 bytes.)
+  const longest = `/l|||root|root|777|1|1|2|${'y'.repeat(65_536 - 25)}`
   t.equal(Buffer.byteLength(longest), 65_536)
   t.equal(parse(`${longest}\r\n`).entries, 1, 'a line of exactly 64 KiB (plus CRLF) is fine')
-  fails(t, `${ok}/${'y'.repeat(65_536 - 35)}|${MD5A}|1\n`, 2, /longer than 64 KiB/)
+  fails(t, `${ok}/l|||root|root|777|1|1|2|${'y'.repeat(65_536 - 24)}\n`, 2, /longer than 64 KiB/)
   t.equal(parse(`/é/日本/ü.txt|${MD5A}|1\n`).tree.get('/é/日本/ü.txt')!.size, 1, 'UTF-8 names')
+})
+
+t.test('names over 255 bytes and paths over 4096 bytes are invalid lines', async (t) => {
+  t.equal(MAX_NAME_BYTES, 255)
+  t.equal(MAX_PATH_BYTES, 4096)
+  const ok = `/ok|${MD5A}|1\n`
+  const name255 = 'n'.repeat(255)
+  t.equal(parse(`/d/${name255}/f|${MD5A}|1\n`).tree.get(`/d/${name255}/f`)!.size, 1, 'a 255-byte component is fine')
+  // Bytes, not characters: "é" is two bytes in UTF-8.
+  t.ok(parse(`/${'é'.repeat(127)}x|${MD5A}|1\n`).tree.get(`/${'é'.repeat(127)}x`), '127 × "é" + "x" is 255 bytes: fine')
+  fails(t, `${ok}/d/${'n'.repeat(256)}|${MD5A}|1\n`, 2, /path "\/d\/n{190,}"?\.*.* has a component of 256 bytes: at most 255 \(NAME_MAX\)/)
+  fails(t, `${ok}${ok}/${'é'.repeat(128)}|${MD5A}|1\n`, 3, /has a component of 256 bytes: at most 255/)
+  fails(t, `${ok}/dir/${'x'.repeat(5000)}|||root|root|755|4|1|2|\n`, 2, /has a component of 5000 bytes/)
+  // A directory (the parent of later lines) is checked too, not only the last component.
+  fails(t, `/${'p'.repeat(300)}/f|${MD5A}|1\n`, 1, /has a component of 300 bytes/)
+
+  // Paths of 4096 and 4097 bytes: 16 components of 254 bytes (4080 with their slashes), then one
+  // of 15 or 16.
+  const base = Array.from({ length: 16 }, (_, i) => `/${String.fromCharCode(97 + i).repeat(254)}`).join('')
+  const p4096 = `${base}/${'z'.repeat(15)}`
+  const p4097 = `${base}/${'z'.repeat(16)}`
+  t.equal(Buffer.byteLength(p4096), 4096)
+  t.ok(parse(`${p4096}|${MD5A}|1\n`).tree.get(p4096), 'a 4096-byte path is fine')
+  fails(t, `${ok}${p4097}|${MD5A}|1\n`, 2, /is 4097 bytes long: at most 4096 \(PATH_MAX\)/)
+
+  // Lines outside the prefix are checked like any other: an invalid line rejects the flist.
+  fails(t, `/in/a|${MD5A}|1\n/out/${'o'.repeat(256)}|${MD5A}|1\n`, 2, /component of 256 bytes/, { prefix: '/in' })
+  // From a file as from a buffer.
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'flist-names-')), 'svc.flist')
+  t.teardown(() => fs.rmSync(path.dirname(file), { recursive: true, force: true }))
+  fs.writeFileSync(file, `${ok}/${'z'.repeat(256)}|${MD5A}|1\n`)
+  const err = errorOf(t, () => parseFlist(file, { name: 'svc', prefix: '/', file: 'svc.flist' }))
+  t.match(err, { code: 'EINVAL', line: 2, message: /^flist svc \(svc\.flist\) line 2: .*component of 256 bytes/ })
 })
 
 t.test('structural conflicts inside one flist', async (t) => {
@@ -363,5 +397,21 @@ t.test('formatFlistLine', async (t) => {
     t.equal(err.code, 'EINVAL')
     t.ok(err.message.startsWith(`cannot write ${JSON.stringify(entry.path)} to a flist: `), err.message)
     t.match(err.message, re)
+  }
+
+  // NAME_MAX and PATH_MAX, in bytes: publish never writes a line the parser refuses.
+  t.equal(formatFlistLine({ path: `/d/${'n'.repeat(255)}`, size: 0 }, 'seed'), `/d/${'n'.repeat(255)}|${EMPTY_MD5}|0`)
+  const long: Array<[string, RegExp]> = [
+    [`/d/${'n'.repeat(256)}`, /the path has a component of 256 bytes: at most 255 \(NAME_MAX\)/],
+    [`/${'é'.repeat(128)}`, /the path has a component of 256 bytes/],
+    [`/${Array.from({ length: 17 }, () => 'x'.repeat(250)).join('/')}`, /the path is 4267 bytes long: at most 4096 \(PATH_MAX\)/],
+  ]
+  for (const [p, re] of long) {
+    for (const format of ['seed', 'extended'] as const) {
+      const err = errorOf(t, () => formatFlistLine({ path: p, size: 0 }, format))
+      t.equal(err.code, 'EINVAL')
+      t.match(err.message, /^cannot write ".{1,210}"(\.\.\.)? to a flist: /, 'the path is named (shortened)')
+      t.match(err.message, re)
+    }
   }
 })

@@ -72,7 +72,7 @@ t.test('header and raw bytes', async (t) => {
 
 t.test('round trip: every entry, every field', async (t) => {
   const tr = tree(SAMPLE)
-  const { buffer, count } = buildTable(tr, { suid: true })
+  const { buffer, count } = buildTable(tr, { suid: true, dev: true })
   const { entries } = readTable(buffer)
   t.equal(entries.length, count)
   t.equal(count, tr.count)
@@ -120,7 +120,7 @@ t.test('children sorted by UTF-8 bytes, not by UTF-16 or locale', async (t) => {
 })
 
 t.test('breadth-first order', async (t) => {
-  const { entries } = readTable(buildTable(tree(SAMPLE)).buffer)
+  const { entries } = readTable(buildTable(tree(SAMPLE), { dev: true }).buffer)
   t.same(entries.map((e) => e.path), [
     '/', '/bin', '/dev', '/empty', '/lib', '/run', '/tmp',
     '/bin/busybox', '/bin/jsnet', '/bin/sh', '/dev/null', '/dev/sda', '/lib/x', '/run/fifo', '/run/sock',
@@ -129,7 +129,7 @@ t.test('breadth-first order', async (t) => {
 })
 
 t.test('inode numbers: the documented derivation, stable, content-sensitive', async (t) => {
-  const a = buildTable(tree(SAMPLE))
+  const a = buildTable(tree(SAMPLE), { dev: true })
   const entries = readTable(a.buffer).entries
   for (const e of entries.slice(1)) {
     const kind = KIND_BY_FTYPE[S_IFMT_BY_FTYPE.indexOf(e.mode & 0o170000)]!
@@ -140,13 +140,13 @@ t.test('inode numbers: the documented derivation, stable, content-sensitive', as
   t.not(deriveIno('f', '/x', MD5A, 1), deriveIno('f', '/x', MD5A), 'a re-derivation differs')
   t.equal(deriveIno('f', '/x', MD5A, 1), crypto.createHash('md5').update(`f\0/x\0${MD5A}\x001`).digest().readBigUInt64LE(0))
 
-  const b = buildTable(tree(SAMPLE, 'other-name'))
+  const b = buildTable(tree(SAMPLE, 'other-name'), { dev: true })
   t.ok(a.buffer.equals(b.buffer), 'the same flist gives the same table, byte for byte')
 
   // New content for /bin/jsnet, new times for /bin/sh, a new file in /lib/x.
   const changed = SAMPLE.replace(`/bin/jsnet|${MD5A}|4857`, `/bin/jsnet|${MD5B}|4857`).replace('777|1|7|8|', '777|1|70|80|') + `\n/lib/x/new|${MD5A}|1`
   const before = byPath(entries)
-  const after = byPath(readTable(buildTable(tree(changed)).buffer).entries)
+  const after = byPath(readTable(buildTable(tree(changed), { dev: true }).buffer).entries)
   t.not(after.get('/bin/jsnet')!.ino, before.get('/bin/jsnet')!.ino, 'changed content: a new ino')
   t.equal(after.get('/bin/sh')!.ino, before.get('/bin/sh')!.ino, 'changed times: same ino')
   for (const p of ['/bin', '/lib', '/lib/x', '/bin/busybox', '/dev/null', '/lib/x/y/z']) {
@@ -155,6 +155,40 @@ t.test('inode numbers: the documented derivation, stable, content-sensitive', as
   // The same content under another path, or as another kind, is another inode.
   const twins = byPath(readTable(buildTable(tree(`/a|${MD5A}|1\n/b|${MD5A}|1\n/c|||root|root|777|1|1|1|x\n/d|||root|root|777|6|1|1|`)).buffer).entries)
   t.not(twins.get('/a')!.ino, twins.get('/b')!.ino)
+})
+
+t.test('devices are left out unless dev, counted per service', async (t) => {
+  const tr = tree(SAMPLE)
+  const kept = buildTable(tr, { dev: true })
+  t.same(kept.droppedDevices, [0])
+  const { buffer, count, droppedDevices } = buildTable(tr)
+  t.same(droppedDevices, [2], '/dev/null and /dev/sda, both of service 0')
+  t.equal(count, kept.count - 2)
+  const { entries } = readTable(buffer)
+  t.equal(entries.length, count)
+  t.same(tableViolations(entries), [])
+  t.same(entries.map((e) => e.path), [
+    '/', '/bin', '/dev', '/empty', '/lib', '/run', '/tmp',
+    '/bin/busybox', '/bin/jsnet', '/bin/sh', '/lib/x', '/run/fifo', '/run/sock',
+    '/lib/x/y', '/lib/x/y/z',
+  ], 'no device; /dev stays (a directory); fifos and sockets stay')
+  t.notOk(entries.some((e) => ((e.mode & 0o170000) === 0o020000 || (e.mode & 0o170000) === 0o060000)), 'no S_IFCHR or S_IFBLK entry')
+  t.notOk(entries.some((e) => e.rdevMajor !== 0 || e.rdevMinor !== 0), 'no entry has an rdev')
+  t.equal(entries.find((e) => e.path === '/dev')!.childCount, 0, '/dev is an empty directory')
+  // Everything else is what the faithful table has, inode numbers included.
+  const all = byPath(readTable(kept.buffer).entries)
+  for (const e of entries) t.same({ ...e, index: 0, parent: 0, firstChild: 0, childCount: 0 }, { ...all.get(e.path)!, index: 0, parent: 0, firstChild: 0, childCount: 0 }, e.path)
+
+  // Merged services: each device counts for the service whose line is in the tree.
+  const opts = { prefix: '/', uid: 0, gid: 0, users: new Map([['root', 0]]), groups: new Map([['root', 0]]) }
+  const a = parseFlist(Buffer.from('/d/c1|||root|root|666|5|1|2|1,1\n/d/b1|||root|root|660|3|1|2|8,0\n/d/x|||root|root|666|5|1|2|1,3\n'), { name: 'a', ...opts })
+  const b = parseFlist(Buffer.from(`/d/x|${MD5A}|1\n/e/c2|||root|root|666|5|1|2|1,5\n`), { name: 'b', ...opts })
+  const c = parseFlist(Buffer.from(`/f|${MD5A}|1\n`), { name: 'c', ...opts })
+  const merged = buildTable(mergeServices([a, b, c]))
+  t.same(merged.droppedDevices, [2, 1, 0], 'a: c1 and b1 (its /d/x was replaced by b\'s file); b: c2; c: none')
+  t.same(readTable(merged.buffer).entries.map((e) => e.path), ['/', '/d', '/e', '/f', '/d/x'])
+  t.same(tableViolations(readTable(merged.buffer).entries), [])
+  t.same(buildTable(mergeServices([a, b, c]), { dev: true }).droppedDevices, [0, 0, 0])
 })
 
 t.test('an empty tree is a lone root', async (t) => {
