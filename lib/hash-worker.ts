@@ -3,7 +3,9 @@
 // so a pool of these keeps every core (and the disk queue) busy on a large tree.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import { parentPort, threadId } from 'node:worker_threads'
+import path from 'node:path'
+import { parentPort } from 'node:worker_threads'
+import { createTempFile, writeAll } from './temp-file'
 
 export type HashJob =
   | { id: number; op: 'hash'; file: string }
@@ -16,7 +18,6 @@ export type HashReply =
 
 const CHUNK = 1 << 20
 const buf = Buffer.allocUnsafe(CHUNK)
-let seq = 0
 
 /** Reads `file` to its end, handing each chunk to `each`; returns the MD5 and the size read. */
 function pass(file: string, each?: (chunk: Buffer) => void): { md5: string; size: number } {
@@ -40,14 +41,10 @@ function pass(file: string, each?: (chunk: Buffer) => void): { md5: string; size
 
 function copy(job: Extract<HashJob, { op: 'copy' }>): void {
   // Next to the destination, so the rename is atomic; a name no reader of the store looks up.
-  const tmp = `${job.dest}.${process.pid}.${threadId}.${seq++}.tmp`
-  const out = fs.openSync(tmp, 'wx', 0o644)
+  const { path: tmp, fd: out } = createTempFile(path.dirname(job.dest), path.basename(job.dest), 0o644)
   let renamed = false
   try {
-    const got = pass(job.file, (chunk) => {
-      let off = 0
-      while (off < chunk.length) off += fs.writeSync(out, chunk, off, chunk.length - off)
-    })
+    const got = pass(job.file, (chunk) => writeAll(out, chunk))
     if (got.md5 !== job.md5 || got.size !== job.size) {
       const err = new Error(`${job.file} changed while it was being published (its MD5 or size is not what was hashed); run publish again`)
       ;(err as NodeJS.ErrnoException).code = 'ECHANGED'

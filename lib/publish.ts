@@ -18,6 +18,7 @@ import type { HashJob, HashReply } from './hash-worker'
 import { runtimeModule } from './native'
 import { signFlist } from './sign'
 import { createProgress, type Progress } from './progress'
+import { createTempFile, writeAll } from './temp-file'
 
 /** Options of {@link publish}. */
 export interface PublishOptions {
@@ -286,28 +287,30 @@ function fail(reply: HashReply, file: string): never {
   throw new AysfsError(e.code ?? 'EIO', e.message.includes(file) ? e.message : `${file}: ${e.message}`)
 }
 
-/** Writes `data` to `file` through a temp file and a rename; fsyncs the file and its directory. */
-function writeAtomic(file: string, data: Buffer, fsync: boolean): void {
-  const tmp = `${file}.${process.pid}.tmp`
-  const fd = fs.openSync(tmp, 'w', 0o644)
+/**
+ * Writes `data` to a new temp file next to `file` (a random name, created exclusively, never
+ * through a link: lib/temp-file.ts) and fsyncs it; the caller renames it into place.
+ */
+function writeTemp(file: string, data: Buffer, fsync: boolean): string {
+  const tmp = createTempFile(path.dirname(file), path.basename(file), 0o644)
   try {
-    let off = 0
-    while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off)
-    if (fsync) fs.fsyncSync(fd)
+    writeAll(tmp.fd, data)
+    if (fsync) fs.fsyncSync(tmp.fd)
   } catch (err) {
-    fs.closeSync(fd)
-    fs.rmSync(tmp, { force: true })
+    fs.closeSync(tmp.fd)
+    fs.rmSync(tmp.path, { force: true })
     throw err
   }
-  fs.closeSync(fd)
-  fs.renameSync(tmp, file)
-  if (fsync) {
-    const dfd = fs.openSync(path.dirname(file), 'r')
-    try {
-      fs.fsyncSync(dfd)
-    } finally {
-      fs.closeSync(dfd)
-    }
+  fs.closeSync(tmp.fd)
+  return tmp.path
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
   }
 }
 
@@ -496,23 +499,36 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     // a new service
   }
   const unchanged = old !== undefined && old.equals(data)
-  let signature: string | undefined
-  if (opts.sign !== undefined) {
-    const sig = signFlist(data, path.resolve(opts.sign))
-    // The signature first: a mount that reads the pair in between sees the old flist with the new
-    // signature and refuses it (and keeps what it has), never an unsigned new flist.
-    writeAtomic(sigFile, sig, fsync)
-    signature = sigFile
+  const sig = opts.sign !== undefined ? signFlist(data, path.resolve(opts.sign)) : undefined
+  // Both files are written and fsynced under temp names first, then renamed back to back: the
+  // flist, then its signature. Until the first rename the old pair is whole (an interrupted run
+  // changes nothing); a node that reads the pair between the two renames gets the new flist with
+  // the old signature, refuses it, and fetches the pair once more (lib/pipeline.ts, fetchFlist).
+  let flistTmp: string | undefined
+  let sigTmp: string | undefined
+  try {
+    if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
+    if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
+    if (flistTmp !== undefined) {
+      fs.renameSync(flistTmp, flistFile)
+      flistTmp = undefined
+    }
+    if (sigTmp !== undefined) {
+      fs.renameSync(sigTmp, sigFile)
+      sigTmp = undefined
+    } else if (!sig) {
+      // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
+      // Removed (one unlink) after the flist is in place, like a new signature would be renamed.
+      fs.rmSync(sigFile, { force: true })
+    }
+  } finally {
+    for (const tmp of [flistTmp, sigTmp]) if (tmp !== undefined) fs.rmSync(tmp, { force: true })
   }
-  if (!unchanged) writeAtomic(flistFile, data, fsync)
-  if (opts.sign === undefined && fs.existsSync(sigFile)) {
-    // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
-    fs.rmSync(sigFile, { force: true })
-  }
+  if (fsync) fsyncDir(mdDir)
 
   return {
     flist: flistFile,
-    ...(signature ? { signature } : {}),
+    ...(sig ? { signature: sigFile } : {}),
     format,
     prefix,
     lines: lines.length,
