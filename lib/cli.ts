@@ -179,9 +179,11 @@ function buildProgram(): Command {
     .addOption(new Option('--format <format>', 'extended keeps modes, owners, mtimes, symlinks, empty dirs and special files; seed lists regular files only').choices(['seed', 'extended']).default('extended'))
     .option('--sign <keyfile>', 'also write <id>.flist.sig, signed with this private key (aysfs-native keygen)')
     .option('-j, --jobs <n>', 'files hashed at once (default: CPUs, at most 8)', (v) => positiveInt(v, '--jobs'))
-    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; jobs?: number }) => {
+    .option('--strict', 'a file that changes while it is published fails the run (exit status 1, naming it) instead of being left out with a warning')
+    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; jobs?: number; strict?: boolean }) => {
       const { publish } = await import('./publish')
-      const r = await publish({ dir, id: opts.id, store: opts.store, prefix: opts.prefix, format: opts.format, sign: opts.sign, jobs: opts.jobs })
+      const r = await publish({ dir, id: opts.id, store: opts.store, prefix: opts.prefix, format: opts.format, sign: opts.sign, jobs: opts.jobs, strict: opts.strict ?? false })
+      for (const c of r.changed) process.stderr.write(`aysfs-native: warning: ${c.file} left out: it ${c.reason}\n`)
       const lines = [
         `published ${opts.id} (${r.format}, prefix ${r.prefix}) to ${r.flist}${r.unchanged ? ' (unchanged)' : ''}`,
         `  ${r.files} files (${formatBytes(r.bytes)}), ${r.directories} directories, ${r.symlinks} symlinks, ${r.special} special files`,
@@ -193,6 +195,7 @@ function buildProgram(): Command {
         const total = skipped.reduce((n, [, c]) => n + c, 0)
         lines.push(`  skipped ${total} entries the seed format cannot hold: ${skipped.map(([k, c]) => `${c} ${k}${c === 1 ? '' : 's'}`).join(', ')} (--format extended keeps them)`)
       }
+      if (r.changed.length > 0) lines.push(`  left out ${r.changed.length} file(s) that changed while they were published (warnings on stderr; --strict fails instead)`)
       out(lines.join('\n'))
     })
 

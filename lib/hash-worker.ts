@@ -1,82 +1,232 @@
-// A worker of `publish`'s hashing pool (lib/publish.ts): MD5 of files, and copies of files into a
-// store that are checked against the MD5 they were published under. MD5 runs at one core's speed,
-// so a pool of these keeps every core (and the disk queue) busy on a large tree.
+// A worker of `publish`'s pool (lib/publish.ts). Each file is opened once, by `hash`: without
+// following a link and without waiting (a FIFO swapped in is never read), then checked by its fd
+// to be the regular file the walk listed (device, inode, size), and hashed from that fd. When the
+// store lacks the content, this worker keeps the fd open, and publish then sends it either `copy`
+// (write that fd's bytes to the store, checked against the MD5 they were hashed under) or
+// `release` (another file with the same bytes stored them). The fd never leaves this thread: Node
+// closes a worker's fds when it exits, so one thread's fd must not be used or closed by another.
+// MD5 runs at one core's speed, so a pool of these keeps every core (and the disk queue) busy on a
+// large tree.
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import { parentPort, threadId } from 'node:worker_threads'
+import path from 'node:path'
+import { parentPort } from 'node:worker_threads'
+import { createTempFile, writeAll } from './temp-file'
 
-export type HashJob =
-  | { id: number; op: 'hash'; file: string }
-  | { id: number; op: 'copy'; file: string; dest: string; md5: string; size: number; fsync: boolean }
-
-export type HashReply =
-  | { id: number; md5: string; size: number }
-  | { id: number; copied: true }
-  | { id: number; error: { code?: string; message: string } }
-
-const CHUNK = 1 << 20
-const buf = Buffer.allocUnsafe(CHUNK)
-let seq = 0
-
-/** Reads `file` to its end, handing each chunk to `each`; returns the MD5 and the size read. */
-function pass(file: string, each?: (chunk: Buffer) => void): { md5: string; size: number } {
-  const hash = crypto.createHash('md5')
-  const fd = fs.openSync(file, 'r')
-  let size = 0
-  try {
-    for (;;) {
-      const n = fs.readSync(fd, buf, 0, CHUNK, null)
-      if (n === 0) break
-      const chunk = buf.subarray(0, n)
-      hash.update(chunk)
-      each?.(chunk)
-      size += n
-    }
-  } finally {
-    fs.closeSync(fd)
-  }
-  return { md5: hash.digest('hex'), size }
+/** A file to hash: its path and what the walk's `lstat` saw (it must be the same regular file now). */
+export interface HashFile {
+  file: string
+  dev: bigint
+  ino: bigint
+  size: number
 }
 
-function copy(job: Extract<HashJob, { op: 'copy' }>): void {
-  // Next to the destination, so the rename is atomic; a name no reader of the store looks up.
-  const tmp = `${job.dest}.${process.pid}.${threadId}.${seq++}.tmp`
-  const out = fs.openSync(tmp, 'wx', 0o644)
-  let renamed = false
+/** What `hash` found for one file. */
+export type HashResult =
+  | {
+      md5: string
+      /**
+       * Set when the store lacked the content (and the file is not empty): this worker holds the
+       * fd it was hashed from, under this handle, until a `copy` or a `release` names it.
+       */
+      held?: number
+    }
+  /** The file is not what the walk listed any more (or changed while it was read): why. */
+  | { changed: string }
+  /** It could not be read (EACCES, EIO, …): a failure of the run. */
+  | { error: { code?: string; message: string } }
+
+/** Work for a worker; `id` matches the reply. */
+export type HashJob =
+  | {
+      id: number
+      op: 'hash'
+      /** Several small files a message, so that messages do not cost more than hashing. */
+      files: HashFile[]
+      /** The store root: whether `files/<h0>/<h1>/<md5>` is there already decides who keeps the fd. */
+      store: string
+    }
+  | {
+      id: number
+      op: 'copy'
+      /** The handle of a file this worker holds; its fd is closed, whatever happens. */
+      of: number
+      dest: string
+      fsync: boolean
+    }
+  /** Closes the fd of the held file `of`. */
+  | { id: number; op: 'release'; of: number }
+
+/** A worker's answer. */
+export type HashReply =
+  /** `hash`: one result a file, in order. */
+  | { id: number; results: HashResult[] }
+  | { id: number; copied: true }
+  | { id: number; released: true }
+  /** `copy`: the file's bytes are not what was hashed any more: why. */
+  | { id: number; changed: string }
+  | { id: number; error: { code?: string; message: string } }
+
+const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
+/** Never through a link (the last component), never blocking on a FIFO or a device. */
+const OPEN_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK
+const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
+const CHUNK = 1 << 20
+const buf = Buffer.allocUnsafe(CHUNK)
+const madeDirs = new Set<string>()
+/** Files `hash` left open for a `copy`, by handle. */
+const held = new Map<number, { fd: number; size: number; md5: string }>()
+let nextHandle = 0
+
+function kindName(st: fs.BigIntStats): string {
+  if (st.isSymbolicLink()) return 'symbolic link'
+  if (st.isDirectory()) return 'directory'
+  if (st.isFIFO()) return 'fifo'
+  if (st.isSocket()) return 'socket'
+  if (st.isCharacterDevice()) return 'character device'
+  if (st.isBlockDevice()) return 'block device'
+  return 'file of unknown type'
+}
+
+/** Why `st` is not the file the walk listed, if it is not. */
+function mismatch(st: fs.BigIntStats, job: HashFile): string | undefined {
+  if (st.isSymbolicLink()) return 'is a symbolic link now (not followed)'
+  if (!st.isFile()) return `is not a regular file any more (a ${kindName(st)} now; not read)`
+  // Another inode at this name, or a directory above it swapped for a link to elsewhere.
+  if (st.dev !== job.dev || st.ino !== job.ino) return 'was replaced by another file'
+  if (Number(st.size) !== job.size) return `changed size (${job.size} bytes when listed, ${st.size} now)`
+  return undefined
+}
+
+/** An open that failed: the reason when the path is not the listed file any more, else undefined. */
+function openFailure(err: NodeJS.ErrnoException, job: HashFile): string | undefined {
+  if (err.code === 'ELOOP') return 'is a symbolic link now (not followed)'
+  // Anything else (ENXIO for a socket, a device's own errors, EACCES for someone else's file):
+  // look at what is there without opening it. The file the walk listed, still there, is a real
+  // error (EACCES, EIO) that fails the run as before.
+  let st: fs.BigIntStats
   try {
-    const got = pass(job.file, (chunk) => {
-      let off = 0
-      while (off < chunk.length) off += fs.writeSync(out, chunk, off, chunk.length - off)
-    })
-    if (got.md5 !== job.md5 || got.size !== job.size) {
-      const err = new Error(`${job.file} changed while it was being published (its MD5 or size is not what was hashed); run publish again`)
-      ;(err as NodeJS.ErrnoException).code = 'ECHANGED'
-      throw err
-    }
-    if (job.fsync) fs.fsyncSync(out)
-    fs.closeSync(out)
-    fs.renameSync(tmp, job.dest)
-    renamed = true
+    st = fs.lstatSync(job.file, { bigint: true })
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return 'was removed'
+    return undefined
+  }
+  return mismatch(st, job)
+}
+
+/**
+ * Reads `size` bytes of `fd` from offset 0, hashing them and handing each chunk to `each`. One
+ * byte more is asked for at the end, so a file that grew is told from one that did not: the read
+ * is bounded by the size the walk saw either way.
+ */
+function readAll(fd: number, size: number, each?: (chunk: Buffer) => void): { md5: string } | { changed: string } {
+  const hash = crypto.createHash('md5')
+  let off = 0
+  for (;;) {
+    const n = fs.readSync(fd, buf, 0, Math.min(CHUNK, size - off + 1), off)
+    if (n === 0) break
+    if (off + n > size) return { changed: 'grew while it was read' }
+    const chunk = buf.subarray(0, n)
+    hash.update(chunk)
+    each?.(chunk)
+    off += n
+  }
+  if (off < size) return { changed: `shrank while it was read (${size} bytes when listed, ${off} read)` }
+  return { md5: hash.digest('hex') }
+}
+
+function hashOne(job: HashFile, store: string): HashResult {
+  let fd: number
+  try {
+    fd = fs.openSync(job.file, OPEN_FLAGS)
+  } catch (err) {
+    const why = openFailure(err as NodeJS.ErrnoException, job)
+    if (why !== undefined) return { changed: why }
+    throw err
+  }
+  let keep = false
+  try {
+    const why = mismatch(fs.fstatSync(fd, { bigint: true }), job)
+    if (why !== undefined) return { changed: why }
+    // An empty file needs no reading, and never a blob: its MD5 is known.
+    if (job.size === 0) return { md5: EMPTY_MD5 }
+    const r = readAll(fd, job.size)
+    if ('changed' in r) return r
+    const there = fs.statSync(path.join(store, 'files', r.md5[0]!, r.md5[1]!, r.md5), { throwIfNoEntry: false })
+    if (there?.size === job.size) return { md5: r.md5 }
+    const handle = ++nextHandle
+    held.set(handle, { fd, size: job.size, md5: r.md5 })
+    keep = true
+    return { md5: r.md5, held: handle }
   } finally {
-    if (!renamed) {
+    if (!keep) fs.closeSync(fd)
+  }
+}
+
+function hash(job: Extract<HashJob, { op: 'hash' }>): HashReply {
+  return {
+    id: job.id,
+    results: job.files.map((f) => {
       try {
-        fs.closeSync(out)
-      } catch {
-        // closed already
+        return hashOne(f, job.store)
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException
+        return { error: { code: e.code, message: e.message } }
       }
-      fs.rmSync(tmp, { force: true })
+    }),
+  }
+}
+
+function take(job: { op: string; of: number }): { fd: number; size: number; md5: string } {
+  const h = held.get(job.of)
+  if (!h) throw new Error(`${job.op}: no file is held as ${job.of}`)
+  held.delete(job.of)
+  return h
+}
+
+function copy(job: Extract<HashJob, { op: 'copy' }>): HashReply {
+  const h = take(job)
+  try {
+    const dir = path.dirname(job.dest)
+    if (!madeDirs.has(dir)) {
+      fs.mkdirSync(dir, { recursive: true })
+      madeDirs.add(dir)
     }
+    // Next to the destination, so the rename is atomic; a name no reader of the store looks up.
+    const tmp = createTempFile(dir, path.basename(job.dest), 0o644)
+    let renamed = false
+    try {
+      const r = readAll(h.fd, h.size, (chunk) => writeAll(tmp.fd, chunk))
+      if ('changed' in r) return { id: job.id, ...r }
+      if (r.md5 !== h.md5) return { id: job.id, changed: 'changed between hashing and storing (its MD5 is not what was hashed)' }
+      if (job.fsync) fs.fsyncSync(tmp.fd)
+      fs.closeSync(tmp.fd)
+      fs.renameSync(tmp.path, job.dest)
+      renamed = true
+      return { id: job.id, copied: true }
+    } finally {
+      if (!renamed) {
+        try {
+          fs.closeSync(tmp.fd)
+        } catch {
+          // closed already
+        }
+        fs.rmSync(tmp.path, { force: true })
+      }
+    }
+  } finally {
+    fs.closeSync(h.fd)
   }
 }
 
 parentPort?.on('message', (job: HashJob) => {
   try {
-    if (job.op === 'hash') {
-      const { md5, size } = pass(job.file)
-      parentPort!.postMessage({ id: job.id, md5, size } satisfies HashReply)
-    } else {
-      copy(job)
-      parentPort!.postMessage({ id: job.id, copied: true } satisfies HashReply)
+    if (job.op === 'hash') parentPort!.postMessage(hash(job))
+    else if (job.op === 'copy') parentPort!.postMessage(copy(job))
+    else {
+      fs.closeSync(take(job).fd)
+      parentPort!.postMessage({ id: job.id, released: true } satisfies HashReply)
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException

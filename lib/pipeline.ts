@@ -827,9 +827,12 @@ export class Pipeline implements Fetcher {
    * `store[0] (<url>)` or `the copy kept in <file>`.
    *
    * One kind of throw is not final: an `AysfsError` coded `EACCES` (the signature does not vouch
-   * for the flist) marks that store's copy as refused, is logged and counted (`untrusted`), and
-   * the next store is tried. If no store has an accepted copy, the fetch rejects with `EACCES`
-   * and the kept copy is not used: a store answered, and what it says must be looked at.
+   * for the flist). The pair is then fetched from that store once more and validated again: a
+   * `publish` renames the new flist and then its signature, and a fetch between the two renames
+   * gets a mismatched pair that the second fetch finds whole. A pair still refused marks that
+   * store's copy as refused, is logged and counted (`untrusted`), and the next store is tried. If
+   * no store has an accepted copy, the fetch rejects with `EACCES` and the kept copy is not used:
+   * a store answered, and what it says must be looked at.
    *
    * When no store answers, the kept copy is validated and used, with a warning. When every store
    * answers 404, the service does not exist: `ENOENT`, whatever is kept. No store and no copy:
@@ -848,46 +851,54 @@ export class Pipeline implements Fetcher {
     const failures: string[] = []
     const refused: AysfsError[] = []
     let absent = 0
-    for (const store of stores) {
-      let data: Buffer
-      let signature: Buffer | undefined
-      try {
-        const sink = new BufferSink(this.config.main.maxFlistSize, `flist ${id}`)
-        if ((await store.get(rel, sink)) === 'absent') {
-          absent++
-          failures.push(`${store.key}: not found`)
-          continue
+    stores: for (const store of stores) {
+      for (let attempt = 1; ; attempt++) {
+        let data: Buffer
+        let signature: Buffer | undefined
+        try {
+          const sink = new BufferSink(this.config.main.maxFlistSize, `flist ${id}`)
+          if ((await store.get(rel, sink)) === 'absent') {
+            absent++
+            failures.push(`${store.key}: not found`)
+            continue stores
+          }
+          data = sink.data()
+          if (opts.signature) {
+            const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
+            if ((await store.get(`${rel}.sig`, sigSink)) === 'ok') signature = sigSink.data()
+          }
+        } catch (err) {
+          const fault = err instanceof SourceFault ? err : new SourceFault('internal', (err as Error).message, err)
+          this.noteFault(store, fault)
+          failures.push(`${store.key}: ${fault.kind}`)
+          continue stores
         }
-        data = sink.data()
-        if (opts.signature) {
-          const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
-          if ((await store.get(`${rel}.sig`, sigSink)) === 'ok') signature = sigSink.data()
+        let value: T
+        try {
+          value = validate(data, signature, `${store.key} (${store.url})`)
+        } catch (err) {
+          if (!(err instanceof AysfsError && err.code === 'EACCES')) throw err
+          if (attempt === 1) {
+            // Perhaps a publish between its two renames (the new flist, the old signature): the
+            // pair once more from the same store, before this store's copy counts as refused.
+            this.log.info({ id, source: store.key, url: store.url }, `${err.message}; fetching the flist and its signature from ${store.key} once more`)
+            continue
+          }
+          // Refused (never kept): another store may have the genuine copy. Logged every time,
+          // not once per source like blob faults: flists are few and this is a security event.
+          const st = this.perSource.get(store)!
+          st.errors++
+          st.errorKinds.untrusted = (st.errorKinds.untrusted ?? 0) + 1
+          st.lastError = err.message
+          this.log.warn({ id, source: store.key, url: store.url, kind: 'untrusted' }, err.message)
+          refused.push(err)
+          failures.push(`${store.key}: refused`)
+          continue stores
         }
-      } catch (err) {
-        const fault = err instanceof SourceFault ? err : new SourceFault('internal', (err as Error).message, err)
-        this.noteFault(store, fault)
-        failures.push(`${store.key}: ${fault.kind}`)
-        continue
+        this.keepFlist(id, data, opts.signature ? signature : null)
+        this.counters.flistsFetched++
+        return { value, data, signature, source: store.key, kept: false }
       }
-      let value: T
-      try {
-        value = validate(data, signature, `${store.key} (${store.url})`)
-      } catch (err) {
-        if (!(err instanceof AysfsError && err.code === 'EACCES')) throw err
-        // Refused (never kept): another store may have the genuine copy. Logged every time,
-        // not once per source like blob faults: flists are few and this is a security event.
-        const st = this.perSource.get(store)!
-        st.errors++
-        st.errorKinds.untrusted = (st.errorKinds.untrusted ?? 0) + 1
-        st.lastError = err.message
-        this.log.warn({ id, source: store.key, url: store.url, kind: 'untrusted' }, err.message)
-        refused.push(err)
-        failures.push(`${store.key}: refused`)
-        continue
-      }
-      this.keepFlist(id, data, opts.signature ? signature : null)
-      this.counters.flistsFetched++
-      return { value, data, signature, source: store.key, kept: false }
     }
     if (refused.length > 0) {
       if (refused.length === 1 && failures.length === 1) throw refused[0]

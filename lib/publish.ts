@@ -5,6 +5,11 @@
  * temp name, checked against the MD5 they were hashed under and renamed into place, and the flist
  * is replaced atomically after every blob it names is there, so a mount never sees a flist whose
  * blobs are missing, and an interrupted run leaves the old flist in force.
+ *
+ * Someone may change the tree while it is published (or race it on purpose): each file is opened
+ * once, never through a link and never waiting on a FIFO, checked by its fd to be the regular file
+ * the walk listed, and hashed and copied from that fd (lib/hash-worker.ts). A file that changed is
+ * left out with a warning, or fails the run with `strict`.
  */
 import fs from 'node:fs'
 import os from 'node:os'
@@ -13,11 +18,12 @@ import { fileURLToPath } from 'node:url'
 import { isUtf8 } from 'node:buffer'
 import { Worker } from 'node:worker_threads'
 import { AysfsError } from './errors'
-import { EMPTY_MD5, FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
-import type { HashJob, HashReply } from './hash-worker'
+import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
+import type { HashJob, HashReply, HashResult } from './hash-worker'
 import { runtimeModule } from './native'
 import { signFlist } from './sign'
-import { createProgress, type Progress } from './progress'
+import { createProgress } from './progress'
+import { createTempFile, writeAll } from './temp-file'
 
 /** Options of {@link publish}. */
 export interface PublishOptions {
@@ -39,6 +45,19 @@ export interface PublishOptions {
   fsync?: boolean
   /** Progress display; default a bar on a TTY, lines otherwise. False: none. */
   progress?: boolean | { tty?: boolean; every?: number }
+  /**
+   * A file that changed while it was published (replaced, a link or a FIFO now, another size, other
+   * bytes between hashing and storing) fails the run (`EAGAIN`, naming every such file) before the
+   * flist is written, instead of being left out of it. Default false.
+   */
+  strict?: boolean
+}
+
+/** A file {@link publish} left out because it changed under it. */
+export interface ChangedFile {
+  file: string
+  /** What was found, e.g. `is a symbolic link now (not followed)`. */
+  reason: string
 }
 
 /** What {@link publish} did. */
@@ -63,6 +82,8 @@ export interface PublishResult {
   writtenBytes: number
   /** Entries the seed format cannot hold, by kind (symlink, empty directory, fifo, …). */
   skipped: Record<string, number>
+  /** Files left out of the flist because they changed while they were published (none with `strict`). */
+  changed: ChangedFile[]
   /** True when the flist had exactly these bytes already. */
   unchanged: boolean
 }
@@ -74,11 +95,21 @@ interface Item {
   rel: string
   abs: string
   kind: Kind
-  st: fs.Stats
+  /** What the walk's `lstat` saw. A file must still be this device and inode when it is opened. */
+  dev: bigint
+  ino: bigint
+  size: number
+  mode: number
+  uid: number
+  gid: number
+  rdev: bigint
+  /** Unix seconds. */
+  mtime: number
+  ctime: number
   target?: string
   md5?: string
-  size?: number
-  empty?: boolean
+  /** Why the file was left out: it changed while it was published. */
+  changed?: string
 }
 
 const FTYPE_OF: Record<Kind, FType> = {
@@ -101,7 +132,7 @@ const KIND_LABEL: Record<Kind, string> = {
   blockdev: 'block device',
 }
 
-function kindOf(st: fs.Stats): Kind | undefined {
+function kindOf(st: fs.BigIntStats): Kind | undefined {
   if (st.isFile()) return 'file'
   if (st.isDirectory()) return 'dir'
   if (st.isSymbolicLink()) return 'symlink'
@@ -163,20 +194,42 @@ function idNames(file: string): Map<number, string> {
   return m
 }
 
+const NS = 1_000_000_000n
+
+/** Whole seconds of a time in nanoseconds, rounded down (as for times before 1970). */
+function seconds(ns: bigint): number {
+  const s = ns / NS
+  return Number(ns < 0n && s * NS !== ns ? s - 1n : s)
+}
+
 /** Walks `root` depth first, parents before children, names in byte order; never follows symlinks. */
 function walk(root: string, exclude: Set<string>): { items: Item[]; refused: string[] } {
   const items: Item[] = []
   const refused: string[] = []
   const visit = (abs: string, rel: string): void => {
-    let st: fs.Stats
+    let st: fs.BigIntStats
     try {
-      st = fs.lstatSync(abs)
+      // BigInt: device and inode numbers are compared exactly when the file is opened.
+      st = fs.lstatSync(abs, { bigint: true })
     } catch (err) {
       throw new AysfsError((err as NodeJS.ErrnoException).code ?? 'EIO', `${abs}: ${(err as Error).message}`, { cause: err })
     }
     const kind = kindOf(st)
     if (!kind) return
-    const item: Item = { rel, abs, kind, st }
+    const item: Item = {
+      rel,
+      abs,
+      kind,
+      dev: st.dev,
+      ino: st.ino,
+      size: Number(st.size),
+      mode: Number(st.mode),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      rdev: st.rdev,
+      mtime: seconds(st.mtimeNs),
+      ctime: seconds(st.ctimeNs),
+    }
     if (kind === 'symlink') {
       item.target = fs.readlinkSync(abs)
       if (/[\r\n\0]/.test(item.target)) refused.push(`${abs}: its symlink target contains CR or LF`)
@@ -210,56 +263,125 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
   return { items, refused }
 }
 
-/** A fixed set of hashing workers; jobs queue FIFO. */
+/** A job without its `id` (the pool numbers them). */
+type JobInput = HashJob extends infer J ? (J extends HashJob ? Omit<J, 'id'> : never) : never
+
+interface Queued {
+  job: HashJob
+  resolve: (r: Done) => void
+  reject: (e: Error) => void
+}
+
+/** A worker of the pool and the jobs posted to it that it has not answered yet. */
+interface Slot {
+  worker: Worker
+  busy: number
+}
+
+/** A job's reply, and the worker that ran it (which holds the file a `held` reply speaks of). */
+interface Done {
+  reply: HashReply
+  slot: Slot
+}
+
+/**
+ * A fixed set of workers (lib/hash-worker.ts). Jobs queue FIFO for the next idle worker; a job
+ * about a file a worker holds open goes to that worker ({@link HashPool.runOn}), since an fd is
+ * used and closed by the thread that opened it.
+ */
 class HashPool {
-  private readonly workers: Worker[] = []
-  private readonly idle: Worker[] = []
-  private readonly queue: Array<{ job: HashJob; resolve: (r: HashReply) => void; reject: (e: Error) => void }> = []
-  private readonly pending = new Map<number, { resolve: (r: HashReply) => void; reject: (e: Error) => void; worker: Worker }>()
+  private readonly slots: Slot[] = []
+  private readonly queue: Queued[] = []
+  private readonly pending = new Map<number, Queued & { slot: Slot }>()
   private seq = 0
+  /** Set when a worker died (or the pool closed): every job after that is refused, none waits forever. */
+  private broken: Error | undefined
 
   constructor(size: number) {
     for (let i = 0; i < size; i++) {
-      const w = new Worker(runtimeModule('hash-worker'), { execArgv: [] })
-      w.on('message', (r: HashReply) => {
+      const slot: Slot = { worker: new Worker(runtimeModule('hash-worker'), { execArgv: [] }), busy: 0 }
+      slot.worker.on('message', (r: HashReply) => {
         const p = this.pending.get(r.id)
         if (!p) return
         this.pending.delete(r.id)
-        this.idle.push(w)
+        slot.busy--
         this.pump()
-        p.resolve(r)
+        p.resolve({ reply: r, slot })
       })
-      w.on('error', (err) => {
+      // Its open files are closed by Node as the worker goes.
+      const died = (err: Error): void => {
+        this.broken ??= err
         for (const [id, p] of this.pending) {
-          if (p.worker !== w) continue
           this.pending.delete(id)
           p.reject(err)
         }
-      })
-      this.workers.push(w)
-      this.idle.push(w)
+        for (const q of this.queue.splice(0)) q.reject(err)
+      }
+      slot.worker.on('error', died)
+      slot.worker.on('exit', (code) => died(new Error(`publish: a hashing worker exited (code ${code})`)))
+      this.slots.push(slot)
     }
   }
 
-  run(job: HashJob extends infer J ? (J extends HashJob ? Omit<J, 'id'> : never) : never): Promise<HashReply> {
+  /** Runs `job` on the next idle worker. */
+  run(job: JobInput): Promise<Done> {
     return new Promise((resolve, reject) => {
+      if (this.broken) return reject(this.broken)
       this.queue.push({ job: { ...job, id: ++this.seq } as HashJob, resolve, reject })
       this.pump()
     })
   }
 
+  /** Runs `job` on `slot`'s worker, idle or not (it answers after what it was given before). */
+  runOn(slot: Slot, job: JobInput): Promise<HashReply> {
+    return new Promise((resolve, reject) => {
+      if (this.broken) return reject(this.broken)
+      this.post(slot, { job: { ...job, id: ++this.seq } as HashJob, resolve: (d) => resolve(d.reply), reject })
+    })
+  }
+
+  private post(slot: Slot, q: Queued): void {
+    this.pending.set(q.job.id, { ...q, slot })
+    slot.busy++
+    slot.worker.postMessage(q.job)
+  }
+
   private pump(): void {
-    while (this.idle.length > 0 && this.queue.length > 0) {
-      const w = this.idle.pop()!
-      const { job, resolve, reject } = this.queue.shift()!
-      this.pending.set(job.id, { resolve, reject, worker: w })
-      w.postMessage(job)
+    for (const slot of this.slots) {
+      if (this.queue.length === 0) return
+      if (slot.busy === 0) this.post(slot, this.queue.shift()!)
     }
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.terminate()))
+    this.broken ??= new Error('publish: the hashing pool is closed')
+    await Promise.all(this.slots.map((s) => s.worker.terminate()))
   }
+}
+
+/** Files a `hash` job takes at most, and bytes (a larger file goes alone). */
+const BATCH_FILES = 32
+const BATCH_BYTES = 1 << 20
+
+/**
+ * The files in walk order, cut into `hash` jobs: small files go several to a job, so that a
+ * message between threads does not cost more than hashing the file it is about.
+ */
+function batches(files: Item[]): Item[][] {
+  const out: Item[][] = []
+  let cur: Item[] = []
+  let bytes = 0
+  for (const f of files) {
+    if (cur.length > 0 && (cur.length >= BATCH_FILES || bytes + f.size > BATCH_BYTES)) {
+      out.push(cur)
+      cur = []
+      bytes = 0
+    }
+    cur.push(f)
+    bytes += f.size
+  }
+  if (cur.length > 0) out.push(cur)
+  return out
 }
 
 /** Runs `fn` on every item with at most `limit` running at once; the first failure rejects. */
@@ -280,35 +402,52 @@ export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (i
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane))
 }
 
-function fail(reply: HashReply, file: string): never {
-  const e = (reply as { error: { code?: string; message: string } }).error
-  if (e.code === 'ECHANGED') throw new AysfsError('EAGAIN', e.message)
+function fail(reply: { error: { code?: string; message: string } }, file: string): never {
+  const e = reply.error
   throw new AysfsError(e.code ?? 'EIO', e.message.includes(file) ? e.message : `${file}: ${e.message}`)
 }
 
-/** Writes `data` to `file` through a temp file and a rename; fsyncs the file and its directory. */
-function writeAtomic(file: string, data: Buffer, fsync: boolean): void {
-  const tmp = `${file}.${process.pid}.tmp`
-  const fd = fs.openSync(tmp, 'w', 0o644)
+/**
+ * Writes `data` to a new temp file next to `file` (a random name, created exclusively, never
+ * through a link: lib/temp-file.ts) and fsyncs it; the caller renames it into place.
+ */
+function writeTemp(file: string, data: Buffer, fsync: boolean): string {
+  const tmp = createTempFile(path.dirname(file), path.basename(file), 0o644)
   try {
-    let off = 0
-    while (off < data.length) off += fs.writeSync(fd, data, off, data.length - off)
-    if (fsync) fs.fsyncSync(fd)
+    writeAll(tmp.fd, data)
+    if (fsync) fs.fsyncSync(tmp.fd)
   } catch (err) {
-    fs.closeSync(fd)
-    fs.rmSync(tmp, { force: true })
+    fs.closeSync(tmp.fd)
+    fs.rmSync(tmp.path, { force: true })
     throw err
   }
-  fs.closeSync(fd)
-  fs.renameSync(tmp, file)
-  if (fsync) {
-    const dfd = fs.openSync(path.dirname(file), 'r')
-    try {
-      fs.fsyncSync(dfd)
-    } finally {
-      fs.closeSync(dfd)
-    }
+  fs.closeSync(tmp.fd)
+  return tmp.path
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY)
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
   }
+}
+
+/**
+ * Test hook, for the project's tests only: when `AYSFS_PUBLISH_TEST_HOOK` names a JavaScript
+ * module, it is loaded after the walk and before any file is opened, and its export (a function)
+ * is called with the absolute paths of the regular files the walk found; publish goes on once it
+ * returns (or its promise settles). This lets a test change the tree at the one moment a racing
+ * user would aim for. It gives no say over the checks, which all run after it; and whoever sets a
+ * process's environment can make it run code anyway (`NODE_OPTIONS`).
+ */
+async function runTestHook(files: string[]): Promise<void> {
+  const hook = process.env.AYSFS_PUBLISH_TEST_HOOK
+  if (!hook) return
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const mod = require(path.resolve(hook)) as ((files: string[]) => unknown) | { default: (files: string[]) => unknown }
+  await (typeof mod === 'function' ? mod : mod.default)(files)
 }
 
 interface SignModule {
@@ -327,8 +466,10 @@ function loadSign(): SignModule {
 /**
  * Publishes `opts.dir` into the store as service `opts.id`. See the module comment.
  * @throws AysfsError `EUSAGE`/`EINVAL` (exit status 2) for bad arguments and for names a flist
- *   cannot hold (`|`, CR, LF, not UTF-8: every such path is named); `EAGAIN` when a file changed
- *   while it was published; fs codes for unreadable files or an unwritable store.
+ *   cannot hold (`|`, CR, LF, not UTF-8: every such path is named); `EAGAIN` with `strict` when
+ *   a file changed while it was published (every such file is named; without `strict` they are
+ *   left out and listed in the result's `changed`); fs codes for unreadable files or an
+ *   unwritable store.
  */
 export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const format = opts.format ?? 'extended'
@@ -360,72 +501,112 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     throw new AysfsError('EINVAL', `cannot publish ${refused.length} path(s): a flist path cannot contain "|", CR, LF or NUL, and must be UTF-8; rename them:\n${shown}${more}`)
   }
 
-  const files = items.filter((i) => i.kind === 'file')
+  const walked = items.filter((i) => i.kind === 'file')
+  await runTestHook(walked.map((f) => f.abs))
   const showProgress = opts.progress !== false
   const progressOpts = typeof opts.progress === 'object' ? opts.progress : {}
-  const jobs = Math.max(1, Math.min(opts.jobs ?? Math.min(8, os.availableParallelism()), files.length || 1))
+  const work = batches(walked)
+  const jobs = Math.max(1, Math.min(opts.jobs ?? Math.min(8, os.availableParallelism()), work.length || 1))
   const pool = new HashPool(jobs)
-  const blobs = new Map<string, Item>()
+  // Per content: true once the store has it; while one file's copy is storing it, a promise of
+  // whether it did (a file that changed between hashing and storing stores nothing).
+  const blobs = new Map<string, true | Promise<boolean>>()
   let written = 0
   let writtenBytes = 0
-  let bar: Progress | undefined
-  try {
-    // 1. Hash.
-    const total = files.reduce((n, f) => n + f.st.size, 0)
-    bar = showProgress ? createProgress({ label: 'hashing', files: files.length, bytes: total, ...progressOpts }) : undefined
-    // A few jobs queued per worker keep it busy without holding a promise per file of a huge tree.
-    await forEachLimit(files, jobs * 4, async (f) => {
-      if (f.st.size === 0) {
-        // An empty file needs no reading: its MD5 is known.
-        f.md5 = EMPTY_MD5
-        f.size = 0
-      } else {
-        const r = await pool.run({ op: 'hash', file: f.abs })
-        if ('error' in r) fail(r, f.abs)
-        if (!('md5' in r)) throw new Error('hash worker: unexpected reply')
-        f.md5 = r.md5
-        f.size = r.size
-      }
-      bar?.add(1, f.size)
-    })
-    bar?.stop()
+  let firstError: unknown
 
-    // 2. Store each content the store lacks, once.
-    for (const f of files) if (f.size! > 0 && !blobs.has(f.md5!)) blobs.set(f.md5!, f)
-    const missing: Item[] = []
-    for (const [md5, f] of blobs) {
-      const dest = path.join(root, 'files', md5[0]!, md5[1]!, md5)
-      let have = false
-      try {
-        have = fs.statSync(dest).size === f.size
-      } catch {
-        // absent
-      }
-      if (!have) missing.push(f)
+  /** One file, hashed (`r`): stored from the fd its worker holds when the store lacks its bytes. */
+  const settleFile = async (f: Item, r: HashResult, slot: Slot): Promise<void> => {
+    if ('error' in r) fail(r, f.abs)
+    if ('changed' in r) {
+      f.changed = r.changed
+      return
     }
-    const missingBytes = missing.reduce((n, f) => n + f.size!, 0)
-    bar = showProgress && missing.length > 0 ? createProgress({ label: 'storing', files: missing.length, bytes: missingBytes, ...progressOpts }) : undefined
-    const madeDirs = new Set<string>()
-    await forEachLimit(missing, jobs * 2, async (f) => {
-      const md5 = f.md5!
-      const d = path.join(root, 'files', md5[0]!, md5[1]!)
-      if (!madeDirs.has(d)) {
-        fs.mkdirSync(d, { recursive: true })
-        madeDirs.add(d)
+    const md5 = r.md5
+    f.md5 = md5
+    if (r.held === undefined) {
+      // Empty, or in the store already.
+      if (f.size > 0 && !blobs.has(md5)) blobs.set(md5, true)
+      return
+    }
+    // The store lacked these bytes: the worker holds the file open until a copy or a release.
+    let held = true
+    try {
+      for (;;) {
+        const b = blobs.get(md5)
+        if (b === true) return
+        if (b !== undefined) {
+          // Another file with these bytes is storing them; if it cannot (it changed), this one will.
+          await b
+          continue
+        }
+        if (firstError !== undefined) return
+        let settle!: (stored: boolean) => void
+        blobs.set(md5, new Promise<boolean>((resolve) => (settle = resolve)))
+        let stored = false
+        try {
+          held = false // the copy closes it, whatever happens
+          const c = await pool.runOn(slot, { op: 'copy', of: r.held, dest: path.join(root, 'files', md5[0]!, md5[1]!, md5), fsync })
+          if ('error' in c) fail(c, f.abs)
+          if ('changed' in c) {
+            f.changed = c.changed
+            return
+          }
+          stored = true
+          written++
+          writtenBytes += f.size
+          return
+        } finally {
+          if (stored) blobs.set(md5, true)
+          else blobs.delete(md5)
+          settle(stored)
+        }
       }
-      const r = await pool.run({ op: 'copy', file: f.abs, dest: path.join(d, md5), md5, size: f.size!, fsync })
-      if ('error' in r) fail(r, f.abs)
-      written++
-      writtenBytes += f.size!
-      bar?.add(1, f.size!)
+    } finally {
+      // A pool that broke has lost its workers, and Node closed their files.
+      if (held) await pool.runOn(slot, { op: 'release', of: r.held }).catch(() => undefined)
+    }
+  }
+
+  // 1. Every file once: open, check, hash, and store its bytes if the store lacks them.
+  const total = walked.reduce((n, f) => n + f.size, 0)
+  const bar = showProgress ? createProgress({ label: 'publishing', files: walked.length, bytes: total, ...progressOpts }) : undefined
+  try {
+    // Two batches per worker keep it busy without holding a promise (or an open file) per file
+    // of a huge tree. No lane throws: each settles its files (and their open fds) first.
+    await forEachLimit(work, jobs * 2, async (batch) => {
+      if (firstError !== undefined) return
+      try {
+        const files = batch.map((f) => ({ file: f.abs, dev: f.dev, ino: f.ino, size: f.size }))
+        const { reply, slot } = await pool.run({ op: 'hash', files, store: root })
+        if ('error' in reply) fail(reply, batch[0]!.abs)
+        if (!('results' in reply)) throw new Error('hash worker: unexpected reply')
+        await Promise.all(batch.map((f, i) => settleFile(f, reply.results[i]!, slot).catch((err: unknown) => void (firstError ??= err))))
+      } catch (err) {
+        firstError ??= err
+      }
+      bar?.add(batch.length, batch.reduce((n, f) => n + f.size, 0))
     })
-    bar?.stop()
   } finally {
     bar?.stop()
     await pool.close()
   }
+  if (firstError !== undefined) throw firstError
 
-  // 3. The flist.
+  const changed: ChangedFile[] = walked.filter((f) => f.changed !== undefined).map((f) => ({ file: f.abs, reason: f.changed! }))
+  if (changed.length > 0 && opts.strict) {
+    const shown = changed.slice(0, 20).map((c) => `  ${c.file}: ${c.reason}`).join('\n')
+    const more = changed.length > 20 ? `\n  … and ${changed.length - 20} more` : ''
+    throw new AysfsError(
+      'EAGAIN',
+      `${changed.length} file(s) changed while they were published (--strict); the flist was not written, run publish again:\n${shown}${more}`,
+    )
+  }
+  // A file that changed is left out: the flist lists what was checked, hashed and stored.
+  const listed = changed.length > 0 ? items.filter((i) => i.changed === undefined) : items
+  const files = listed.filter((i) => i.kind === 'file')
+
+  // 2. The flist.
   const users = format === 'extended' ? idNames('/etc/passwd') : new Map<number, string>()
   const groups = format === 'extended' ? idNames('/etc/group') : new Map<number, string>()
   const flistPath = (rel: string): string => (rel === '' ? prefix : prefix === '/' ? `/${rel}` : `${prefix}/${rel}`)
@@ -445,13 +626,13 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   let directories = 0
   let symlinks = 0
   let special = 0
-  for (const i of items) {
+  for (const i of listed) {
     if (i.kind === 'dir') {
       if (i.rel !== '') directories++
     } else if (i.kind === 'symlink') symlinks++
     else if (i.kind !== 'file') special++
     if (format === 'seed') {
-      if (i.kind === 'file') lines.push(formatFlistLine({ path: flistPath(i.rel), md5: i.md5!, size: i.size! }, 'seed'))
+      if (i.kind === 'file') lines.push(formatFlistLine({ path: flistPath(i.rel), md5: i.md5!, size: i.size }, 'seed'))
       else if (i.kind !== 'dir' || (i.rel !== '' && !implied.has(i.rel))) {
         // A directory with files below it is implied by their paths; anything else has no seed line.
         const label = KIND_LABEL[i.kind]
@@ -462,20 +643,20 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     const line: FlistLineInput = {
       path: flistPath(i.rel),
       ftype: FTYPE_OF[i.kind],
-      uname: users.get(i.st.uid) ?? String(i.st.uid),
-      gname: groups.get(i.st.gid) ?? String(i.st.gid),
-      perm: i.st.mode & 0o7777,
-      mtime: Math.floor(i.st.mtimeMs / 1000),
-      ctime: Math.floor(i.st.ctimeMs / 1000),
+      uname: users.get(i.uid) ?? String(i.uid),
+      gname: groups.get(i.gid) ?? String(i.gid),
+      perm: i.mode & 0o7777,
+      mtime: i.mtime,
+      ctime: i.ctime,
     }
     if (i.kind === 'file') {
       line.md5 = i.md5!
-      line.size = i.size!
+      line.size = i.size
     } else if (i.kind === 'symlink') {
       line.target = i.target!
     } else if (i.kind === 'chardev' || i.kind === 'blockdev') {
       // glibc's gnu_dev_major/minor: 12 bits of major and 20 of minor, split across the word.
-      const rdev = BigInt(i.st.rdev)
+      const rdev = i.rdev
       line.rdevMajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn & 0xffffffffn))
       line.rdevMinor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn & 0xffffffffn))
     }
@@ -496,35 +677,49 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     // a new service
   }
   const unchanged = old !== undefined && old.equals(data)
-  let signature: string | undefined
-  if (opts.sign !== undefined) {
-    const sig = signFlist(data, path.resolve(opts.sign))
-    // The signature first: a mount that reads the pair in between sees the old flist with the new
-    // signature and refuses it (and keeps what it has), never an unsigned new flist.
-    writeAtomic(sigFile, sig, fsync)
-    signature = sigFile
+  const sig = opts.sign !== undefined ? signFlist(data, path.resolve(opts.sign)) : undefined
+  // Both files are written and fsynced under temp names first, then renamed back to back: the
+  // flist, then its signature. Until the first rename the old pair is whole (an interrupted run
+  // changes nothing); a node that reads the pair between the two renames gets the new flist with
+  // the old signature, refuses it, and fetches the pair once more (lib/pipeline.ts, fetchFlist).
+  let flistTmp: string | undefined
+  let sigTmp: string | undefined
+  try {
+    if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
+    if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
+    if (flistTmp !== undefined) {
+      fs.renameSync(flistTmp, flistFile)
+      flistTmp = undefined
+    }
+    if (sigTmp !== undefined) {
+      fs.renameSync(sigTmp, sigFile)
+      sigTmp = undefined
+    } else if (!sig) {
+      // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
+      // Removed (one unlink) after the flist is in place, like a new signature would be renamed.
+      fs.rmSync(sigFile, { force: true })
+    }
+  } finally {
+    for (const tmp of [flistTmp, sigTmp]) if (tmp !== undefined) fs.rmSync(tmp, { force: true })
   }
-  if (!unchanged) writeAtomic(flistFile, data, fsync)
-  if (opts.sign === undefined && fs.existsSync(sigFile)) {
-    // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
-    fs.rmSync(sigFile, { force: true })
-  }
+  if (fsync) fsyncDir(mdDir)
 
   return {
     flist: flistFile,
-    ...(signature ? { signature } : {}),
+    ...(sig ? { signature: sigFile } : {}),
     format,
     prefix,
     lines: lines.length,
     files: files.length,
-    bytes: files.reduce((n, f) => n + f.size!, 0),
+    bytes: files.reduce((n, f) => n + f.size, 0),
     directories,
     symlinks,
     special,
-    blobs: blobs.size,
+    blobs: new Set(files.filter((f) => f.size > 0).map((f) => f.md5!)).size,
     written,
     writtenBytes,
     skipped,
+    changed,
     unchanged,
   }
 }

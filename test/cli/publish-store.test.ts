@@ -1,0 +1,140 @@
+// `publish` into a store someone else can write, and the order a signed pair is replaced in: temp
+// names someone planted links at are never written through; the flist and its signature are both
+// written and fsynced first, then renamed flist first, and an interruption before that leaves the
+// old pair whole.
+import fs from 'node:fs'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { publish } from '../../lib/publish'
+import { generateKeyPair, loadTrustedKeys, verifyFlist } from '../../lib/sign'
+import { tmpdir } from '../helpers/tmp'
+import { md5 } from '../helpers/tree'
+
+/** A source tree, a key and a store with one signed publish of it. */
+async function signedStore(t: Test): Promise<{ dir: string; src: string; store: string; md: string; key: string; pub: string }> {
+  const dir = tmpdir(t, 'aysfs-race-')
+  const src = path.join(dir, 'src')
+  fs.mkdirSync(src)
+  fs.writeFileSync(path.join(src, 'f'), 'version one\n')
+  const keys = generateKeyPair(path.join(dir, 'keys'))
+  const store = path.join(dir, 'store')
+  await publish({ dir: src, id: 'svc', store, sign: keys.privateKey, progress: false })
+  return { dir, src, store, md: path.join(store, 'md'), key: keys.privateKey, pub: keys.publicKey }
+}
+
+function verifies(s: { md: string; pub: string }): boolean {
+  try {
+    verifyFlist(fs.readFileSync(path.join(s.md, 'svc.flist')), fs.readFileSync(path.join(s.md, 'svc.flist.sig')), loadTrustedKeys([s.pub]), { id: 'svc', source: 'test' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+t.test('a link planted at any predictable temp name is never written through', async (t) => {
+  const s = await signedStore(t)
+  const target = path.join(s.dir, 'target')
+  fs.writeFileSync(target, 'must stay as it is\n')
+  const planted: string[] = []
+  const plant = (file: string): void => {
+    fs.mkdirSync(path.dirname(file), { recursive: true })
+    fs.symlinkSync(target, file)
+    planted.push(file)
+  }
+  const untouched = (what: string): void => {
+    t.equal(fs.readFileSync(target, 'utf8'), 'must stay as it is\n', `${what}: the link target is untouched`)
+    t.ok(
+      planted.every((p) => fs.lstatSync(p).isSymbolicLink()),
+      `${what}: the planted links are left alone`,
+    )
+    for (const f of ['svc.flist', 'svc.flist.sig']) t.ok(fs.lstatSync(path.join(s.md, f)).isFile(), `${what}: ${f} is a regular file, not a renamed link`)
+    t.ok(verifies(s), `${what}: the new pair verifies`)
+    t.same(
+      fs.readdirSync(s.md).filter((n) => !planted.includes(path.join(s.md, n))),
+      ['svc.flist', 'svc.flist.sig'],
+      `${what}: no temp file of ours left`,
+    )
+  }
+
+  // The names a publish in this process could pick from its pid, for the flist and its signature;
+  // a new empty file changes the flist and stores no blob.
+  plant(path.join(s.md, `svc.flist.${process.pid}.tmp`))
+  plant(path.join(s.md, `svc.flist.sig.${process.pid}.tmp`))
+  fs.writeFileSync(path.join(s.src, 'empty'), '')
+  await publish({ dir: s.src, id: 'svc', store: s.store, sign: s.key, progress: false })
+  t.match(fs.readFileSync(path.join(s.md, 'svc.flist'), 'utf8'), '/empty|')
+  untouched('flist and signature')
+
+  // And for a new blob: pid, worker thread id and a counter.
+  const content = 'version two\n'
+  const m = md5(content)
+  const blob = path.join(s.store, 'files', m[0]!, m[1]!, m)
+  for (let thread = 0; thread <= 64; thread++) for (let seq = 0; seq < 4; seq++) plant(`${blob}.${process.pid}.${thread}.${seq}.tmp`)
+  fs.writeFileSync(path.join(s.src, 'f'), content)
+  const r = await publish({ dir: s.src, id: 'svc', store: s.store, sign: s.key, progress: false })
+  t.equal(r.written, 1)
+  t.ok(fs.lstatSync(blob).isFile() && fs.readFileSync(blob, 'utf8') === content, 'the blob is a regular file with its bytes')
+  untouched('blob')
+})
+
+t.test('the flist and its signature: both written and fsynced first, then renamed flist first; interrupted before, the old pair stays', async (t) => {
+  const s = await signedStore(t)
+  const oldFlist = fs.readFileSync(path.join(s.md, 'svc.flist'))
+  const oldSig = fs.readFileSync(path.join(s.md, 'svc.flist.sig'))
+  fs.writeFileSync(path.join(s.src, 'f'), 'version two\n')
+
+  // What happens in md/, as publish does it (its fs calls on this thread).
+  const events: string[] = []
+  const names = new Map<number, string>()
+  const inMd = (p: fs.PathLike): boolean => String(p) === s.md || String(p).startsWith(`${s.md}/`)
+  const kind = (p: string): string => (p === s.md ? 'md/' : /\.tmp$/.test(p) ? (/\.sig\./.test(p) ? 'sig-temp' : 'flist-temp') : path.basename(p))
+  let interruptAt: string | undefined
+  const real = { openSync: fs.openSync, fsyncSync: fs.fsyncSync, renameSync: fs.renameSync }
+  t.teardown(() => Object.assign(fs, real))
+  Object.assign(fs, {
+    openSync(p: fs.PathLike, ...rest: unknown[]): number {
+      const fd = (real.openSync as (...a: unknown[]) => number)(p, ...rest)
+      if (inMd(p)) {
+        names.set(fd, kind(String(p)))
+        events.push(`open ${kind(String(p))}`)
+      }
+      return fd
+    },
+    fsyncSync(fd: number): void {
+      if (names.has(fd)) events.push(`fsync ${names.get(fd)}`)
+      real.fsyncSync(fd)
+    },
+    renameSync(from: fs.PathLike, to: fs.PathLike): void {
+      if (inMd(to)) {
+        events.push(`rename ${kind(String(from))} -> ${path.basename(String(to))}`)
+        if (path.basename(String(to)) === interruptAt) throw Object.assign(new Error('interrupted (test)'), { code: 'EINTR' })
+      }
+      real.renameSync(from, to)
+    },
+  })
+
+  // Interrupted at the flist's rename: nothing of the new pair is in place.
+  interruptAt = 'svc.flist'
+  await t.rejects(publish({ dir: s.src, id: 'svc', store: s.store, sign: s.key, progress: false }), { message: 'interrupted (test)' })
+  t.ok(fs.readFileSync(path.join(s.md, 'svc.flist')).equals(oldFlist), 'the old flist')
+  t.ok(fs.readFileSync(path.join(s.md, 'svc.flist.sig')).equals(oldSig), 'with the old signature')
+  t.ok(verifies(s), 'the pair in the store still verifies')
+  t.same(fs.readdirSync(s.md).sort(), ['svc.flist', 'svc.flist.sig'], 'the temp files are removed')
+
+  // Uninterrupted: the order.
+  interruptAt = undefined
+  events.length = 0
+  await publish({ dir: s.src, id: 'svc', store: s.store, sign: s.key, progress: false })
+  t.same(events, [
+    'open svc.flist', // the old one, read to compare
+    'open flist-temp',
+    'fsync flist-temp',
+    'open sig-temp',
+    'fsync sig-temp',
+    'rename flist-temp -> svc.flist',
+    'rename sig-temp -> svc.flist.sig',
+    'open md/',
+    'fsync md/',
+  ])
+  t.ok(verifies(s), 'the new pair verifies')
+})
