@@ -1,6 +1,6 @@
 /**
  * The raw exports of the native addon (native/addon.cc). This is the contract between C++ and
- * TypeScript; `lib/engine.ts` and (for `Committer`) `lib/sources/source.ts` use it. Every function checks its argument types and
+ * TypeScript; `lib/engine.ts` and (for `Committer` and `BrotliDecoder`) `lib/sources/source.ts` use it. Every function checks its argument types and
  * throws a TypeError on a mismatch; failures that reach users carry an errno-style `code`.
  */
 
@@ -142,6 +142,30 @@ export class Committer {
    */
   finish(token: number, tmp: string, dest: string, sync: boolean): boolean
   /** No more jobs; those queued still report. */
+  close(): void
+}
+/**
+ * A streaming brotli decoder (native/brotli.cc, libbrotlidec linked in) for `.bro` bodies: memory
+ * bounded by the stream's window, whatever the size of what it decodes. Synchronous, on the
+ * calling thread (never libuv's threadpool). A corrupt stream throws an Error whose `code` is
+ * `bro-corrupt`; it stays failed.
+ */
+export class BrotliDecoder {
+  /** The most one decoder may hold (bytes); a stream that needs more is corrupt. */
+  static readonly maxMemory: number
+  constructor()
+  /** Takes a copy of compressed bytes. Throws while bytes pushed before are not all pulled. */
+  push(chunk: Buffer): void
+  /**
+   * Decompresses into `out`; returns the bytes written, 0 once what was pushed is used up (push
+   * more) or the stream has ended. Bytes after the end of the stream are corrupt.
+   */
+  pull(out: Buffer): number
+  /** The stream's end was decoded and every byte of it pulled. */
+  finished(): boolean
+  /** The most this decoder has held at once, in bytes. */
+  peakMemory(): number
+  /** Frees the decoder's memory now (else when it is collected); it fails from then on. */
   close(): void
 }
 /** The libfuse version the addon runs on, e.g. 314. */
