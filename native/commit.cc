@@ -42,14 +42,15 @@ bool WriteAll(int fd, const std::string& data) {
   return true;
 }
 
-// Makes the blob's two levels of directories (`<cache>/<h0>/<h1>`) if missing.
+// Makes the blob's two levels of directories (`<cache>/<h0>/<h1>`) if missing: private, like
+// everything in the local cache (mkdir's mode only ever loses bits to the umask).
 int MakeParents(const std::string& dest) {
   size_t last = dest.rfind('/');
   if (last == std::string::npos || last == 0) return ENOENT;
   size_t mid = dest.rfind('/', last - 1);
   if (mid == std::string::npos || mid == 0) return ENOENT;
   for (const std::string& dir : {dest.substr(0, mid), dest.substr(0, last)}) {
-    if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return errno;
+    if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno;
   }
   return 0;
 }
@@ -67,13 +68,13 @@ int Run(CommitJob& job, const char** step) {
     }
   } else {
     *step = "open";
-    fd = open(job.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    fd = open(job.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == ENOENT) {
       // Someone removed the temp directory under us: make it again.
       size_t slash = job.tmp.rfind('/');
       if (slash != std::string::npos && slash > 0 &&
-          (mkdir(job.tmp.substr(0, slash).c_str(), 0755) == 0 || errno == EEXIST))
-        fd = open(job.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+          (mkdir(job.tmp.substr(0, slash).c_str(), 0700) == 0 || errno == EEXIST))
+        fd = open(job.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
       else
         errno = ENOENT;
     }

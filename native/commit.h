@@ -4,6 +4,9 @@
 // fsyncs of several blobs then overlap (and share journal commits) instead of queueing behind
 // the one thread that also runs every download. No Node-API here: the addon hands jobs in and
 // takes results out.
+//
+// The local cache is private: what the pool creates there is 0600 (files) and 0700
+// (directories), whatever the umask.
 #pragma once
 
 #include <functional>

@@ -165,7 +165,8 @@ export class BlobWriter implements Sink {
     this.exactBytes = size
     this.maxBytes = size
     if (size <= MEMORY_BLOB_MAX) this.buf = Buffer.allocUnsafe(size)
-    else this.fd = fs.openSync(tmpPath, 'wx', 0o644)
+    // Private, like everything in the local cache (the mode only ever loses bits to the umask).
+    else this.fd = fs.openSync(tmpPath, 'wx', 0o600)
   }
 
   /** Hash and keep a chunk; the writer copies it, so the caller may reuse its buffer. */
