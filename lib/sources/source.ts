@@ -94,13 +94,21 @@ type NativeCommitter = InstanceType<ReturnType<typeof loadBinding>['Committer']>
 
 /**
  * This thread's committer (made on first use): the addon's native threads that create, write,
- * fsync and rename finished blobs, so this thread only downloads and hashes.
+ * fsync and rename finished blobs, and copy blobs into directory grid caches, so this thread only
+ * downloads and hashes.
  */
 let committer: NativeCommitter | undefined
-const commits = new Map<number, { resolve: () => void; reject: (err: Error) => void; tmp: string; dest: string }>()
+/** A queued job: how to settle it, and how to name a failure (Node's fs error shape). */
+interface QueuedJob {
+  resolve: () => void
+  reject: (err: Error) => void
+  /** The file a failed step is about (`where`: a push's own report of it). */
+  file: (step: string | null, where: string | null) => string
+}
+const commits = new Map<number, QueuedJob>()
 let nextToken = 0
 
-function commitDone(token: number, errno: number, step: string | null): void {
+function commitDone(token: number, errno: number, step: string | null, where: string | null): void {
   const job = commits.get(token)
   if (!job) return
   commits.delete(token)
@@ -110,32 +118,52 @@ function commitDone(token: number, errno: number, step: string | null): void {
   }
   // The shape of Node's own fs errors: `ENOSPC: no space left on device, write '/path'`.
   const [code, text] = getSystemErrorMap().get(-errno) ?? ['EIO', `errno ${errno}`]
-  const file = step === 'rename' || step === 'mkdir' ? job.dest : job.tmp
+  const file = job.file(step, where)
   job.reject(Object.assign(new Error(`${code}: ${text}, ${step} '${file}'`), { code, errno: -errno, syscall: step, path: file }))
 }
 
-function commitJob(tmp: string, dest: string, start: (c: NativeCommitter, token: number) => boolean): Promise<void> {
+/** Queues a job on this thread's committer; `cleanup` runs when it could not be queued. */
+function queueJob(describe: QueuedJob['file'], start: (c: NativeCommitter, token: number) => boolean, cleanup: () => void, what: string): Promise<void> {
   committer ??= new (loadBinding().Committer)(commitDone)
   const token = (nextToken = (nextToken + 1) >>> 0)
   return new Promise<void>((resolve, reject) => {
-    commits.set(token, { resolve, reject, tmp, dest })
+    commits.set(token, { resolve, reject, file: describe })
     let queued = false
     try {
       queued = start(committer!, token)
-      if (!queued) reject(Object.assign(new Error(`EBADF: the committer no longer takes jobs (this thread is ending), '${tmp}'`), { code: 'EBADF', path: tmp }))
+      if (!queued) reject(Object.assign(new Error(`EBADF: the committer no longer takes jobs (this thread is ending), '${what}'`), { code: 'EBADF', path: what }))
     } catch (err) {
       reject(err as Error)
     } finally {
       if (!queued) {
         commits.delete(token)
-        try {
-          fs.unlinkSync(tmp)
-        } catch {
-          // never made (a blob in memory) or already gone
-        }
+        cleanup()
       }
     }
   })
+}
+
+function commitJob(tmp: string, dest: string, start: (c: NativeCommitter, token: number) => boolean): Promise<void> {
+  const unlinkTmp = () => {
+    try {
+      fs.unlinkSync(tmp)
+    } catch {
+      // never made (a blob in memory) or already gone
+    }
+  }
+  return queueJob((step) => (step === 'rename' || step === 'mkdir' ? dest : tmp), start, unlinkTmp, tmp)
+}
+
+/**
+ * Copies the local-cache blob `src` (`size` bytes) to `root/rel` in a directory grid cache, on
+ * the committer's threads, relative to directory fds: nothing below `root` is followed (see
+ * `Committer.push` in binding.d.ts). Rejects with a Node-style fs error (`code`, `syscall` = the
+ * step, `path`): `ELOOP` when a symlink was found in the grid cache or in the source's place,
+ * step `source` with `EINVAL` when `src` is not a regular file of `size` bytes.
+ */
+export function pushToDir(root: string, rel: string, src: string, size: number, sync: boolean): Promise<void> {
+  const describe = (step: string | null, where: string | null): string => (step === 'source' ? src : where ? path.join(root, where) : root)
+  return queueJob(describe, (c, token) => c.push(token, root, rel, src, size, sync), () => {}, path.join(root, rel))
 }
 
 /**
