@@ -32,8 +32,12 @@ export class SourceFault extends Error {
   }
 }
 
-/** Faults that mean "this source holds wrong content" rather than "this source is unwell". */
-export const CONTENT_FAULTS: ReadonlySet<string> = new Set(['md5', 'too-long', 'too-short', 'bro-corrupt', 'bro-too-long'])
+/**
+ * Faults that mean "this source holds wrong content" rather than "this source is unwell"
+ * (`not-a-file`: a directory source holds a FIFO, a device, a symlink or a directory where the
+ * file should be).
+ */
+export const CONTENT_FAULTS: ReadonlySet<string> = new Set(['md5', 'too-long', 'too-short', 'bro-corrupt', 'bro-too-long', 'not-a-file'])
 
 /**
  * Where a source writes a body. `write` throws a {@link SourceFault} when the body is already
