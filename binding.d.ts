@@ -1,6 +1,6 @@
 /**
  * The raw exports of the native addon (native/addon.cc). This is the contract between C++ and
- * TypeScript; `lib/engine.ts` and (for `Committer`) `lib/sources/source.ts` use it. Every function checks its argument types and
+ * TypeScript; `lib/engine.ts` and (for `Committer` and `BrotliDecoder`) `lib/sources/source.ts` use it. Every function checks its argument types and
  * throws a TypeError on a mismatch; failures that reach users carry an errno-style `code`.
  */
 
@@ -124,13 +124,17 @@ export function trimMemory(): void
 /**
  * Finishes verified blobs on a small pool of native threads (native/commit.cc), so that creating,
  * fsyncing and renaming them never blocks the thread that runs the downloads, and the fsyncs of
- * several blobs overlap. Made on the thread that uses it; `done` runs there when a job ends:
- * `errno` 0 and `step` null when the blob is at `dest`, else the errno and the step that failed
- * (`open`, `write`, `fsync`, `close`, `mkdir`, `rename`), the temp file then removed. A pending
- * job keeps the event loop alive; an idle committer does not.
+ * several blobs overlap; the same threads copy blobs into directory grid caches (`push`). Made on
+ * the thread that uses it; `done` runs there when a job ends: `errno` 0 and `step` null when the
+ * blob is in place, else the errno and the step that failed (`open`, `write`, `fsync`, `close`,
+ * `mkdir`, `rename`; for a push also `path`, `source`, `create`, `read`, `chmod`), the temp file
+ * then removed. `where` is null but for a failed push: the path it failed on (the source file, or
+ * a path relative to the grid cache's root, `''` for the root itself). A pending job keeps the
+ * event loop alive; an idle committer does not. Local-cache files it creates are 0600 and its
+ * directories 0700, whatever the umask.
  */
 export class Committer {
-  constructor(done: (token: number, errno: number, step: string | null) => void)
+  constructor(done: (token: number, errno: number, step: string | null, where: string | null) => void)
   /**
    * Creates `tmp` (exclusively), writes a copy of `data`, fsyncs it if `sync`, renames it to
    * `dest`. False (no job, no report) once closed or while this thread ends.
@@ -141,7 +145,42 @@ export class Committer {
    * report, `tmp` left) once closed or while this thread ends.
    */
   finish(token: number, tmp: string, dest: string, sync: boolean): boolean
+  /**
+   * Copies `src` (a local-cache blob: opened without following a link, it must be a regular file
+   * of `size` bytes, else step `source`, errno ELOOP or EINVAL) to `root/rel` (`h0/h1/md5`) in a
+   * directory grid cache. `root` is opened as given; every component of `rel` is opened or made
+   * relative to its parent's fd without following links (a symlink there fails the push with
+   * ELOOP), the temp file is created exclusively under a random name, written, fsynced if `sync`
+   * and renamed within its directory. New directories take the root's group and permission bits,
+   * the file the root's group and read bits plus the owner's read and write. False (no job, no
+   * report) once closed or while this thread ends.
+   */
+  push(token: number, root: string, rel: string, src: string, size: number, sync: boolean): boolean
   /** No more jobs; those queued still report. */
+  close(): void
+}
+/**
+ * A streaming brotli decoder (native/brotli.cc, libbrotlidec linked in) for `.bro` bodies: memory
+ * bounded by the stream's window, whatever the size of what it decodes. Synchronous, on the
+ * calling thread (never libuv's threadpool). A corrupt stream throws an Error whose `code` is
+ * `bro-corrupt`; it stays failed.
+ */
+export class BrotliDecoder {
+  /** The most one decoder may hold (bytes); a stream that needs more is corrupt. */
+  static readonly maxMemory: number
+  constructor()
+  /** Takes a copy of compressed bytes. Throws while bytes pushed before are not all pulled. */
+  push(chunk: Buffer): void
+  /**
+   * Decompresses into `out`; returns the bytes written, 0 once what was pushed is used up (push
+   * more) or the stream has ended. Bytes after the end of the stream are corrupt.
+   */
+  pull(out: Buffer): number
+  /** The stream's end was decoded and every byte of it pulled. */
+  finished(): boolean
+  /** The most this decoder has held at once, in bytes. */
+  peakMemory(): number
+  /** Frees the decoder's memory now (else when it is collected); it fails from then on. */
   close(): void
 }
 /** The libfuse version the addon runs on, e.g. 314. */

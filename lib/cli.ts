@@ -235,7 +235,7 @@ function buildProgram(): Command {
 
   program
     .command('rebuild')
-    .description('compile the native addon here (no prebuild fits this platform); needs cmake, g++, libfuse3-dev')
+    .description('compile the native addon here (no prebuild fits this platform); needs cmake, g++, libfuse3-dev, libbrotli-dev')
     .action(async () => {
       const { rebuild } = await import('./rebuild')
       status = await rebuild()

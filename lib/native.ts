@@ -36,7 +36,7 @@ export function loadBinding(): Binding {
       throw new AysfsError(
         'ENOENT',
         'aysfs-native has no prebuilt addon for this platform and was not compiled: run ' +
-          '`npx aysfs-native rebuild` (needs cmake, g++ and libfuse3-dev)',
+          '`npx aysfs-native rebuild` (needs cmake, g++, libfuse3-dev and libbrotli-dev)',
         { cause: err },
       )
     }

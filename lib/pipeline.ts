@@ -10,7 +10,8 @@
  * cache) is pushed, after the fetch resolved, to each writable grid cache that missed it.
  *
  * This module is the engine's fetcher module (docs/design.md, "The miss path"): it runs on the
- * miss worker, so it uses sync fs only, in-thread crypto and zlib, and resolves host names with
+ * miss worker, so it uses sync fs only, in-thread crypto, the addon's brotli decoder and committer
+ * threads, and resolves host names with
  * `./sources/resolve`. Nothing in it needs libuv's threadpool or the main thread.
  */
 import { createLogger, type LogOptions } from './log'
@@ -27,7 +28,6 @@ import { DirSource, dirRoot } from './sources/dir'
 import { HttpSource } from './sources/http'
 import type { LookupFunction } from './sources/resolve'
 import {
-  BRO_MAX_SIZE,
   BlobWriter,
   BroSink,
   BufferSink,
@@ -706,12 +706,13 @@ export class Pipeline implements Fetcher {
 
   private async trySource(src: Source, md5: string, size: number, dest: string, onVerified?: (data: Buffer) => void): Promise<Outcome> {
     const st = this.perSource.get(src)!
-    const variants = src.role === 'store' && size <= BRO_MAX_SIZE ? [false, true] : [false]
+    const variants = src.role === 'store' ? [false, true] : [false]
     for (const bro of variants) {
       const writer = this.local(() => this.newWriter(md5, size))
+      const broSink = bro ? new BroSink(writer) : undefined
       let counted = false
       try {
-        const r = await src.get(blobRel(src.role, md5, bro), bro ? new BroSink(writer) : writer)
+        const r = await src.get(blobRel(src.role, md5, bro), broSink ?? writer)
         if (r === 'absent') continue
         // Counted before the readers are answered; taken back if the cache cannot keep the blob.
         st.hits++
@@ -734,6 +735,7 @@ export class Pipeline implements Fetcher {
         this.noteFault(src, fault)
         return fault
       } finally {
+        broSink?.abort() // its decoder's memory goes now, not when it is collected
         writer.abort()
       }
     }

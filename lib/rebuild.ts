@@ -11,8 +11,9 @@ interface InstallScript {
  * Compiles the native addon in the package's own directory (`cmake-js compile`, into
  * `build/Release`, which is loaded before any prebuild). For a platform with no prebuild, or
  * after installing with `--ignore-scripts` on a machine the prebuild does not fit. When a needed
- * tool or header is missing, prints which Debian/Ubuntu packages to install (`libfuse3-dev cmake
- * g++ make pkg-config`) and compiles nothing. Resolves to the exit code (0 on success).
+ * tool or header is missing, prints which Debian/Ubuntu packages to install (`libfuse3-dev
+ * libbrotli-dev cmake g++ make pkg-config`) and compiles nothing. Resolves to the exit code (0 on
+ * success).
  */
 export function rebuild(): Promise<number> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -1,6 +1,7 @@
 // Module init and the bridge to JavaScript: the registry of sessions, the miss function (a
-// thread-safe function living on the engine's miss worker), the exit notice (main thread) and
-// the committer that finishes verified blobs on native threads (commit.h).
+// thread-safe function living on the engine's miss worker), the exit notice (main thread), the
+// committer that finishes verified blobs on native threads (commit.h) and the streaming `.bro`
+// decoder (brotli.h).
 #include <malloc.h>
 #include <napi.h>
 #include <sys/mount.h>
@@ -14,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "brotli.h"
 #include "commit.h"
 #include "session.h"
 
@@ -379,9 +381,10 @@ Napi::Value Sessions(const Napi::CallbackInfo& info) {
 }
 
 // The committer: `new Committer(done)` on the thread that runs a pipeline (the miss worker, or
-// the main thread for prefetch); `write`/`finish` queue a blob for the pool, and
-// `done(token, errno, step)` is called back on that thread when it is in place (errno 0) or
-// failed. A pending job keeps the event loop alive; an idle committer does not.
+// the main thread for prefetch); `write`/`finish` queue a blob for the pool, `push` a copy of a
+// cached blob into a directory grid cache, and `done(token, errno, step, where)` is called back
+// on that thread when it is in place (errno 0) or failed. A pending job keeps the event loop
+// alive; an idle committer does not.
 struct CommitState {
   Napi::ThreadSafeFunction fn;
   uint32_t pending = 0;  // jobs not yet reported; the JS thread's only
@@ -404,7 +407,9 @@ struct CommitResult {
   std::shared_ptr<CommitState> state;
   uint32_t token;
   int err;
-  const char* step;  // a string literal of commit.cc, or nullptr
+  const char* step;   // a string literal of commit.cc, or nullptr
+  std::string where;  // a push's failing path (commit.h PushJob::done); empty otherwise
+  bool push;
 };
 
 class Committer : public Napi::ObjectWrap<Committer> {
@@ -413,7 +418,7 @@ class Committer : public Napi::ObjectWrap<Committer> {
     return DefineClass(
         env, "Committer",
         {InstanceMethod<&Committer::Write>("write"), InstanceMethod<&Committer::Finish>("finish"),
-         InstanceMethod<&Committer::Close>("close")});
+         InstanceMethod<&Committer::Push>("push"), InstanceMethod<&Committer::Close>("close")});
   }
 
   explicit Committer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Committer>(info) {
@@ -464,35 +469,71 @@ class Committer : public Napi::ObjectWrap<Committer> {
     return Napi::Boolean::New(env, Submit(info, std::move(job), 1, 2, 3));
   }
 
+  // push(token, root, rel, src, size, sync): copy `src` to `root/rel` (commit.h PushJob).
+  Napi::Value Push(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!CheckArgs(info, "push",
+                   {napi_number, napi_string, napi_string, napi_string, napi_number, napi_boolean}))
+      return env.Undefined();
+    double size = info[4].As<Napi::Number>().DoubleValue();
+    if (!(size >= 0 && size <= 9007199254740991.0) || size != double(uint64_t(size))) {
+      Napi::TypeError::New(env, "push: size must be a non-negative integer")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (!Hold(env)) return Napi::Boolean::New(env, false);
+    PushJob job;
+    job.root = info[1].As<Napi::String>().Utf8Value();
+    job.rel = info[2].As<Napi::String>().Utf8Value();
+    job.src = info[3].As<Napi::String>().Utf8Value();
+    job.size = uint64_t(size);
+    job.sync = info[5].As<Napi::Boolean>().Value();
+    job.done = Reporter(info[0].As<Napi::Number>().Uint32Value(), true);
+    SubmitPush(std::move(job));
+    return Napi::Boolean::New(env, true);
+  }
+
   // close(): no more jobs; those queued still report.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (state_) state_->Close();
     return info.Env().Undefined();
   }
 
-  // Queues the job; false (and nothing queued) when the committer no longer takes jobs.
-  bool Submit(const Napi::CallbackInfo& info, CommitJob job, size_t tmp_arg, size_t dest_arg,
-              size_t sync_arg) {
-    Napi::Env env = info.Env();
+  // Takes a hold on `fn` for one job (released by its report) and counts it; false when the
+  // committer no longer takes jobs: closed, or this thread is ending (no exception: none can be
+  // thrown then).
+  bool Hold(Napi::Env env) {
     bool held = false;
     if (state_ && !state_->closed) {
       std::lock_guard<std::mutex> lock(state_->mu);
       held = !state_->gone && state_->fn.Acquire() == napi_ok;
     }
-    if (!held) return false;  // closed, or this thread is ending (no exception: none can be thrown)
-    job.tmp = info[tmp_arg].As<Napi::String>().Utf8Value();
-    job.dest = info[dest_arg].As<Napi::String>().Utf8Value();
-    job.sync = info[sync_arg].As<Napi::Boolean>().Value();
+    if (!held) return false;
     if (state_->pending++ == 0) state_->fn.Ref(env);
-    uint32_t token = info[0].As<Napi::Number>().Uint32Value();
+    return true;
+  }
+
+  // The report of one held job, called once on a pool thread.
+  std::function<void(int, const char*, const std::string&)> Reporter(uint32_t token, bool push) {
     std::shared_ptr<CommitState> state = state_;
-    job.done = [state, token](int err, const char* step) {
+    return [state, token, push](int err, const char* step, const std::string& where) {
       std::lock_guard<std::mutex> lock(state->mu);
       if (state->gone) return;  // the env ended: nobody to tell
-      auto* r = new CommitResult{state, token, err, step};
+      auto* r = new CommitResult{state, token, err, step, where, push};
       if (state->fn.NonBlockingCall(r, Report) != napi_ok) delete r;  // the env is ending
       state->fn.Release();
     };
+  }
+
+  // Queues the job; false (and nothing queued) when the committer no longer takes jobs.
+  bool Submit(const Napi::CallbackInfo& info, CommitJob job, size_t tmp_arg, size_t dest_arg,
+              size_t sync_arg) {
+    if (!Hold(info.Env())) return false;
+    job.tmp = info[tmp_arg].As<Napi::String>().Utf8Value();
+    job.dest = info[dest_arg].As<Napi::String>().Utf8Value();
+    job.sync = info[sync_arg].As<Napi::Boolean>().Value();
+    job.done = [report = Reporter(info[0].As<Napi::Number>().Uint32Value(), false)](
+                   int err, const char* step) { report(err, step, std::string()); };
     SubmitCommit(std::move(job));
     return true;
   }
@@ -502,10 +543,93 @@ class Committer : public Napi::ObjectWrap<Committer> {
     if (env == nullptr || fn.IsEmpty()) return;
     if (--owned->state->pending == 0) owned->state->fn.Unref(env);
     fn.Call({Napi::Number::New(env, owned->token), Napi::Number::New(env, owned->err),
-             owned->step ? Napi::String::New(env, owned->step) : env.Null()});
+             owned->step ? Napi::String::New(env, owned->step) : env.Null(),
+             owned->push && owned->err != 0 ? Napi::String::New(env, owned->where) : env.Null()});
   }
 
   std::shared_ptr<CommitState> state_;
+};
+
+// The streaming `.bro` decoder (brotli.h), for the pipeline on the miss worker:
+// `new BrotliDecoder()`, `push(chunk)` compressed bytes, `pull(out)` decompressed ones until it
+// returns 0, `finished()` at the end of the body, `close()` to free its memory at once. A corrupt
+// stream throws an Error coded `bro-corrupt`.
+class BrotliDecoder : public Napi::ObjectWrap<BrotliDecoder> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(
+        env, "BrotliDecoder",
+        {InstanceMethod<&BrotliDecoder::PushInput>("push"),
+         InstanceMethod<&BrotliDecoder::Pull>("pull"),
+         InstanceMethod<&BrotliDecoder::Finished>("finished"),
+         InstanceMethod<&BrotliDecoder::PeakMemory>("peakMemory"),
+         InstanceMethod<&BrotliDecoder::CloseStream>("close"),
+         StaticValue("maxMemory", Napi::Number::New(env, double(BrotliStream::kMaxMemory)))});
+  }
+
+  explicit BrotliDecoder(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<BrotliDecoder>(info), stream_(std::make_unique<BrotliStream>()) {}
+
+ private:
+  // The stream's memory is freed by close(), at the latest when this object is collected.
+  BrotliStream* Stream(const Napi::CallbackInfo& info, const char* fn, size_t buffers) {
+    for (size_t i = 0; i < buffers; i++) {
+      if (info.Length() <= i || !info[i].IsBuffer()) {
+        Napi::TypeError::New(info.Env(), std::string(fn) + ": argument " + std::to_string(i + 1) +
+                                             " must be a Buffer")
+            .ThrowAsJavaScriptException();
+        return nullptr;
+      }
+    }
+    return stream_.get();
+  }
+
+  void ThrowCorrupt(Napi::Env env) {
+    Napi::Error e = Napi::Error::New(env, stream_->error());
+    e.Set("code", Napi::String::New(env, "bro-corrupt"));
+    e.ThrowAsJavaScriptException();
+  }
+
+  // push(chunk): takes a copy of compressed bytes; throws while earlier ones are not pulled.
+  Napi::Value PushInput(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    BrotliStream* s = Stream(info, "push", 1);
+    if (!s) return env.Undefined();
+    auto chunk = info[0].As<Napi::Buffer<uint8_t>>();
+    if (!s->Feed(chunk.Data(), chunk.Length()))
+      Napi::Error::New(env, "push: pull the pending input first").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // pull(out): bytes decompressed into `out`; 0 when the input pushed is used up (or the stream
+  // ended).
+  Napi::Value Pull(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    BrotliStream* s = Stream(info, "pull", 1);
+    if (!s) return env.Undefined();
+    auto out = info[0].As<Napi::Buffer<uint8_t>>();
+    ptrdiff_t n = s->Pull(out.Data(), out.Length());
+    if (n < 0) {
+      ThrowCorrupt(env);
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, double(n));
+  }
+
+  Napi::Value Finished(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), stream_->finished());
+  }
+
+  Napi::Value PeakMemory(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), double(stream_->peak_memory()));
+  }
+
+  Napi::Value CloseStream(const Napi::CallbackInfo& info) {
+    stream_->Close();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<BrotliStream> stream_;
 };
 
 // At the end of the env that mounted them (process exit, a worker that mounted ending).
@@ -547,6 +671,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sessions", Napi::Function::New(env, Sessions, "sessions"));
   exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
   exports.Set("Committer", Committer::Define(env));
+  exports.Set("BrotliDecoder", BrotliDecoder::Define(env));
   exports.Set("fuseVersion", Napi::Number::New(env, fuse_version()));
   return exports;
 }

@@ -4,7 +4,7 @@
 //
 // At install: if the addon loads (build/Release from an earlier compile, else the prebuild for
 // this platform in prebuilds/), there is nothing to do. Otherwise compile it with cmake-js; when
-// that cannot work (no compiler, cmake, make, pkg-config or libfuse3 headers), say which Debian
+// that cannot work (no compiler, cmake, make, pkg-config, libfuse3 or libbrotli headers), say which Debian
 // packages are missing instead of failing deep inside CMake. Sites that install with
 // --ignore-scripts never run this: the prebuild is loaded as shipped.
 //
@@ -45,11 +45,18 @@ function isExecutable(file) {
 function missingPackages(env = process.env) {
   const missing = []
   const pkgConfig = which('pkg-config', env) || which('pkgconf', env)
-  if (pkgConfig) {
-    const probe = spawnSync(pkgConfig, ['--exists', 'fuse3 >= 3.10'], { env, stdio: 'ignore' })
-    if (probe.status !== 0) missing.push('libfuse3-dev')
-  } else if (!fs.existsSync('/usr/include/fuse3/fuse_lowlevel.h')) {
-    missing.push('libfuse3-dev')
+  // The `.bro` decoder is linked in from libbrotli-dev's static libraries (CMakeLists.txt).
+  const libs = [
+    ['libfuse3-dev', 'fuse3 >= 3.10', '/usr/include/fuse3/fuse_lowlevel.h'],
+    ['libbrotli-dev', 'libbrotlidec', '/usr/include/brotli/decode.h'],
+  ]
+  for (const [pkg, module, header] of libs) {
+    if (pkgConfig) {
+      const probe = spawnSync(pkgConfig, ['--exists', module], { env, stdio: 'ignore' })
+      if (probe.status !== 0) missing.push(pkg)
+    } else if (!fs.existsSync(header)) {
+      missing.push(pkg)
+    }
   }
   if (!which('cmake', env)) missing.push('cmake')
   const cxx = env.CXX ? env.CXX.split(' ')[0] : undefined
@@ -121,7 +128,7 @@ function compile(options = {}) {
       if (code !== 0) {
         console.error(
           `${PREFIX} compiling the native addon failed (${signal || `exit ${code}`}); it needs ` +
-            `libfuse3-dev (>= 3.10), cmake, g++, make and pkg-config`,
+            `libfuse3-dev (>= 3.10), libbrotli-dev, cmake, g++, make and pkg-config`,
         )
       }
       resolve(code ?? 1)

@@ -3,15 +3,24 @@
  * grid cache on a shared file system). Synchronous fs only (it runs on the miss worker); between
  * chunks of a large file it yields to the event loop so concurrent HTTP downloads keep moving.
  *
+ * Whatever is found under the root is opened once, without following a link and without waiting
+ * (`O_NOFOLLOW | O_NONBLOCK`: a FIFO would block a plain open forever), and must be a regular
+ * file; anything else fails that source (`not-a-file`). Pushes into a grid cache run on the
+ * addon's committer threads, relative to directory fds (`pushToDir`): a symlink planted in a
+ * shared grid cache never redirects them.
+ *
  * There is no timeout here: a sync read from a hung network file system blocks the miss worker.
  * Mount such shares with `soft`/`timeo` options, or serve them over HTTP.
  */
-import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { redactUrl, type SourceConfig } from '../config'
-import { SourceFault, writeAllSync, type GetResult, type Sink, type Source, type SourceRole } from './source'
+import { SourceFault, pushToDir, type GetResult, type Sink, type Source, type SourceRole } from './source'
+
+/** How a source file is opened: read only, never through a symlink (ELOOP), never waiting for a
+ * writer (a FIFO), never becoming our controlling terminal (a tty). */
+const OPEN_SOURCE = fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY
 
 const CHUNK = 1024 * 1024
 /** Bytes copied between two yields to the event loop. */
@@ -29,6 +38,16 @@ export function dirRoot(url: string): string | undefined {
 function ioFault(err: unknown, what: string): SourceFault {
   const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
   return new SourceFault(`io:${code}`, `${what}: ${(err as Error).message}`, err)
+}
+
+/** The kind of file `st` is, for messages. */
+function fileKind(st: fs.Stats): string {
+  if (st.isFIFO()) return 'a FIFO'
+  if (st.isCharacterDevice()) return 'a character device'
+  if (st.isBlockDevice()) return 'a block device'
+  if (st.isSocket()) return 'a socket'
+  if (st.isDirectory()) return 'a directory'
+  return 'not a regular file'
 }
 
 export class DirSource implements Source {
@@ -57,15 +76,16 @@ export class DirSource implements Source {
     const file = this.resolve(rel)
     let fd: number
     try {
-      fd = fs.openSync(file, 'r')
+      fd = fs.openSync(file, OPEN_SOURCE)
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT' || code === 'ENOTDIR') return 'absent'
+      if (code === 'ELOOP') throw new SourceFault('not-a-file', `${file} is a symbolic link (not followed)`, err)
       throw ioFault(err, file)
     }
     try {
       const st = fs.fstatSync(fd)
-      if (!st.isFile()) throw new SourceFault('not-a-file', `${file} is not a regular file`)
+      if (!st.isFile()) throw new SourceFault('not-a-file', `${file} is ${fileKind(st)}, not a regular file`)
       if (sink.exactBytes !== undefined && st.size !== sink.exactBytes) {
         throw new SourceFault(st.size > sink.exactBytes ? 'too-long' : 'too-short', `${file} has ${st.size} bytes, expected ${sink.exactBytes}`)
       }
@@ -95,46 +115,24 @@ export class DirSource implements Source {
     }
   }
 
-  /** Copy `file` to `rel` through a hidden temp file in the target directory, then rename. */
+  /**
+   * Copy the local-cache blob `file` to `rel` through a hidden temp file in the target directory,
+   * then rename, on the committer's threads and relative to directory fds (`pushToDir`). A
+   * symlink in the grid cache (or in the blob's place) fails the push (`symlink`); nothing is
+   * followed.
+   */
   async put(rel: string, file: string, size: number): Promise<void> {
-    const dest = this.resolve(rel)
-    const dir = path.dirname(dest)
-    const tmp = path.join(dir, `.${path.basename(dest)}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`)
-    let out: number | undefined
-    let inp: number | undefined
     try {
-      fs.mkdirSync(dir, { recursive: true })
-      inp = fs.openSync(file, 'r')
-      out = fs.openSync(tmp, 'wx', 0o644)
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(size, 1)))
-      let copied = 0
-      let sinceYield = 0
-      for (;;) {
-        const n = fs.readSync(inp, buf, 0, buf.length, null)
-        if (n === 0) break
-        writeAllSync(out, buf.subarray(0, n))
-        copied += n
-        sinceYield += n
-        if (sinceYield >= YIELD_EVERY) {
-          sinceYield = 0
-          await yieldToLoop()
-        }
-      }
-      if (copied !== size) throw new SourceFault('too-short', `${file} has ${copied} bytes, expected ${size}`)
-      fs.fsyncSync(out)
-      fs.closeSync(out)
-      out = undefined
-      fs.renameSync(tmp, dest)
+      await pushToDir(this.root, rel, file, size, true)
     } catch (err) {
-      if (out !== undefined) fs.closeSync(out)
-      try {
-        fs.unlinkSync(tmp)
-      } catch {
-        // never created or already renamed
+      const e = err as NodeJS.ErrnoException
+      if (e.code === 'ELOOP') {
+        throw new SourceFault('symlink', `${e.path ?? this.resolve(rel)} is a symbolic link${e.syscall === 'source' ? '' : ' in the grid cache'}: not followed`, err)
       }
-      throw err instanceof SourceFault ? err : ioFault(err, dest)
-    } finally {
-      if (inp !== undefined) fs.closeSync(inp)
+      if (e.syscall === 'source' && e.code === 'EINVAL') {
+        throw new SourceFault('not-a-file', `${file} is not a regular file of ${size} bytes`, err)
+      }
+      throw ioFault(err, e.path ?? this.resolve(rel))
     }
   }
 

@@ -2,15 +2,13 @@
  * What every kind of source (directory, http) has in common: the interface the pipeline drives,
  * the fault type, and the sinks that check bytes as they arrive.
  *
- * Everything here is synchronous fs, in-thread crypto/zlib and the addon's own committer threads:
- * it runs on the miss worker, which must not use libuv's threadpool (docs/design.md, "The miss
- * path").
+ * Everything here is synchronous fs, in-thread crypto, the addon's brotli decoder and its own
+ * committer threads: it runs on the miss worker, which must not use libuv's threadpool
+ * (docs/design.md, "The miss path").
  */
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import * as zlib from 'node:zlib'
-import { constants as bufferConstants } from 'node:buffer'
 import { getSystemErrorMap } from 'node:util'
 import { loadBinding } from '../native'
 
@@ -34,8 +32,12 @@ export class SourceFault extends Error {
   }
 }
 
-/** Faults that mean "this source holds wrong content" rather than "this source is unwell". */
-export const CONTENT_FAULTS: ReadonlySet<string> = new Set(['md5', 'too-long', 'too-short', 'bro-corrupt', 'bro-too-long'])
+/**
+ * Faults that mean "this source holds wrong content" rather than "this source is unwell"
+ * (`not-a-file`: a directory source holds a FIFO, a device, a symlink or a directory where the
+ * file should be).
+ */
+export const CONTENT_FAULTS: ReadonlySet<string> = new Set(['md5', 'too-long', 'too-short', 'bro-corrupt', 'bro-too-long', 'not-a-file'])
 
 /**
  * Where a source writes a body. `write` throws a {@link SourceFault} when the body is already
@@ -96,13 +98,21 @@ type NativeCommitter = InstanceType<ReturnType<typeof loadBinding>['Committer']>
 
 /**
  * This thread's committer (made on first use): the addon's native threads that create, write,
- * fsync and rename finished blobs, so this thread only downloads and hashes.
+ * fsync and rename finished blobs, and copy blobs into directory grid caches, so this thread only
+ * downloads and hashes.
  */
 let committer: NativeCommitter | undefined
-const commits = new Map<number, { resolve: () => void; reject: (err: Error) => void; tmp: string; dest: string }>()
+/** A queued job: how to settle it, and how to name a failure (Node's fs error shape). */
+interface QueuedJob {
+  resolve: () => void
+  reject: (err: Error) => void
+  /** The file a failed step is about (`where`: a push's own report of it). */
+  file: (step: string | null, where: string | null) => string
+}
+const commits = new Map<number, QueuedJob>()
 let nextToken = 0
 
-function commitDone(token: number, errno: number, step: string | null): void {
+function commitDone(token: number, errno: number, step: string | null, where: string | null): void {
   const job = commits.get(token)
   if (!job) return
   commits.delete(token)
@@ -112,32 +122,52 @@ function commitDone(token: number, errno: number, step: string | null): void {
   }
   // The shape of Node's own fs errors: `ENOSPC: no space left on device, write '/path'`.
   const [code, text] = getSystemErrorMap().get(-errno) ?? ['EIO', `errno ${errno}`]
-  const file = step === 'rename' || step === 'mkdir' ? job.dest : job.tmp
+  const file = job.file(step, where)
   job.reject(Object.assign(new Error(`${code}: ${text}, ${step} '${file}'`), { code, errno: -errno, syscall: step, path: file }))
 }
 
-function commitJob(tmp: string, dest: string, start: (c: NativeCommitter, token: number) => boolean): Promise<void> {
+/** Queues a job on this thread's committer; `cleanup` runs when it could not be queued. */
+function queueJob(describe: QueuedJob['file'], start: (c: NativeCommitter, token: number) => boolean, cleanup: () => void, what: string): Promise<void> {
   committer ??= new (loadBinding().Committer)(commitDone)
   const token = (nextToken = (nextToken + 1) >>> 0)
   return new Promise<void>((resolve, reject) => {
-    commits.set(token, { resolve, reject, tmp, dest })
+    commits.set(token, { resolve, reject, file: describe })
     let queued = false
     try {
       queued = start(committer!, token)
-      if (!queued) reject(Object.assign(new Error(`EBADF: the committer no longer takes jobs (this thread is ending), '${tmp}'`), { code: 'EBADF', path: tmp }))
+      if (!queued) reject(Object.assign(new Error(`EBADF: the committer no longer takes jobs (this thread is ending), '${what}'`), { code: 'EBADF', path: what }))
     } catch (err) {
       reject(err as Error)
     } finally {
       if (!queued) {
         commits.delete(token)
-        try {
-          fs.unlinkSync(tmp)
-        } catch {
-          // never made (a blob in memory) or already gone
-        }
+        cleanup()
       }
     }
   })
+}
+
+function commitJob(tmp: string, dest: string, start: (c: NativeCommitter, token: number) => boolean): Promise<void> {
+  const unlinkTmp = () => {
+    try {
+      fs.unlinkSync(tmp)
+    } catch {
+      // never made (a blob in memory) or already gone
+    }
+  }
+  return queueJob((step) => (step === 'rename' || step === 'mkdir' ? dest : tmp), start, unlinkTmp, tmp)
+}
+
+/**
+ * Copies the local-cache blob `src` (`size` bytes) to `root/rel` in a directory grid cache, on
+ * the committer's threads, relative to directory fds: nothing below `root` is followed (see
+ * `Committer.push` in binding.d.ts). Rejects with a Node-style fs error (`code`, `syscall` = the
+ * step, `path`): `ELOOP` when a symlink was found in the grid cache or in the source's place,
+ * step `source` with `EINVAL` when `src` is not a regular file of `size` bytes.
+ */
+export function pushToDir(root: string, rel: string, src: string, size: number, sync: boolean): Promise<void> {
+  const describe = (step: string | null, where: string | null): string => (step === 'source' ? src : where ? path.join(root, where) : root)
+  return queueJob(describe, (c, token) => c.push(token, root, rel, src, size, sync), () => {}, path.join(root, rel))
 }
 
 /**
@@ -167,7 +197,8 @@ export class BlobWriter implements Sink {
     this.exactBytes = size
     this.maxBytes = size
     if (size <= MEMORY_BLOB_MAX) this.buf = Buffer.allocUnsafe(size)
-    else this.fd = fs.openSync(tmpPath, 'wx', 0o644)
+    // Private, like everything in the local cache (the mode only ever loses bits to the umask).
+    else this.fd = fs.openSync(tmpPath, 'wx', 0o600)
   }
 
   /** Hash and keep a chunk; the writer copies it, so the caller may reuse its buffer. */
@@ -252,49 +283,95 @@ export function broMaxBytes(size: number): number {
   return size + Math.floor(size / 256) + 4096
 }
 
-/** The largest blob a `.bro` can be used for: decompression holds it in one Buffer. */
-export const BRO_MAX_SIZE = Math.min(bufferConstants.MAX_LENGTH - 1, 1024 * 1024 * 1024)
+/** Bytes of decompressed output handed on at a time. */
+const BRO_PIECE = 256 * 1024
+/** This thread's piece buffer, shared by its BroSinks: each piece is copied by the BlobWriter
+ * before `write` returns, and nothing here yields in between. */
+let broPiece: Buffer | undefined
+
+type NativeBrotliDecoder = InstanceType<ReturnType<typeof loadBinding>['BrotliDecoder']>
 
 /**
- * Collects a `.bro` body (bounded), then decompresses it with `brotliDecompressSync` (never the
- * async zlib: it runs on the threadpool) capped at `size + 1` bytes, and hands the result to the
- * inner writer, which checks size and MD5. A brotli bomb stops at `size + 1` output bytes.
+ * Decompresses a `.bro` body as it arrives, with the addon's streaming decoder (synchronous, on
+ * this thread; never the async zlib, which runs on the threadpool), and hands the output in
+ * pieces of at most 256 KiB straight to the inner writer, which checks size and MD5 (and streams
+ * blobs over 1 MiB to their temp file). Memory per download is the decoder's (its window: at most
+ * `BrotliDecoder.maxMemory`), one compressed chunk and the shared piece, whatever the blob's size.
+ * Decoding stops at `size + 1` output bytes: a brotli bomb fails as `bro-too-long`; a corrupt or
+ * truncated stream as `bro-corrupt`. {@link abort} (or the end) frees the decoder at once.
  */
 export class BroSink implements Sink {
   readonly maxBytes: number
-  private chunks: Buffer[] = []
-  private bytes = 0
+  private decoder: NativeBrotliDecoder | undefined
+  private bytesIn = 0
+  private bytesOut = 0
+  private done = false
 
   constructor(private readonly inner: BlobWriter) {
     this.maxBytes = broMaxBytes(inner.size)
   }
 
   write(chunk: Buffer): void {
-    if (this.bytes + chunk.length > this.maxBytes) {
+    if (this.done) throw new Error('BroSink: write after end or abort')
+    if (this.bytesIn + chunk.length > this.maxBytes) {
+      this.abort()
       throw new SourceFault('too-long', `.bro body over ${this.maxBytes} bytes for a ${this.inner.size}-byte blob`)
     }
-    this.chunks.push(chunk)
-    this.bytes += chunk.length
+    this.bytesIn += chunk.length
+    try {
+      this.decoder ??= new (loadBinding().BrotliDecoder)()
+      this.decoder.push(chunk)
+      this.drain(this.decoder)
+    } catch (err) {
+      this.abort()
+      throw this.fault(err)
+    }
   }
 
   end(): void {
-    const compressed = Buffer.concat(this.chunks, this.bytes)
-    this.chunks = []
-    let out: Buffer
+    if (this.done) throw new Error('BroSink: end after abort')
     try {
-      out = zlib.brotliDecompressSync(compressed, { maxOutputLength: this.inner.size + 1 })
+      if (this.decoder === undefined) throw new SourceFault('bro-corrupt', '.bro body is empty')
+      this.drain(this.decoder)
+      if (!this.decoder.finished()) throw new SourceFault('bro-corrupt', '.bro does not decompress: the body ends before the brotli stream does')
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code
-      if (code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError) {
-        throw new SourceFault('bro-too-long', `.bro expands past the expected ${this.inner.size} bytes`, err)
-      }
-      throw new SourceFault('bro-corrupt', `.bro does not decompress: ${(err as Error).message}`, err)
+      this.abort()
+      throw this.fault(err)
     }
-    if (out.length > this.inner.size) {
-      throw new SourceFault('bro-too-long', `.bro expands past the expected ${this.inner.size} bytes`)
-    }
-    this.inner.write(out)
+    this.close()
     this.inner.end()
+  }
+
+  /** Frees the decoder (the inner writer is the caller's to abort); safe to call more than once. */
+  abort(): void {
+    this.close()
+  }
+
+  private close(): void {
+    this.done = true
+    this.decoder?.close()
+    this.decoder = undefined
+  }
+
+  /** Hands on what the input pushed so far decodes to, stopping at `size + 1` bytes. */
+  private drain(decoder: NativeBrotliDecoder): void {
+    const piece = (broPiece ??= Buffer.allocUnsafe(BRO_PIECE))
+    for (;;) {
+      const room = this.inner.size + 1 - this.bytesOut
+      const n = decoder.pull(room < piece.length ? piece.subarray(0, room) : piece)
+      if (n === 0) return
+      this.bytesOut += n
+      if (this.bytesOut > this.inner.size) {
+        throw new SourceFault('bro-too-long', `.bro expands past the expected ${this.inner.size} bytes`)
+      }
+      this.inner.write(piece.subarray(0, n))
+    }
+  }
+
+  private fault(err: unknown): Error {
+    if (err instanceof SourceFault || !(err instanceof Error)) return err as Error
+    if ((err as NodeJS.ErrnoException).code === 'bro-corrupt') return new SourceFault('bro-corrupt', `.bro does not decompress: ${err.message}`, err)
+    return err // the inner writer's (a local write failure): the pipeline tells it apart
   }
 }
 

@@ -22,6 +22,7 @@ const EXPECTED: Record<string, { unit: string; reference?: string }> = {
   'node-startup': { unit: 's', reference: 'native' },
   'million-mount': { unit: 's' },
   'million-rss': { unit: 'B/entry' },
+  'bro-decode': { unit: 'MB/s', reference: 'brotliDecompressSync' },
 }
 
 interface Summary {

@@ -293,7 +293,7 @@ t.test('installed with --ignore-scripts and no compiler, the prebuild loads and 
     })
   const refused = rebuild(bare)
   t.equal(refused.status, 1, 'rebuild() without a compiler resolves 1')
-  t.match(refused.stderr, /apt-get install (libfuse3-dev )?cmake g\+\+ make pkg-config/, 'and names the packages')
+  t.match(refused.stderr, /apt-get install (libfuse3-dev )?(libbrotli-dev )?cmake g\+\+ make pkg-config/, 'and names the packages')
   t.notOk(fs.existsSync(path.join(installed, 'build')), 'and builds nothing')
   const rebuilt = rebuild(fullPath)
   t.equal(rebuilt.status, 0, `rebuild() with a compiler: ${rebuilt.status === 0 ? 'ok' : tail(rebuilt)}`)
@@ -325,7 +325,7 @@ t.test('with no prebuild for the platform, the install script compiles the addon
     t.not(install.status, 0, 'npm install fails')
     const output = install.stdout + install.stderr
     t.match(output, /no prebuilt addon for linux-\w+; compiling from source/, 'says why it compiles')
-    t.match(output, /apt-get install (libfuse3-dev )?cmake g\+\+ make pkg-config/, `names the missing packages:\n${tail(install)}`)
+    t.match(output, /apt-get install (libfuse3-dev )?(libbrotli-dev )?cmake g\+\+ make pkg-config/, `names the missing packages:\n${tail(install)}`)
   })
 
   t.test('with a compiler: it compiles, loads from build/Release and mounts', async (t) => {

@@ -1,5 +1,6 @@
 // The symbol floor: the addon built here (build/Release) and, when present, the prebuild must
 // load on glibc >= 2.34 and libfuse >= 3.10 with any Node >= 20 (docs/packaging.md).
+import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -51,5 +52,11 @@ for (const file of [...built, ...prebuilt]) {
     )
     t.ok(info.symbols.some((s) => /^napi_/.test(s.name)), 'uses Node-API')
     t.same(floorViolations(file), [], 'no symbol or library above the floor')
+    // The .bro decoder is libbrotli linked in statically, its symbols hidden: nodes need no
+    // libbrotli, and node's own brotli cannot be interposed on ours (nor ours on node's).
+    t.same(info.needed.filter((lib) => /brotli/i.test(lib)), [], 'needs no libbrotli')
+    const table = execFileSync(objdumpFor(file)!, ['-T', file], { encoding: 'utf8', maxBuffer: 64 << 20 })
+    const brotli = table.split('\n').filter((line) => /\bBrotli\w*$/.test(line))
+    t.same(brotli, [], 'neither exports nor imports a Brotli symbol')
   })
 }

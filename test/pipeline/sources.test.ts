@@ -68,8 +68,12 @@ t.test('directory source: atomic put', async (t) => {
   await src.put(`${md5[0]}/${md5[1]}/${md5}`, file, data.length)
   t.same(fs.readFileSync(path.join(root, md5[0], md5[1], md5)), data)
   t.same(fs.readdirSync(path.join(root, md5[0], md5[1])), [md5])
-  await t.rejects(src.put('a/b/c', file, data.length + 1), { name: 'SourceFault', kind: 'too-short' })
-  t.same(fs.readdirSync(path.join(root, 'a', 'b')), [], 'no temp file after a failed put')
+  await t.rejects(src.put('a/b/c', file, data.length + 1), { name: 'SourceFault', kind: 'not-a-file', message: /not a regular file of 10485761 bytes/ })
+  t.notOk(fs.existsSync(path.join(root, 'a')), 'a source of the wrong size is refused before anything is made')
+  // A rename that fails (a directory has the blob's name) leaves no temp file.
+  fs.mkdirSync(path.join(root, 'a', 'b', 'c', 'd'), { recursive: true })
+  await t.rejects(src.put('a/b/c', file, data.length), { name: 'SourceFault', kind: /^io:E(ISDIR|NOTEMPTY)$/ })
+  t.same(fs.readdirSync(path.join(root, 'a', 'b')), ['c'], 'no temp file after a failed put')
   t.equal(new DirSource(cfg(root), 'store').push, false, 'stores are never pushed to')
 })
 
