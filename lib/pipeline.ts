@@ -1005,7 +1005,9 @@ export class Pipeline implements Fetcher {
 function present(file: string, size: number): boolean {
   try {
     // No exception (and its stack trace) for the common answer on the miss path: not there.
-    const st = fs.statSync(file, { throwIfNoEntry: false })
+    // lstat: a symlink planted in the cache is not a blob (the engine never follows one either);
+    // the download's rename replaces it.
+    const st = fs.lstatSync(file, { throwIfNoEntry: false })
     return st !== undefined && st.isFile() && st.size === size
   } catch {
     return false

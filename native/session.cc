@@ -32,12 +32,22 @@ constexpr const char* kFuseCtl = "/sys/fs/fuse/connections";
 // access (the kernel's sequential read-ahead asks for more, 16 KiB at its smallest).
 constexpr size_t kRandomReadMax = 16 << 10;
 
-// Opens the cached blob at `path` if it holds `size` bytes; else -1 with errno ENOENT (absent,
-// or of another size: not ours to serve, it is fetched again) or the error of open.
+// Opens the cached blob at `path` if it is a regular file of `size` bytes; else -1 with errno
+// ENOENT (absent, or not ours to serve: it is fetched again) or the error of open.
+//
+// Nothing but the committer's rename ever puts a blob there, yet the cache is not trusted with
+// more than that: a symlink planted under it is never followed (O_NOFOLLOW: ELOOP, answered as
+// absent, so the read parks and the fetch's rename replaces the link), and a FIFO or device is
+// never waited on (O_NONBLOCK, which regular files ignore for pread and for the splice into
+// libfuse's pipe) nor served (S_ISREG). The fstat was already there for the size: no syscall more.
 int OpenBlob(const std::string& path, uint64_t size) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ELOOP) errno = ENOENT;
+    return -1;
+  }
   struct stat st;
-  if (fd >= 0 && (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size)) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size) {
     close(fd);
     errno = ENOENT;
     return -1;
@@ -609,8 +619,9 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
     uint64_t from = static_cast<uint64_t>(off) / chunk * chunk;
     uint64_t to = std::min<uint64_t>(from + chunk, e.size);
     std::string path = BlobPath(md5);
-    QueuePush(around_pusher_, PushJob::Range(e.ino, path, from, static_cast<uint64_t>(off)));
-    QueuePush(around_pusher_, PushJob::Range(e.ino, path, off + want, to));
+    QueuePush(around_pusher_,
+              PushJob::Range(e.ino, path, e.size, from, static_cast<uint64_t>(off)));
+    QueuePush(around_pusher_, PushJob::Range(e.ino, path, e.size, off + want, to));
   }
   close(fd);
 }
@@ -709,8 +720,8 @@ void Session::RunPusher(Pusher& p) {
 }
 
 void Session::PushRange(const PushJob& job) {
-  int fd = open(job.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
+  int fd = OpenBlob(job.path, job.size);
+  if (fd < 0) return;  // gone (evicted) or not ours: the reads will tell
   fuse_bufvec buf = FUSE_BUFVEC_INIT(job.to - job.from);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].fd = fd;

@@ -162,15 +162,17 @@ class Session {
     uint64_t to = 0;
     std::shared_ptr<const InodeTable> table;  // kDirectory: the files after `index`
     uint32_t index = kNone;
+    uint64_t size = 0;  // kRange: the blob's size (OpenBlob checks the file against it)
 
-    static PushJob Range(uint64_t ino, std::string path, uint64_t from, uint64_t to) {
-      return PushJob{kRange, ino, std::move(path), from, to, nullptr, kNone};
+    static PushJob Range(uint64_t ino, std::string path, uint64_t size, uint64_t from,
+                         uint64_t to) {
+      return PushJob{kRange, ino, std::move(path), from, to, nullptr, kNone, size};
     }
     static PushJob LookedUp(uint64_t ino, std::string path, uint64_t size) {
-      return PushJob{kLookedUp, ino, std::move(path), 0, size, nullptr, kNone};
+      return PushJob{kLookedUp, ino, std::move(path), 0, size, nullptr, kNone, size};
     }
     static PushJob Directory(uint64_t dir_ino, std::shared_ptr<const InodeTable> t, uint32_t i) {
-      return PushJob{kDirectory, dir_ino, {}, 0, 0, std::move(t), i};
+      return PushJob{kDirectory, dir_ino, {}, 0, 0, std::move(t), i, 0};
     }
   };
   struct Pusher {
