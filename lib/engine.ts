@@ -37,8 +37,16 @@ export interface EngineOptions {
   debug?: boolean
   /** Shown as the source of the mount in /proc/mounts. Default `aysfs`. */
   fsname?: string
-  /** Backstop for a fetch that never settles: its readers get EIO after this. Default 60 s. */
-  missTimeoutMs?: number
+  /**
+   * The backstop of parked reads, in ms: when the fetch of a blob has made no progress for this
+   * long, the reads waiting on it fail with EIO (counted in `missTimeouts`) and the fetch is
+   * aborted through its `signal`. Progress is what the fetcher reports through `onProgress`
+   * (bytes arriving from any source, a move to the next source, and for a fetch still queued for
+   * a download slot, any download of the pipeline moving); a fetcher that never reports gets this
+   * long from the first read. `mount()` sets it from the sources' `timeout` (docs/hardening.md,
+   * "The backstop of parked reads"). Default 60 s.
+   */
+  stallTimeoutMs?: number
   /** Files at least this large are served with splice. Default 1 MiB. */
   spliceMinSize?: number
   /**
@@ -152,8 +160,9 @@ export class Engine {
       throw new TypeError('fetcher.module must be the path of a fetcher module')
     }
     prepareCacheDir(options.cacheDir)
+    const stallTimeoutMs = options.stallTimeoutMs ?? 60_000
     const worker = new Worker(runtimeModule('miss-worker'), {
-      workerData: { module: options.fetcher.module, data: options.fetcher.data },
+      workerData: { module: options.fetcher.module, data: options.fetcher.data, stallTimeoutMs },
       // No loader hooks of the parent (a test runner's TypeScript loader): plain, fast start.
       execArgv: [],
       stdout: false,
@@ -177,7 +186,7 @@ export class Engine {
           suid: options.suid ?? false,
           dev: options.dev ?? false,
           debug: options.debug ?? false,
-          missTimeoutMs: options.missTimeoutMs ?? 60_000,
+          stallTimeoutMs,
           spliceMinSize: options.spliceMinSize ?? 1 << 20,
           readAheadKb: options.readAheadKb ?? 512,
           readAround: options.readAround ?? 128 << 10,

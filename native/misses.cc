@@ -2,37 +2,62 @@
 
 namespace aysfs {
 
-bool MissTable::Park(const std::string& md5, const ParkedRead& read, Clock::time_point deadline) {
+bool MissTable::Park(const std::string& md5, const ParkedRead& read, Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
   auto [it, inserted] = misses_.try_emplace(md5);
-  if (inserted) it->second.deadline = deadline;
+  if (inserted) {
+    it->second.moved = now;
+    // Readers want this blob again: the fetch the backstop gave up on may go on for them.
+    abandoned_.erase(md5);
+  }
   it->second.reads.push_back(read);
   parked_++;
   return inserted;
+}
+
+std::vector<ParkedRead> MissTable::TakeLocked(std::unordered_map<std::string, Miss>::iterator it) {
+  std::vector<ParkedRead> out = std::move(it->second.reads);
+  parked_ -= out.size();
+  misses_.erase(it);
+  return out;
 }
 
 std::vector<ParkedRead> MissTable::Take(const std::string& md5) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = misses_.find(md5);
   if (it == misses_.end()) return {};
-  std::vector<ParkedRead> out = std::move(it->second.reads);
-  misses_.erase(it);
-  parked_ -= out.size();
-  return out;
+  return TakeLocked(it);
 }
 
-std::vector<ExpiredMiss> MissTable::TakeExpired(Clock::time_point now) {
-  std::vector<ExpiredMiss> out;
+void MissTable::Progress(const std::vector<std::string>& md5s, Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const std::string& md5 : md5s) {
+    auto it = misses_.find(md5);
+    if (it != misses_.end()) it->second.moved = now;
+  }
+}
+
+std::vector<StalledMiss> MissTable::TakeStalled(Clock::time_point cutoff) {
+  std::vector<StalledMiss> out;
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = misses_.begin(); it != misses_.end();) {
-    if (it->second.deadline <= now) {
-      parked_ -= it->second.reads.size();
-      out.push_back({it->first, std::move(it->second.reads)});
-      it = misses_.erase(it);
+    if (it->second.moved <= cutoff) {
+      abandoned_.insert(it->first);
+      std::string md5 = it->first;
+      auto next = std::next(it);
+      out.push_back({std::move(md5), TakeLocked(it)});
+      it = next;
     } else {
       ++it;
     }
   }
+  return out;
+}
+
+std::vector<std::string> MissTable::TakeAbandoned() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> out(abandoned_.begin(), abandoned_.end());
+  abandoned_.clear();
   return out;
 }
 
@@ -41,6 +66,7 @@ std::vector<ParkedRead> MissTable::TakeAll() {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& [md5, miss] : misses_) out.insert(out.end(), miss.reads.begin(), miss.reads.end());
   misses_.clear();
+  abandoned_.clear();
   parked_ = 0;
   return out;
 }

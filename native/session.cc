@@ -267,11 +267,18 @@ void Session::Reaper() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  const auto stall = std::chrono::milliseconds(opts_.stall_timeout_ms);
+  // A tenth of the window, 10 to 100 ms: the backstop fires at most that late.
+  const auto tick = std::clamp<std::chrono::milliseconds>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(stall / 10),
+      std::chrono::milliseconds(10), std::chrono::milliseconds(100));
   std::unique_lock<std::mutex> lock(reaper_mu_);
   while (!reaper_stop_) {
-    reaper_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    reaper_cv_.wait_for(lock, tick);
     lock.unlock();
-    for (auto& miss : misses.TakeExpired(MissTable::Clock::now())) {
+    // No progress for the whole window: its readers get EIO, and the miss worker learns at its
+    // next Progress() report that the fetch is to end.
+    for (auto& miss : misses.TakeStalled(MissTable::Clock::now() - stall)) {
       counters.miss_timeouts++;
       RememberFailure(miss.md5);
       for (auto& r : miss.reads) {
@@ -476,14 +483,18 @@ SwapResult Session::Swap(std::shared_ptr<const InodeTable> next) {
 
 void Session::ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read) {
   counters.misses++;
-  auto deadline = MissTable::Clock::now() + std::chrono::milliseconds(opts_.miss_timeout_ms);
-  if (misses.Park(md5, read, deadline)) {
+  if (misses.Park(md5, read, MissTable::Clock::now())) {
     counters.miss_calls++;
     if (on_miss)
       on_miss(md5, size);
     else
       Complete(md5, EIO);
   }
+}
+
+std::vector<std::string> Session::Progress(const std::vector<std::string>& md5s) {
+  if (!md5s.empty()) misses.Progress(md5s, MissTable::Clock::now());
+  return misses.TakeAbandoned();
 }
 
 bool Session::RecentlyFailed(const std::string& md5) {

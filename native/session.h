@@ -33,7 +33,9 @@ struct SessionOptions {
   bool suid = false;
   bool dev = false;
   bool debug = false;
-  uint32_t miss_timeout_ms = 60000;    // the backstop: a fetch that never settles becomes EIO
+  // The backstop: reads parked on a fetch that has made no progress for this long fail with EIO
+  // and the fetch is abandoned (see MissTable; the miss worker reports progress).
+  uint32_t stall_timeout_ms = 60000;
   uint64_t splice_min_size = 1 << 20;  // files at least this big are read with splice
   // Read-ahead window of the mount's backing device (root only: /sys/class/bdi is root's). The
   // kernel's default, 128 KiB, cuts a sequential read into 128 KiB requests; 512 KiB measured
@@ -71,7 +73,7 @@ struct Counters {
   std::atomic<uint64_t> misses{0};         // reads that had to park
   std::atomic<uint64_t> miss_calls{0};     // fetches asked of JavaScript (one per blob)
   std::atomic<uint64_t> miss_failures{0};  // fetches that failed (EIO to their readers)
-  std::atomic<uint64_t> miss_timeouts{0};  // fetches the backstop deadline gave up on
+  std::atomic<uint64_t> miss_timeouts{0};  // fetches the backstop gave up on (no progress)
   std::atomic<uint64_t> errors{0};         // EIO replies of any cause
   std::atomic<uint64_t> invalidations{0};  // kernel cache entries dropped by table swaps
   std::atomic<uint64_t> read_around{0};    // bytes pushed to the page cache around random reads
@@ -94,7 +96,7 @@ struct SwapResult {
 class Session {
  public:
   // Called (from any thread, no lock held) when a blob must be fetched: exactly once per blob
-  // until Complete(md5, ...) or the backstop deadline.
+  // until Complete(md5, ...), ServeVerified(md5, ...) or the backstop.
   std::function<void(const std::string& md5, uint64_t size)> on_miss;
   // Called from the loop thread when the loop ended without Unmount() (an outside umount).
   std::function<void()> on_exit;
@@ -117,6 +119,9 @@ class Session {
   // A fetch has verified blob md5 (these `len` bytes) and is still putting it in the cache:
   // answer the reads parked on it from memory now. Reads that park after this wait for Complete.
   void ServeVerified(const std::string& md5, const char* data, size_t len);
+  // The fetches of these blobs made progress (bytes arrived, or they moved on to another source).
+  // Returns the blobs the backstop gave up on since the last call: their fetches must end.
+  std::vector<std::string> Progress(const std::vector<std::string>& md5s);
 
   bool Resolve(uint64_t ino, Node* out) const;
   std::shared_ptr<const InodeTable> table() const;
