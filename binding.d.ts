@@ -76,6 +76,8 @@ export interface NativeStats {
   pushedFiles: number
   /** Fetches the backstop gave up on: no progress for `stallTimeoutMs` (their readers got EIO). */
   missTimeouts: number
+  /** Parked reads answered EINTR because their reader was interrupted (a signal); their fetch went on. */
+  interrupted: number
   /** EIO replies of any cause. */
   errors: number
   /** Reads parked right now. */

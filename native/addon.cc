@@ -338,6 +338,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   out.Set("readAround", double(c.read_around.load()));
   out.Set("pushedFiles", double(c.pushed_files.load()));
   out.Set("missTimeouts", double(c.miss_timeouts.load()));
+  out.Set("interrupted", double(c.interrupted.load()));
   out.Set("errors", double(c.errors.load()));
   out.Set("parked", double(s.misses.parked()));
   out.Set("fetching", double(s.misses.blobs()));

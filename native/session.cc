@@ -481,14 +481,56 @@ SwapResult Session::Swap(std::shared_ptr<const InodeTable> next) {
   return result;
 }
 
+// Interrupts (FUSE_INTERRUPT: the reader got a signal while its read waited here). The kernel
+// sends one only for a request whose caller waits for it, which is why fs_init turns off
+// FUSE_CAP_ASYNC_DIO: with it, an O_DIRECT read is a background request, its reader waits in
+// D state without ever interrupting it, and a SIGKILL could not end it before the read was
+// answered.
+//
+// What libfuse does with the callback (lib/fuse_lowlevel.c, the same in 3.10 as in 2.x and today):
+// - fuse_req_interrupt_func(req, func, data) stores func under the session lock while holding
+//   the request's own lock, and calls func(req, data) right there if the request was
+//   interrupted already (an INTERRUPT that came first is kept and matched when its request
+//   arrives: check_interrupt). So it must not be called with a lock of ours held that the
+//   callback takes; and the callback must not reply in that case: a reply frees the request
+//   (fuse_free_req drops the last reference), and fuse_req_interrupt_func then unlocks the lock
+//   of freed memory.
+// - do_interrupt -> find_interrupted finds the request among those not yet answered, takes a
+//   reference to it, and calls func with the request's lock held but not the session's. A
+//   reply from another thread at the same moment clears func under the session lock and drops
+//   its reference, but the request's memory stays until find_interrupted lets go of its own:
+//   the callback may run while, or just after, another thread answers the request, and must
+//   then leave it alone.
+// Hence: Expect before registering (an interrupt until Park is remembered, never answered by
+// the callback), Park refuses a request interrupted meanwhile (ParkRead answers it EINTR, after
+// fuse_req_interrupt_func returned), and after Park only whoever takes the read out of the
+// MissTable replies to it: the callback answers EINTR only when MissTable::Interrupt took it.
+void Session::OnInterrupt(fuse_req_t req, void* session) {
+  Session* s = static_cast<Session*>(session);
+  if (!s->misses.Interrupt(req)) return;
+  s->counters.interrupted++;
+  fuse_reply_err(req, EINTR);  // the fetch goes on for the other readers
+}
+
 void Session::ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read) {
   counters.misses++;
-  if (misses.Park(md5, read, MissTable::Clock::now())) {
-    counters.miss_calls++;
-    if (on_miss)
-      on_miss(md5, size);
-    else
-      Complete(md5, EIO);
+  misses.Expect(read.req);
+  // May run OnInterrupt at once, under libfuse's lock of this request: no lock of ours is held.
+  fuse_req_interrupt_func(read.req, &Session::OnInterrupt, this);
+  switch (misses.Park(md5, read, MissTable::Clock::now())) {
+    case MissTable::Parked::kInterrupted:
+      counters.interrupted++;
+      fuse_reply_err(read.req, EINTR);
+      return;
+    case MissTable::Parked::kJoined:
+      return;
+    case MissTable::Parked::kFirst:
+      counters.miss_calls++;
+      if (on_miss)
+        on_miss(md5, size);
+      else
+        Complete(md5, EIO);
+      return;
   }
 }
 
@@ -812,11 +854,12 @@ std::string Session::Status() const {
   o << "},\"bytesRead\":" << counters.bytes_read << ",\"hits\":" << counters.hits
     << ",\"misses\":" << counters.misses << ",\"missCalls\":" << counters.miss_calls
     << ",\"missFailures\":" << counters.miss_failures
-    << ",\"missTimeouts\":" << counters.miss_timeouts << ",\"errors\":" << counters.errors
-    << ",\"parked\":" << misses.parked() << ",\"fetching\":" << misses.blobs()
-    << ",\"entries\":" << t->count() << ",\"retiredTables\":" << retired_tables()
-    << ",\"invalidations\":" << counters.invalidations << ",\"readAround\":" << counters.read_around
-    << ",\"pushedFiles\":" << counters.pushed_files << "}";
+    << ",\"missTimeouts\":" << counters.miss_timeouts << ",\"interrupted\":" << counters.interrupted
+    << ",\"errors\":" << counters.errors << ",\"parked\":" << misses.parked()
+    << ",\"fetching\":" << misses.blobs() << ",\"entries\":" << t->count()
+    << ",\"retiredTables\":" << retired_tables() << ",\"invalidations\":" << counters.invalidations
+    << ",\"readAround\":" << counters.read_around << ",\"pushedFiles\":" << counters.pushed_files
+    << "}";
   std::lock_guard<std::mutex> lock(status_mu_);
   for (const auto& [part, json] : status_parts_) o << "," << JsonString(part) << ":" << json;
   o << "}";

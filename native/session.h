@@ -74,7 +74,8 @@ struct Counters {
   std::atomic<uint64_t> miss_calls{0};     // fetches asked of JavaScript (one per blob)
   std::atomic<uint64_t> miss_failures{0};  // fetches that failed (EIO to their readers)
   std::atomic<uint64_t> miss_timeouts{0};  // fetches the backstop gave up on (no progress)
-  std::atomic<uint64_t> errors{0};         // EIO replies of any cause
+  std::atomic<uint64_t> interrupted{0};  // parked reads answered EINTR (the reader was interrupted)
+  std::atomic<uint64_t> errors{0};       // EIO replies of any cause
   std::atomic<uint64_t> invalidations{0};  // kernel cache entries dropped by table swaps
   std::atomic<uint64_t> read_around{0};    // bytes pushed to the page cache around random reads
   std::atomic<uint64_t> pushed_files{0};   // bytes of small files pushed (see push_files)
@@ -127,6 +128,8 @@ class Session {
   std::shared_ptr<const InodeTable> table() const;
   void CountLookup(uint64_t ino, uint64_t n = 1);
   void Forget(uint64_t ino, uint64_t n);
+  // Parks a read on its blob's fetch (asking for the fetch if it is the first), with an interrupt
+  // callback: an interrupted reader is answered EINTR at once.
   void ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read);
   // Answers a read from the cache file, or parks it when the blob is not there yet.
   void ServeRead(const Node& node, fuse_req_t req, size_t size, off_t off);
@@ -147,6 +150,7 @@ class Session {
  private:
   void Loop();
   void Reaper();
+  static void OnInterrupt(fuse_req_t req, void* session);
   void Detach();
   bool Abort();
   std::string BlobPath(const std::string& md5) const;
