@@ -16,7 +16,7 @@ export const FIXTURE_FETCHER = path.resolve(__dirname, '../fixtures/fetcher.js')
 /** Data for test/fixtures/fetcher.js. */
 export interface FixtureData {
   cacheDir: string
-  mode: 'copy' | 'reject' | 'never' | 'early' | 'early-short' | 'progress' | 'gate'
+  mode: 'copy' | 'reject' | 'never' | 'early' | 'early-short' | 'progress' | 'gate' | 'block'
   sourceDir?: string
   delayMs?: number
   callsFile?: string
@@ -24,6 +24,8 @@ export interface FixtureData {
   abortsFile?: string
   /** `gate`: the fetch copies once this file exists. */
   gateFile?: string
+  /** `block`: the FIFO whose open blocks the worker's thread. */
+  fifo?: string
   /** `progress`: how often the fetch reports progress (default 100 ms). */
   progressEveryMs?: number
 }
