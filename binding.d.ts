@@ -20,8 +20,12 @@ export interface NativeMountOptions {
   dev?: boolean
   /** libfuse's debug output on stderr. */
   debug?: boolean
-  /** The backstop: a fetch that has not settled after this long fails its readers with EIO. */
-  missTimeoutMs?: number
+  /**
+   * The backstop: when the fetch of a blob has made no progress (see `progress`) for this long,
+   * the reads parked on it fail with EIO and `progress` tells the miss worker to end that fetch.
+   * A fetch that never reports progress gets this long from its first read. Default 60 s.
+   */
+  stallTimeoutMs?: number
   /** Files at least this large are read with splice; smaller ones with pread. */
   spliceMinSize?: number
   /** Read-ahead window (KiB) set on the mount's backing device when running as root; 0 leaves the kernel's. */
@@ -70,8 +74,10 @@ export interface NativeStats {
   readAround: number
   /** Bytes of small files pushed whole to the kernel's page cache (see `pushFiles`). */
   pushedFiles: number
-  /** Fetches the backstop deadline gave up on. */
+  /** Fetches the backstop gave up on: no progress for `stallTimeoutMs` (their readers got EIO). */
   missTimeouts: number
+  /** Parked reads answered EINTR because their reader was interrupted (a signal); their fetch went on. */
+  interrupted: number
   /** EIO replies of any cause. */
   errors: number
   /** Reads parked right now. */
@@ -98,6 +104,13 @@ export interface SwapResult {
 export function mount(options: NativeMountOptions, table: Buffer, onExit: () => void): number
 /** Called on the miss worker: `onMiss(md5, size)` runs there for every blob to fetch. */
 export function attach(id: number, onMiss: (md5: string, size: number) => void): void
+/**
+ * Called on the miss worker, a few times a second while fetches run (never per chunk): the
+ * fetches of blobs `md5s` made progress (bytes arrived, or they moved on to another source).
+ * Returns the blobs the backstop gave up on since the last call: their readers got EIO, and
+ * their fetches must end now (no `complete` is owed for them).
+ */
+export function progress(id: number, md5s: string[]): string[]
 /** A fetch settled: `errno` 0 means the blob is now in the cache; anything else fails its readers with EIO. */
 export function complete(id: number, md5: string, errno: number): void
 /**

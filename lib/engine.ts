@@ -37,8 +37,16 @@ export interface EngineOptions {
   debug?: boolean
   /** Shown as the source of the mount in /proc/mounts. Default `aysfs`. */
   fsname?: string
-  /** Backstop for a fetch that never settles: its readers get EIO after this. Default 60 s. */
-  missTimeoutMs?: number
+  /**
+   * The backstop of parked reads, in ms: when the fetch of a blob has made no progress for this
+   * long, the reads waiting on it fail with EIO (counted in `missTimeouts`) and the fetch is
+   * aborted through its `signal`. Progress is what the fetcher reports through `onProgress`
+   * (bytes arriving from any source, a move to the next source, and for a fetch still queued for
+   * a download slot, any download of the pipeline moving); a fetcher that never reports gets this
+   * long from the first read. `mount()` sets it from the sources' `timeout` (docs/hardening.md,
+   * "The backstop of parked reads"). Default 60 s.
+   */
+  stallTimeoutMs?: number
   /** Files at least this large are served with splice. Default 1 MiB. */
   spliceMinSize?: number
   /**
@@ -104,6 +112,9 @@ export function releaseMemory(): void {
   ;(loadBinding() as Partial<ReturnType<typeof loadBinding>>).trimMemory?.()
 }
 
+/** How long {@link Engine.unmount} waits for the miss worker to end. */
+const WORKER_EXIT_MS = 500
+
 const live = new Set<Engine>()
 let removeExitHook: (() => void) | undefined
 
@@ -133,12 +144,15 @@ export class Engine {
   readonly mountpoint: string
   #id: number
   #worker: Worker
+  /** Settles when the miss worker's thread has ended. */
+  #exited: Promise<void>
   #gone = false
 
-  private constructor(mountpoint: string, id: number, worker: Worker) {
+  private constructor(mountpoint: string, id: number, worker: Worker, exited: Promise<void>) {
     this.mountpoint = mountpoint
     this.#id = id
     this.#worker = worker
+    this.#exited = exited
   }
 
   /** Mounts `options.table` at `options.mountpoint`; resolves once the tree is visible. */
@@ -152,8 +166,9 @@ export class Engine {
       throw new TypeError('fetcher.module must be the path of a fetcher module')
     }
     prepareCacheDir(options.cacheDir)
+    const stallTimeoutMs = options.stallTimeoutMs ?? 60_000
     const worker = new Worker(runtimeModule('miss-worker'), {
-      workerData: { module: options.fetcher.module, data: options.fetcher.data },
+      workerData: { module: options.fetcher.module, data: options.fetcher.data, stallTimeoutMs },
       // No loader hooks of the parent (a test runner's TypeScript loader): plain, fast start.
       execArgv: [],
       stdout: false,
@@ -167,6 +182,7 @@ export class Engine {
     // misses that come before it is attached wait for it on the native side.
     const ready = message(worker, 'ready')
     ready.catch(() => undefined)
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
     try {
       const id = binding.mount(
         {
@@ -177,7 +193,7 @@ export class Engine {
           suid: options.suid ?? false,
           dev: options.dev ?? false,
           debug: options.debug ?? false,
-          missTimeoutMs: options.missTimeoutMs ?? 60_000,
+          stallTimeoutMs,
           spliceMinSize: options.spliceMinSize ?? 1 << 20,
           readAheadKb: options.readAheadKb ?? 512,
           readAround: options.readAround ?? 128 << 10,
@@ -192,7 +208,7 @@ export class Engine {
           }
         },
       )
-      engine = new Engine(options.mountpoint, id, worker)
+      engine = new Engine(options.mountpoint, id, worker, exited)
       live.add(engine)
       installHooks()
       await ready
@@ -200,8 +216,8 @@ export class Engine {
       await message(worker, 'attached')
       return engine
     } catch (err) {
-      if (engine) engine.unmountSync()
-      else await worker.terminate()
+      if (engine) await engine.unmount()
+      else await stopWorker(worker, exited)
       if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && !(err instanceof AysfsError)) {
         throw new AysfsError((err as NodeJS.ErrnoException).code as string, err.message, { cause: err })
       }
@@ -260,11 +276,30 @@ export class Engine {
     void this.#worker.terminate()
   }
 
-  /** Unmounts and waits for the miss worker to end. Idempotent. */
+  /**
+   * Unmounts and waits for the miss worker to end, within about a second whatever it is doing.
+   * Idempotent.
+   */
   async unmount(): Promise<void> {
     this.unmountSync()
-    await this.#worker.terminate()
+    await stopWorker(this.#worker, this.#exited)
   }
+}
+
+/**
+ * Terminates the miss worker and waits for its thread to end, {@link WORKER_EXIT_MS} at most.
+ * `worker.terminate()` cannot end a thread blocked in a system call (a fetcher opening a FIFO, a
+ * read from a hung network file system): V8 stops JavaScript only when the call returns, and
+ * libuv starts an interrupted open or stat again. Such a worker is left to end when its call
+ * returns. Unmounting is done by then (the native side answered every parked read), so this
+ * resolves anyway; but Node joins its worker threads when the process exits, so until that call
+ * returns the process cannot exit (only a signal it does not handle ends it).
+ */
+async function stopWorker(worker: Worker, exited: Promise<void>): Promise<void> {
+  void worker.terminate()
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([exited, new Promise<void>((resolve) => (timer = setTimeout(resolve, WORKER_EXIT_MS)))])
+  clearTimeout(timer)
 }
 
 function message(worker: Worker, type: string): Promise<void> {

@@ -24,6 +24,17 @@ import { buildTable } from './table'
 /** Tables at least this big (about 80,000 entries) are followed by {@link releaseMemory}. */
 const RELEASE_AFTER_BYTES = 8 << 20
 
+/**
+ * The backstop of parked reads for sources with this `timeout`: `2 × timeout + 1 s` without
+ * progress (docs/hardening.md, "The backstop of parked reads"). A stalled HTTP transfer is ended
+ * by its own speed floor between `timeout` and `9/8 × timeout` after its last byte, and a wait
+ * for a source's probe lasts at most `timeout`; either ends in a move to the next source, which
+ * is progress. So the backstop only fires for a fetch stuck where no timeout of its own reaches.
+ */
+function stallTimeoutMs(timeoutMs: number): number {
+  return 2 * timeoutMs + 1000
+}
+
 export { AysfsError } from './errors'
 export type { Config } from './config'
 export type { FetcherStats, SourceStats } from './pipeline'
@@ -255,8 +266,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       suid: config.main.suid,
       dev: config.main.dev,
       debug: options.debug ?? false,
-      // The pipeline gives up within timeout × sources + 1 s; the backstop comes well after.
-      missTimeoutMs: config.main.timeoutMs * (config.caches.length + config.stores.length + 1) * 2 + 5000,
+      stallTimeoutMs: stallTimeoutMs(config.main.timeoutMs),
       onExit: () => {
         void meta.close()
         options.onExit?.()

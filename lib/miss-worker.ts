@@ -4,18 +4,35 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { loadBinding } from './native'
 
+interface FetchOptions {
+  signal?: AbortSignal
+  onProgress?: () => void
+}
 interface Fetcher {
-  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void>
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options?: FetchOptions): Promise<void>
   stats(): Record<string, unknown>
   close(): Promise<void>
 }
 type FetcherModule = { createFetcher(data: unknown): Fetcher | Promise<Fetcher> }
 
+/** A fetch this worker runs for the native side. */
+interface Running {
+  readonly md5: string
+  readonly abort: AbortController
+  /** The fetch made progress since the last report. */
+  moved: boolean
+  /** The backstop gave up on it: its readers were answered, no `complete` is owed. */
+  abandoned: boolean
+}
+
 const EIO = 5
 const PUBLISH_EVERY_MS = 100
 const port = parentPort!
 const binding = loadBinding()
-const { module: modulePath, data } = workerData as { module: string; data: unknown }
+const { module: modulePath, data, stallTimeoutMs } = workerData as { module: string; data: unknown; stallTimeoutMs: number }
+/** Progress goes to the native side this often while fetches run (a tenth of the backstop's
+ * window, 10 to 250 ms): one call for every fetch, whatever the number of chunks. */
+const REPORT_EVERY_MS = Math.min(250, Math.max(10, Math.floor(stallTimeoutMs / 10)))
 
 async function main(): Promise<void> {
   // Load everything now: the module loader uses async fs, which a blocked threadpool would stall.
@@ -37,27 +54,74 @@ async function main(): Promise<void> {
   // The counters are published when the only fetch in flight serves its readers or settles (so
   // a reader that got its bytes sees them counted), and while many run, at most every
   // PUBLISH_EVERY_MS.
-  let running = 0
+  let inFlight = 0
   const publishDue = (alone: boolean): boolean => alone || Date.now() - lastPublish >= PUBLISH_EVERY_MS
-  const settled = (md5: string, errno: number): void => {
-    binding.complete(id, md5, errno)
-    running--
-    if (publishDue(running === 0)) publish()
+
+  // The backstop (native/misses.h): the native side fails the reads parked on a blob whose fetch
+  // has made no progress for `stallTimeoutMs`. Fetches say they moved through `onProgress`
+  // (per chunk: it only sets a flag); every REPORT_EVERY_MS one `progress` call hands over the
+  // blobs that moved and brings back those given up on, whose fetches are aborted here.
+  const running = new Map<string, Set<Running>>()
+  let reportTimer: NodeJS.Timeout | undefined
+  const report = (): void => {
+    const moved: string[] = []
+    for (const [md5, fetches] of running) {
+      let any = false
+      for (const f of fetches) {
+        any ||= f.moved
+        f.moved = false
+      }
+      if (any) moved.push(md5)
+    }
+    for (const md5 of binding.progress(id, moved)) {
+      const fetches = running.get(md5)
+      if (!fetches) continue
+      running.delete(md5)
+      for (const f of fetches) {
+        f.abandoned = true
+        f.abort.abort(new Error(`blob ${md5}: no progress for ${stallTimeoutMs} ms; its readers got EIO`))
+      }
+    }
+    if (running.size === 0 && reportTimer) {
+      clearInterval(reportTimer)
+      reportTimer = undefined
+    }
+  }
+
+  const settled = (f: Running, errno: number): void => {
+    const fetches = running.get(f.md5)
+    if (fetches?.delete(f) && fetches.size === 0) running.delete(f.md5)
+    // Abandoned: the native side answered its readers already, and a read that parked on the
+    // blob since then belongs to a miss of its own.
+    if (!f.abandoned) binding.complete(id, f.md5, errno)
+    inFlight--
+    if (publishDue(inFlight === 0)) publish()
     else publishTimer ??= setTimeout(publish, PUBLISH_EVERY_MS)
   }
 
   const onMiss = (md5: string, size: number): void => {
-    running++
+    inFlight++
+    const f: Running = { md5, abort: new AbortController(), moved: false, abandoned: false }
+    let fetches = running.get(md5)
+    if (!fetches) running.set(md5, (fetches = new Set()))
+    fetches.add(f)
+    if (!reportTimer) {
+      reportTimer = setInterval(report, REPORT_EVERY_MS)
+      reportTimer.unref()
+    }
     // Readers waiting on the blob get its checked bytes as soon as they are checked, while the
     // fetcher still writes them to the cache.
     const serve = (data: Buffer): void => {
-      if (publishDue(running === 1)) publish()
+      if (publishDue(inFlight === 1)) publish()
       binding.serveVerified(id, md5, data)
     }
-    fetcher.fetch(md5, size, serve).then(
-      () => settled(md5, 0),
+    const onProgress = (): void => {
+      f.moved = true
+    }
+    fetcher.fetch(md5, size, serve, { signal: f.abort.signal, onProgress }).then(
+      () => settled(f, 0),
       // The fetcher logs and counts its own failures; the readers get EIO.
-      () => settled(md5, EIO),
+      () => settled(f, EIO),
     )
   }
 
@@ -83,6 +147,7 @@ async function main(): Promise<void> {
       )
     } else if (msg.type === 'close') {
       if (statusTimer) clearInterval(statusTimer)
+      if (reportTimer) clearInterval(reportTimer)
       void fetcher.close()
     }
   })

@@ -36,6 +36,7 @@ import {
   blobRel,
   cachePath,
   writeAllSync,
+  type Sink,
   type Source,
   type SourceRole,
 } from './sources/source'
@@ -57,6 +58,8 @@ const PUSH_QUEUE_MAX = 10_000
 const TMP_GRACE_MS = 60_000
 /** Temp files older than this go whatever their owner. */
 const TMP_MAX_AGE_MS = 24 * 3600_000
+/** Downloads waiting for a slot or for room hear of the others' progress at most this often. */
+export const WAITERS_EVERY_MS = 100
 
 /** A pino-compatible logger; `createFetcher` writes warnings to stderr without one. */
 export interface Log {
@@ -64,6 +67,24 @@ export interface Log {
   info(obj: object, msg?: string): void
   warn(obj: object, msg?: string): void
   error(obj: object, msg?: string): void
+}
+
+/** What a caller of {@link Fetcher.fetch} may say besides the blob. */
+export interface FetchOptions {
+  /**
+   * The caller gives up when this aborts: its promise rejects at once (`EIO`). The download goes
+   * on while another caller of the same blob still waits for it; once the last one gave up it
+   * ends: its download slot (or its place in the queue) is freed at once, a source that is still
+   * sending has its next chunk refused (and drops the connection), no further source is tried,
+   * and nothing is put in the cache.
+   */
+  signal?: AbortSignal
+  /**
+   * Called whenever the download moves: bytes arrive from a source, or it moves on to the next
+   * source; while it waits for a download slot or for room in the cache, whenever another
+   * download moves (at most every {@link WAITERS_EVERY_MS}). Called per chunk: keep it cheap.
+   */
+  onProgress?: () => void
 }
 
 /** The fetcher module contract of docs/design.md. */
@@ -74,7 +95,7 @@ export interface Fetcher {
    * the cache (the engine answers its waiting readers from them); the promise still settles
    * only once the blob is in place.
    */
-  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void>
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options?: FetchOptions): Promise<void>
   /** Counters for `status` (JSON-serialisable). */
   stats(): FetcherStats
   close(): Promise<void>
@@ -365,17 +386,109 @@ class Slots {
   get queued(): number {
     return this.waiting.length
   }
-  acquire(): Promise<void> {
+  /** Resolves with a slot; rejects with `signal`'s reason, and leaves the queue, if it aborts first. */
+  acquire(signal?: AbortSignal): Promise<void> {
     if (this.active < this.max) {
       this.active++
       return Promise.resolve()
     }
-    return new Promise((resolve) => this.waiting.push(resolve))
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        const i = this.waiting.indexOf(take)
+        if (i >= 0) this.waiting.splice(i, 1)
+        reject(signal!.reason as Error)
+      }
+      const take = (): void => {
+        signal?.removeEventListener('abort', onAbort)
+        resolve()
+      }
+      this.waiting.push(take)
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
   }
   release(): void {
     const next = this.waiting.shift()
     if (next) next() // the slot passes straight to the next waiter
     else this.active--
+  }
+}
+
+/** A download ended because every caller gave up on it (see {@link FetchOptions.signal}). */
+class Abandoned extends Error {}
+
+/** One download in flight, shared by every caller that asked for its blob meanwhile. */
+class Download {
+  readonly abort = new AbortController()
+  /** Callers still waiting for it; when the last one gives up, it is aborted. */
+  callers = 0
+  readonly listeners = new Set<() => void>()
+  promise!: Promise<void>
+
+  get signal(): AbortSignal {
+    return this.abort.signal
+  }
+
+  moved(): void {
+    for (const l of this.listeners) l()
+  }
+}
+
+/** `p`, unless `signal` aborts first: then a rejection with its reason at once, `p` going on
+ * (`late` gets its outcome, which is otherwise dropped). */
+function unlessAborted<T>(p: Promise<T>, signal: AbortSignal, late?: (value: T) => void): Promise<T> {
+  if (signal.aborted) {
+    p.then(late, () => undefined)
+    return Promise.reject(signal.reason as Error)
+  }
+  return new Promise<T>((resolve, reject) => {
+    let done = false
+    const onAbort = (): void => {
+      done = true
+      reject(signal.reason as Error)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort)
+        if (done) late?.(value)
+        else resolve(value)
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        if (!done) reject(err as Error)
+      },
+    )
+  })
+}
+
+/**
+ * Hands a source's bytes on to the blob's sink and tells the download it moved; once the
+ * download was abandoned it refuses them, so a source that is still sending stops reading and
+ * lets go of its connection (sources stop at a sink's throw).
+ */
+class MeteredSink implements Sink {
+  constructor(
+    private readonly inner: Sink,
+    private readonly dl: Download,
+    private readonly moved: (dl: Download) => void,
+  ) {}
+
+  get exactBytes(): number | undefined {
+    return this.inner.exactBytes
+  }
+
+  get maxBytes(): number {
+    return this.inner.maxBytes
+  }
+
+  write(chunk: Buffer): void {
+    if (this.dl.signal.aborted) throw new Abandoned('the download was abandoned')
+    this.moved(this.dl)
+    this.inner.write(chunk)
+  }
+
+  end(): void {
+    this.inner.end()
   }
 }
 
@@ -417,7 +530,10 @@ export class Pipeline implements Fetcher {
   private readonly log: Log
   private readonly fsync: boolean
   private readonly slots: Slots
-  private readonly inflight = new Map<string, Promise<void>>()
+  private readonly inflight = new Map<string, Download>()
+  /** Downloads waiting for a slot or for room: they move when any download moves. */
+  private readonly waiting = new Set<Download>()
+  private waitersToldAt = 0
   private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, tooLarge: 0, flistsFetched: 0, flistsKept: 0, pushDropped: 0 }
   private readonly perSource = new Map<Source, SourceStats>()
   private readonly logged = new Set<string>()
@@ -504,7 +620,7 @@ export class Pipeline implements Fetcher {
    * at most `max_downloads` run at once, the rest queue. Rejects with `AysfsError` `EIO` when no
    * source can serve it (or the local cache cannot be written), a `TypeError` for bad arguments.
    */
-  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void> {
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options: FetchOptions = {}): Promise<void> {
     if (typeof md5 !== 'string' || !/^[0-9a-fA-F]{32}$/.test(md5)) {
       return Promise.reject(new TypeError('md5 must be a string of 32 hex digits'))
     }
@@ -514,28 +630,80 @@ export class Pipeline implements Fetcher {
     this.counters.fetches++
     const hash = md5.toLowerCase()
     const key = `${hash}:${size}`
-    const running = this.inflight.get(key)
-    if (running) {
+    let dl = this.inflight.get(key)
+    if (dl) {
       this.counters.merged++
-      return running
+    } else {
+      const d = (dl = new Download())
+      // Pinned until the event-loop turn after it settled: by then whoever waited for it (the
+      // engine's parked reads) has been answered from the file (lib/cache.ts).
+      this.quota.pin(hash)
+      this.quota.start()
+      d.promise = this.download(hash, size, onVerified, d).finally(() => {
+        if (this.inflight.get(key) === d) this.inflight.delete(key)
+        this.unpinsDue++
+        setImmediate(() => {
+          this.unpinsDue--
+          this.quota.unpin(hash)
+          const waiters = this.unpinWaiters
+          this.unpinWaiters = []
+          for (const w of waiters) w()
+        })
+      })
+      this.inflight.set(key, d)
     }
-    // Pinned until the event-loop turn after it settled: by then whoever waited for it (the
-    // engine's parked reads) has been answered from the file (lib/cache.ts).
-    this.quota.pin(hash)
-    this.quota.start()
-    const p = this.download(hash, size, onVerified).finally(() => {
-      this.inflight.delete(key)
-      this.unpinsDue++
-      setImmediate(() => {
-        this.unpinsDue--
-        this.quota.unpin(hash)
-        const waiters = this.unpinWaiters
-        this.unpinWaiters = []
-        for (const w of waiters) w()
+    return this.join(dl, key, options)
+  }
+
+  /** One caller's wait for a download: see {@link FetchOptions}. */
+  private join(dl: Download, key: string, { signal, onProgress }: FetchOptions): Promise<void> {
+    dl.callers++
+    if (onProgress) dl.listeners.add(onProgress)
+    let left = false
+    const leave = (): void => {
+      if (left) return
+      left = true
+      dl.callers--
+      if (onProgress) dl.listeners.delete(onProgress)
+    }
+    if (!signal) return dl.promise.finally(leave)
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        leave()
+        if (dl.callers === 0 && !dl.signal.aborted) {
+          // Nobody waits any more: end it, and let a new fetch of the blob start afresh.
+          if (this.inflight.get(key) === dl) this.inflight.delete(key)
+          dl.abort.abort(new Abandoned(`blob ${key.slice(0, 32)}: abandoned by every caller`))
+        }
+        reject(new AysfsError('EIO', `blob ${key.slice(0, 32)}: abandoned (${(signal.reason as Error | undefined)?.message ?? 'aborted'})`))
+      }
+      if (signal.aborted) return onAbort()
+      signal.addEventListener('abort', onAbort, { once: true })
+      dl.promise.then(resolve, reject).finally(() => {
+        signal.removeEventListener('abort', onAbort)
+        leave()
       })
     })
-    this.inflight.set(key, p)
-    return p
+  }
+
+  /** `dl` moved: its callers hear of it, and so do the downloads waiting for a slot or room. */
+  private moved(dl: Download): void {
+    dl.moved()
+    if (this.waiting.size === 0) return
+    const now = Date.now()
+    if (now - this.waitersToldAt < WAITERS_EVERY_MS) return
+    this.waitersToldAt = now
+    for (const w of this.waiting) if (w !== dl) w.moved()
+  }
+
+  /** Waits for `p` as a download that is not moving by itself (see {@link FetchOptions.onProgress}). */
+  private async waitFor<T>(dl: Download, p: Promise<T>): Promise<T> {
+    this.waiting.add(dl)
+    try {
+      return await p
+    } finally {
+      this.waiting.delete(dl)
+    }
   }
 
   private tmpName(md5: string): string {
@@ -543,7 +711,7 @@ export class Pipeline implements Fetcher {
     return path.join(this.tmpDir, `${process.pid}.${MY_START}.${MY_SPACE}.${threadId}.${++this.seq}.${md5}`)
   }
 
-  private async download(md5: string, size: number, onVerified?: (data: Buffer) => void): Promise<void> {
+  private async download(md5: string, size: number, onVerified: ((data: Buffer) => void) | undefined, dl: Download): Promise<void> {
     const dest = cachePath(this.cacheDir, md5)
     if (size === 0) {
       if (md5 !== EMPTY_MD5) {
@@ -564,7 +732,13 @@ export class Pipeline implements Fetcher {
       this.counters.empty++
       return
     }
-    await this.slots.acquire()
+    const signal = dl.signal
+    try {
+      await this.waitFor(dl, this.slots.acquire(signal))
+    } catch (err) {
+      this.counters.failed++
+      throw err
+    }
     try {
       if (this.closed) throw new AysfsError('EIO', `blob ${md5}: the fetcher is closed`)
       if (present(dest, size)) {
@@ -578,11 +752,18 @@ export class Pipeline implements Fetcher {
       const missed: Source[] = []
       for (const src of this.sources) {
         if (this.closed) break
-        const admission = await this.health.admit(src.key, this.config.main.timeoutMs)
+        if (signal.aborted) throw signal.reason as Error
+        this.moved(dl) // on to the next source
+        // An admission that comes after the abort is settled with no verdict (it may be a probe
+        // other misses wait for).
+        const admission = await unlessAborted(this.health.admit(src.key, this.config.main.timeoutMs), signal, (late) => {
+          if (late) this.health.settle(src.key, undefined, late)
+        })
         if (!admission) {
           tried.push(`${src.key}: backed off`)
           continue
         }
+        this.moved(dl)
         let outcome: Outcome | undefined
         // The source served checked bytes: its verdict and the count are settled before the
         // waiting readers get them (so a reader that has its bytes sees them counted), even if
@@ -592,13 +773,16 @@ export class Pipeline implements Fetcher {
           onVerified &&
           ((data: Buffer): void => {
             if (early) return // a retry after the disk was full: its readers were answered
+            if (signal.aborted) return // nobody to give them to
             early = true
             this.health.settle(src.key, true, admission)
             this.counters.served++
             onVerified(data)
           })
         try {
-          outcome = await this.tryWithRoom(src, md5, size, dest, verified)
+          // Abandoned mid-try: the slot is freed now; the try ends at the source's next chunk (the
+          // sink refuses it) or by the source's own timeout, and its outcome is dropped.
+          outcome = await unlessAborted(this.tryWithRoom(src, md5, size, dest, verified, dl), signal)
         } finally {
           // No verdict when the try ended for a reason of ours (the local disk).
           const healthy = outcome === undefined ? undefined : outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind)
@@ -626,10 +810,10 @@ export class Pipeline implements Fetcher {
    * {@link trySource}; when the local cache's disk is full, evict least recently used blobs and
    * try again (twice at most); when nothing more can be evicted, EIO and one clear log line.
    */
-  private async tryWithRoom(src: Source, md5: string, size: number, dest: string, onVerified?: (data: Buffer) => void): Promise<Outcome> {
+  private async tryWithRoom(src: Source, md5: string, size: number, dest: string, onVerified: ((data: Buffer) => void) | undefined, dl: Download): Promise<Outcome> {
     for (let attempt = 0, waits = 0; ; attempt++) {
       try {
-        return await this.trySource(src, md5, size, dest, onVerified)
+        return await this.trySource(src, md5, size, dest, onVerified, dl)
       } catch (err) {
         if (!isNoSpace(err)) throw err
         const room = attempt < 2 ? this.quota.makeRoomSync(size) : undefined
@@ -639,7 +823,7 @@ export class Pipeline implements Fetcher {
         // (readers are answered before the blob is written, so a single reader has several in
         // flight): wait for one of them to let go, then evict again.
         if ((this.inflight.size > 1 || this.unpinsDue > 0) && waits++ < MAX_ROOM_WAITS) {
-          await new Promise<void>((resolve) => this.unpinWaiters.push(resolve))
+          await this.waitFor(dl, new Promise<void>((resolve) => this.unpinWaiters.push(resolve)))
           attempt = -1
           continue
         }
@@ -704,7 +888,7 @@ export class Pipeline implements Fetcher {
     }
   }
 
-  private async trySource(src: Source, md5: string, size: number, dest: string, onVerified?: (data: Buffer) => void): Promise<Outcome> {
+  private async trySource(src: Source, md5: string, size: number, dest: string, onVerified: ((data: Buffer) => void) | undefined, dl: Download): Promise<Outcome> {
     const st = this.perSource.get(src)!
     const variants = src.role === 'store' ? [false, true] : [false]
     for (const bro of variants) {
@@ -712,8 +896,10 @@ export class Pipeline implements Fetcher {
       const broSink = bro ? new BroSink(writer) : undefined
       let counted = false
       try {
-        const r = await src.get(blobRel(src.role, md5, bro), broSink ?? writer)
+        const sink = new MeteredSink(broSink ?? writer, dl, (d) => this.moved(d))
+        const r = await src.get(blobRel(src.role, md5, bro), sink)
         if (r === 'absent') continue
+        if (dl.signal.aborted) throw new Abandoned('the download was abandoned')
         // Counted before the readers are answered; taken back if the cache cannot keep the blob.
         st.hits++
         st.bytes += size
@@ -728,7 +914,7 @@ export class Pipeline implements Fetcher {
           st.hits--
           st.bytes -= size
         }
-        if (err instanceof AysfsError) throw err
+        if (err instanceof AysfsError || err instanceof Abandoned) throw err
         const local = err instanceof LocalFailure ? err : writer.failure
         if (local) throw new AysfsError('EIO', `local cache ${this.cacheDir}: ${local.message}`, { cause: local })
         const fault = err instanceof SourceFault ? err : new SourceFault('internal', (err as Error).message, err)
@@ -1005,7 +1191,9 @@ export class Pipeline implements Fetcher {
 function present(file: string, size: number): boolean {
   try {
     // No exception (and its stack trace) for the common answer on the miss path: not there.
-    const st = fs.statSync(file, { throwIfNoEntry: false })
+    // lstat: a symlink planted in the cache is not a blob (the engine never follows one either);
+    // the download's rename replaces it.
+    const st = fs.lstatSync(file, { throwIfNoEntry: false })
     return st !== undefined && st.isFile() && st.size === size
   } catch {
     return false

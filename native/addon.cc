@@ -170,8 +170,8 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
   opts.suid = BoolProp(o, "suid");
   opts.dev = BoolProp(o, "dev");
   opts.debug = BoolProp(o, "debug");
-  if (o.Get("missTimeoutMs").IsNumber())
-    opts.miss_timeout_ms = o.Get("missTimeoutMs").As<Napi::Number>().Uint32Value();
+  if (o.Get("stallTimeoutMs").IsNumber())
+    opts.stall_timeout_ms = o.Get("stallTimeoutMs").As<Napi::Number>().Uint32Value();
   if (o.Get("spliceMinSize").IsNumber())
     opts.splice_min_size =
         static_cast<uint64_t>(o.Get("spliceMinSize").As<Napi::Number>().DoubleValue());
@@ -246,6 +246,37 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// progress(id, md5s) -> md5s: the fetches of these blobs made progress; returns the blobs the
+// backstop gave up on since the last call (their fetches must end). Called by the miss worker
+// a few times a second while fetches run, never per chunk.
+Napi::Value Progress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, "progress", {napi_number, napi_object}) || !info[1].IsArray()) {
+    if (!env.IsExceptionPending())
+      Napi::TypeError::New(env, "progress: argument 2 must be an array of strings")
+          .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Array in = info[1].As<Napi::Array>();
+  std::vector<std::string> md5s;
+  md5s.reserve(in.Length());
+  for (uint32_t i = 0; i < in.Length(); i++) {
+    Napi::Value v = in.Get(i);
+    if (!v.IsString()) {
+      Napi::TypeError::New(env, "progress: argument 2 must be an array of strings")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    md5s.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  auto b = Find(info[0].As<Napi::Number>().Uint32Value());
+  std::vector<std::string> abandoned;
+  if (b) abandoned = b->session->Progress(md5s);
+  Napi::Array out = Napi::Array::New(env, abandoned.size());
+  for (uint32_t i = 0; i < abandoned.size(); i++) out.Set(i, abandoned[i]);
+  return out;
+}
+
 // complete(id, md5, errno): a fetch settled.
 Napi::Value Complete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -307,6 +338,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   out.Set("readAround", double(c.read_around.load()));
   out.Set("pushedFiles", double(c.pushed_files.load()));
   out.Set("missTimeouts", double(c.miss_timeouts.load()));
+  out.Set("interrupted", double(c.interrupted.load()));
   out.Set("errors", double(c.errors.load()));
   out.Set("parked", double(s.misses.parked()));
   out.Set("fetching", double(s.misses.blobs()));
@@ -662,6 +694,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attach", Napi::Function::New(env, Attach, "attach"));
   exports.Set("complete", Napi::Function::New(env, Complete, "complete"));
   exports.Set("serveVerified", Napi::Function::New(env, ServeVerified, "serveVerified"));
+  exports.Set("progress", Napi::Function::New(env, Progress, "progress"));
   exports.Set("swap", Napi::Function::New(env, Swap, "swap"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
   exports.Set("setStatus", Napi::Function::New(env, SetStatus, "setStatus"));

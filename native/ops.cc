@@ -52,6 +52,12 @@ void fs_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
   // Pages stay valid for the life of an inode: never drop them on an mtime change.
   conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+  // libfuse asks for asynchronous direct I/O by default: the kernel then sends an O_DIRECT read
+  // as a background request and its reader waits uninterruptibly, SIGKILL included, until it is
+  // answered; no FUSE_INTERRUPT ever comes. Without it the read is an ordinary request, which a
+  // signal interrupts and a parked read answers EINTR (Session::OnInterrupt). A large O_DIRECT
+  // read is then sent as sequential requests instead of parallel ones.
+  conn->want &= ~FUSE_CAP_ASYNC_DIO;
   // libfuse derives max_pages from max_write: 1 MiB requests for large sequential reads.
   conn->max_write = 1 << 20;
   s->NotifyInit();

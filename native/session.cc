@@ -32,12 +32,22 @@ constexpr const char* kFuseCtl = "/sys/fs/fuse/connections";
 // access (the kernel's sequential read-ahead asks for more, 16 KiB at its smallest).
 constexpr size_t kRandomReadMax = 16 << 10;
 
-// Opens the cached blob at `path` if it holds `size` bytes; else -1 with errno ENOENT (absent,
-// or of another size: not ours to serve, it is fetched again) or the error of open.
+// Opens the cached blob at `path` if it is a regular file of `size` bytes; else -1 with errno
+// ENOENT (absent, or not ours to serve: it is fetched again) or the error of open.
+//
+// Nothing but the committer's rename ever puts a blob there, yet the cache is not trusted with
+// more than that: a symlink planted under it is never followed (O_NOFOLLOW: ELOOP, answered as
+// absent, so the read parks and the fetch's rename replaces the link), and a FIFO or device is
+// never waited on (O_NONBLOCK, which regular files ignore for pread and for the splice into
+// libfuse's pipe) nor served (S_ISREG). The fstat was already there for the size: no syscall more.
 int OpenBlob(const std::string& path, uint64_t size) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno == ELOOP) errno = ENOENT;
+    return -1;
+  }
   struct stat st;
-  if (fd >= 0 && (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != size)) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size) {
     close(fd);
     errno = ENOENT;
     return -1;
@@ -257,11 +267,18 @@ void Session::Reaper() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  const auto stall = std::chrono::milliseconds(opts_.stall_timeout_ms);
+  // A tenth of the window, 10 to 100 ms: the backstop fires at most that late.
+  const auto tick = std::clamp<std::chrono::milliseconds>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(stall / 10),
+      std::chrono::milliseconds(10), std::chrono::milliseconds(100));
   std::unique_lock<std::mutex> lock(reaper_mu_);
   while (!reaper_stop_) {
-    reaper_cv_.wait_for(lock, std::chrono::milliseconds(100));
+    reaper_cv_.wait_for(lock, tick);
     lock.unlock();
-    for (auto& miss : misses.TakeExpired(MissTable::Clock::now())) {
+    // No progress for the whole window: its readers get EIO, and the miss worker learns at its
+    // next Progress() report that the fetch is to end.
+    for (auto& miss : misses.TakeStalled(MissTable::Clock::now() - stall)) {
       counters.miss_timeouts++;
       RememberFailure(miss.md5);
       for (auto& r : miss.reads) {
@@ -464,16 +481,62 @@ SwapResult Session::Swap(std::shared_ptr<const InodeTable> next) {
   return result;
 }
 
+// Interrupts (FUSE_INTERRUPT: the reader got a signal while its read waited here). The kernel
+// sends one only for a request whose caller waits for it, which is why fs_init turns off
+// FUSE_CAP_ASYNC_DIO: with it, an O_DIRECT read is a background request, its reader waits in
+// D state without ever interrupting it, and a SIGKILL could not end it before the read was
+// answered.
+//
+// What libfuse does with the callback (lib/fuse_lowlevel.c, the same in 3.10 as in 2.x and today):
+// - fuse_req_interrupt_func(req, func, data) stores func under the session lock while holding
+//   the request's own lock, and calls func(req, data) right there if the request was
+//   interrupted already (an INTERRUPT that came first is kept and matched when its request
+//   arrives: check_interrupt). So it must not be called with a lock of ours held that the
+//   callback takes; and the callback must not reply in that case: a reply frees the request
+//   (fuse_free_req drops the last reference), and fuse_req_interrupt_func then unlocks the lock
+//   of freed memory.
+// - do_interrupt -> find_interrupted finds the request among those not yet answered, takes a
+//   reference to it, and calls func with the request's lock held but not the session's. A
+//   reply from another thread at the same moment clears func under the session lock and drops
+//   its reference, but the request's memory stays until find_interrupted lets go of its own:
+//   the callback may run while, or just after, another thread answers the request, and must
+//   then leave it alone.
+// Hence: Expect before registering (an interrupt until Park is remembered, never answered by
+// the callback), Park refuses a request interrupted meanwhile (ParkRead answers it EINTR, after
+// fuse_req_interrupt_func returned), and after Park only whoever takes the read out of the
+// MissTable replies to it: the callback answers EINTR only when MissTable::Interrupt took it.
+void Session::OnInterrupt(fuse_req_t req, void* session) {
+  Session* s = static_cast<Session*>(session);
+  if (!s->misses.Interrupt(req)) return;
+  s->counters.interrupted++;
+  fuse_reply_err(req, EINTR);  // the fetch goes on for the other readers
+}
+
 void Session::ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read) {
   counters.misses++;
-  auto deadline = MissTable::Clock::now() + std::chrono::milliseconds(opts_.miss_timeout_ms);
-  if (misses.Park(md5, read, deadline)) {
-    counters.miss_calls++;
-    if (on_miss)
-      on_miss(md5, size);
-    else
-      Complete(md5, EIO);
+  misses.Expect(read.req);
+  // May run OnInterrupt at once, under libfuse's lock of this request: no lock of ours is held.
+  fuse_req_interrupt_func(read.req, &Session::OnInterrupt, this);
+  switch (misses.Park(md5, read, MissTable::Clock::now())) {
+    case MissTable::Parked::kInterrupted:
+      counters.interrupted++;
+      fuse_reply_err(read.req, EINTR);
+      return;
+    case MissTable::Parked::kJoined:
+      return;
+    case MissTable::Parked::kFirst:
+      counters.miss_calls++;
+      if (on_miss)
+        on_miss(md5, size);
+      else
+        Complete(md5, EIO);
+      return;
   }
+}
+
+std::vector<std::string> Session::Progress(const std::vector<std::string>& md5s) {
+  if (!md5s.empty()) misses.Progress(md5s, MissTable::Clock::now());
+  return misses.TakeAbandoned();
 }
 
 bool Session::RecentlyFailed(const std::string& md5) {
@@ -609,8 +672,9 @@ void Session::ServeReadOnce(const Node& node, fuse_req_t req, size_t size, off_t
     uint64_t from = static_cast<uint64_t>(off) / chunk * chunk;
     uint64_t to = std::min<uint64_t>(from + chunk, e.size);
     std::string path = BlobPath(md5);
-    QueuePush(around_pusher_, PushJob::Range(e.ino, path, from, static_cast<uint64_t>(off)));
-    QueuePush(around_pusher_, PushJob::Range(e.ino, path, off + want, to));
+    QueuePush(around_pusher_,
+              PushJob::Range(e.ino, path, e.size, from, static_cast<uint64_t>(off)));
+    QueuePush(around_pusher_, PushJob::Range(e.ino, path, e.size, off + want, to));
   }
   close(fd);
 }
@@ -709,8 +773,8 @@ void Session::RunPusher(Pusher& p) {
 }
 
 void Session::PushRange(const PushJob& job) {
-  int fd = open(job.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
+  int fd = OpenBlob(job.path, job.size);
+  if (fd < 0) return;  // gone (evicted) or not ours: the reads will tell
   fuse_bufvec buf = FUSE_BUFVEC_INIT(job.to - job.from);
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].fd = fd;
@@ -790,11 +854,12 @@ std::string Session::Status() const {
   o << "},\"bytesRead\":" << counters.bytes_read << ",\"hits\":" << counters.hits
     << ",\"misses\":" << counters.misses << ",\"missCalls\":" << counters.miss_calls
     << ",\"missFailures\":" << counters.miss_failures
-    << ",\"missTimeouts\":" << counters.miss_timeouts << ",\"errors\":" << counters.errors
-    << ",\"parked\":" << misses.parked() << ",\"fetching\":" << misses.blobs()
-    << ",\"entries\":" << t->count() << ",\"retiredTables\":" << retired_tables()
-    << ",\"invalidations\":" << counters.invalidations << ",\"readAround\":" << counters.read_around
-    << ",\"pushedFiles\":" << counters.pushed_files << "}";
+    << ",\"missTimeouts\":" << counters.miss_timeouts << ",\"interrupted\":" << counters.interrupted
+    << ",\"errors\":" << counters.errors << ",\"parked\":" << misses.parked()
+    << ",\"fetching\":" << misses.blobs() << ",\"entries\":" << t->count()
+    << ",\"retiredTables\":" << retired_tables() << ",\"invalidations\":" << counters.invalidations
+    << ",\"readAround\":" << counters.read_around << ",\"pushedFiles\":" << counters.pushed_files
+    << "}";
   std::lock_guard<std::mutex> lock(status_mu_);
   for (const auto& [part, json] : status_parts_) o << "," << JsonString(part) << ":" << json;
   o << "}";

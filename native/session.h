@@ -33,7 +33,9 @@ struct SessionOptions {
   bool suid = false;
   bool dev = false;
   bool debug = false;
-  uint32_t miss_timeout_ms = 60000;    // the backstop: a fetch that never settles becomes EIO
+  // The backstop: reads parked on a fetch that has made no progress for this long fail with EIO
+  // and the fetch is abandoned (see MissTable; the miss worker reports progress).
+  uint32_t stall_timeout_ms = 60000;
   uint64_t splice_min_size = 1 << 20;  // files at least this big are read with splice
   // Read-ahead window of the mount's backing device (root only: /sys/class/bdi is root's). The
   // kernel's default, 128 KiB, cuts a sequential read into 128 KiB requests; 512 KiB measured
@@ -71,8 +73,9 @@ struct Counters {
   std::atomic<uint64_t> misses{0};         // reads that had to park
   std::atomic<uint64_t> miss_calls{0};     // fetches asked of JavaScript (one per blob)
   std::atomic<uint64_t> miss_failures{0};  // fetches that failed (EIO to their readers)
-  std::atomic<uint64_t> miss_timeouts{0};  // fetches the backstop deadline gave up on
-  std::atomic<uint64_t> errors{0};         // EIO replies of any cause
+  std::atomic<uint64_t> miss_timeouts{0};  // fetches the backstop gave up on (no progress)
+  std::atomic<uint64_t> interrupted{0};  // parked reads answered EINTR (the reader was interrupted)
+  std::atomic<uint64_t> errors{0};       // EIO replies of any cause
   std::atomic<uint64_t> invalidations{0};  // kernel cache entries dropped by table swaps
   std::atomic<uint64_t> read_around{0};    // bytes pushed to the page cache around random reads
   std::atomic<uint64_t> pushed_files{0};   // bytes of small files pushed (see push_files)
@@ -94,7 +97,7 @@ struct SwapResult {
 class Session {
  public:
   // Called (from any thread, no lock held) when a blob must be fetched: exactly once per blob
-  // until Complete(md5, ...) or the backstop deadline.
+  // until Complete(md5, ...), ServeVerified(md5, ...) or the backstop.
   std::function<void(const std::string& md5, uint64_t size)> on_miss;
   // Called from the loop thread when the loop ended without Unmount() (an outside umount).
   std::function<void()> on_exit;
@@ -117,11 +120,16 @@ class Session {
   // A fetch has verified blob md5 (these `len` bytes) and is still putting it in the cache:
   // answer the reads parked on it from memory now. Reads that park after this wait for Complete.
   void ServeVerified(const std::string& md5, const char* data, size_t len);
+  // The fetches of these blobs made progress (bytes arrived, or they moved on to another source).
+  // Returns the blobs the backstop gave up on since the last call: their fetches must end.
+  std::vector<std::string> Progress(const std::vector<std::string>& md5s);
 
   bool Resolve(uint64_t ino, Node* out) const;
   std::shared_ptr<const InodeTable> table() const;
   void CountLookup(uint64_t ino, uint64_t n = 1);
   void Forget(uint64_t ino, uint64_t n);
+  // Parks a read on its blob's fetch (asking for the fetch if it is the first), with an interrupt
+  // callback: an interrupted reader is answered EINTR at once.
   void ParkRead(const std::string& md5, uint64_t size, const ParkedRead& read);
   // Answers a read from the cache file, or parks it when the blob is not there yet.
   void ServeRead(const Node& node, fuse_req_t req, size_t size, off_t off);
@@ -142,6 +150,7 @@ class Session {
  private:
   void Loop();
   void Reaper();
+  static void OnInterrupt(fuse_req_t req, void* session);
   void Detach();
   bool Abort();
   std::string BlobPath(const std::string& md5) const;
@@ -162,15 +171,17 @@ class Session {
     uint64_t to = 0;
     std::shared_ptr<const InodeTable> table;  // kDirectory: the files after `index`
     uint32_t index = kNone;
+    uint64_t size = 0;  // kRange: the blob's size (OpenBlob checks the file against it)
 
-    static PushJob Range(uint64_t ino, std::string path, uint64_t from, uint64_t to) {
-      return PushJob{kRange, ino, std::move(path), from, to, nullptr, kNone};
+    static PushJob Range(uint64_t ino, std::string path, uint64_t size, uint64_t from,
+                         uint64_t to) {
+      return PushJob{kRange, ino, std::move(path), from, to, nullptr, kNone, size};
     }
     static PushJob LookedUp(uint64_t ino, std::string path, uint64_t size) {
-      return PushJob{kLookedUp, ino, std::move(path), 0, size, nullptr, kNone};
+      return PushJob{kLookedUp, ino, std::move(path), 0, size, nullptr, kNone, size};
     }
     static PushJob Directory(uint64_t dir_ino, std::shared_ptr<const InodeTable> t, uint32_t i) {
-      return PushJob{kDirectory, dir_ino, {}, 0, 0, std::move(t), i};
+      return PushJob{kDirectory, dir_ino, {}, 0, 0, std::move(t), i, 0};
     }
   };
   struct Pusher {

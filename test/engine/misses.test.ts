@@ -1,4 +1,4 @@
-// Misses: one fetch for many readers, failures as EIO, and the backstop deadline.
+// Misses: one fetch for many readers, failures as EIO, and the backstop.
 import { spawn } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -11,7 +11,7 @@ function fileEntry(p: string, content: Buffer): GenEntry {
   return { path: p, kind: 'file', perms: 0o644, size: content.length, md5: md5(content), mtime: 1_700_000_000 }
 }
 
-async function setup(t: Test, mode: FixtureData['mode'], extra: Partial<FixtureData> = {}, missTimeoutMs?: number) {
+async function setup(t: Test, mode: FixtureData['mode'], extra: Partial<FixtureData> = {}, stallTimeoutMs?: number) {
   const dir = tmpdir(t)
   const a = crypto.randomBytes(3 << 20)
   const b = Buffer.from('a small file that always works\n')
@@ -27,7 +27,7 @@ async function setup(t: Test, mode: FixtureData['mode'], extra: Partial<FixtureD
     cacheDir,
     table: tableFor([fileEntry('/a.bin', a), fileEntry('/b.txt', b)]),
     fetcher: fixtureFetcher({ cacheDir, mode, sourceDir: path.join(dir, 'blobs'), ...extra }),
-    ...(missTimeoutMs ? { missTimeoutMs } : {}),
+    ...(stallTimeoutMs ? { stallTimeoutMs } : {}),
   })
   return { dir, mnt, engine, a, b }
 }
@@ -69,7 +69,7 @@ t.test('a rejecting fetch gives EIO and the mount stays healthy', async (t) => {
   t.equal(s.parked, 0, 'nothing left parked')
 })
 
-t.test('a fetch that never settles gives EIO at the backstop deadline', async (t) => {
+t.test('a fetch that never settles gives EIO at the backstop (no progress)', async (t) => {
   const { mnt, engine, b } = await setup(t, 'never', {}, 1500)
   const start = Date.now()
   const r = await catFile(path.join(mnt, 'a.bin'))
@@ -107,7 +107,7 @@ async function setupEarly(t: Test, mode: 'early' | 'early-short') {
     cacheDir,
     table: tableFor([fileEntry('/c.bin', c)]),
     fetcher: fixtureFetcher({ cacheDir, mode, sourceDir: path.join(dir, 'blobs') }),
-    missTimeoutMs: 1500,
+    stallTimeoutMs: 1500,
   })
   return { mnt, engine, c, cached: path.join(cacheDir, md5(c)[0]!, md5(c)[1]!, md5(c)) }
 }

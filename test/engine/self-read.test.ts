@@ -27,7 +27,7 @@ t.test('the mounting process reads its own uncached files from every kind of thr
     cacheDir,
     table: tableFor(entries),
     fetcher: fixtureFetcher({ cacheDir, mode: 'copy', sourceDir: blobs, delayMs: 100 }),
-    missTimeoutMs: 20_000,
+    stallTimeoutMs: 20_000,
   })
 
   const sync = fs.readFileSync(path.join(mnt, 'sync.bin'))

@@ -16,10 +16,18 @@ export const FIXTURE_FETCHER = path.resolve(__dirname, '../fixtures/fetcher.js')
 /** Data for test/fixtures/fetcher.js. */
 export interface FixtureData {
   cacheDir: string
-  mode: 'copy' | 'reject' | 'never' | 'early' | 'early-short'
+  mode: 'copy' | 'reject' | 'never' | 'early' | 'early-short' | 'progress' | 'gate' | 'block'
   sourceDir?: string
   delayMs?: number
   callsFile?: string
+  /** Fetches whose signal aborted append their md5 here. */
+  abortsFile?: string
+  /** `gate`: the fetch copies once this file exists. */
+  gateFile?: string
+  /** `block`: the FIFO whose open blocks the worker's thread. */
+  fifo?: string
+  /** `progress`: how often the fetch reports progress (default 100 ms). */
+  progressEveryMs?: number
 }
 
 export function fixtureFetcher(data: FixtureData): FetcherSpec {
