@@ -1,6 +1,6 @@
 // The benchmark's data, made on the fly: a tree shaped like a software install (many small
 // files in nested directories, some MB-sized libraries with their symlinks, a Python package
-// compiled to byte code, a Node package, one large file), its publication to a store (spec §2), and a large
+// compiled to byte code, a Node package, one large file), its publication to a store (docs/format.md), and a large
 // synthetic flist for the mount-time workload.
 import { prng } from './prng'
 import { execFileSync } from 'node:child_process'

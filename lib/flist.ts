@@ -1,5 +1,5 @@
 /**
- * Flists (spec §1): parse both line shapes, keep what is under the prefix, merge services.
+ * Flists (docs/format.md): parse both line shapes, keep what is under the prefix, merge services.
  *
  * Built for million-line flists: the bytes are walked line by line (no split into strings), a
  * file is read in chunks with `readSync` (this may run where libuv's threadpool must not be
@@ -783,7 +783,7 @@ class Parser {
 }
 
 /**
- * Parse one flist (spec §1), both line shapes, `\n` or `\r\n`.
+ * Parse one flist (docs/format.md), both line shapes, `\n` or `\r\n`.
  *
  * Seed lines are regular files of mode 0555 owned by the mounting user; implied directories are
  * 0555, owned by the mounting user, with times `opts.time` (default 0). Within the flist a
@@ -889,7 +889,7 @@ function describeAt(tree: FlistTree, id: number): string {
 }
 
 /**
- * Merge the services of one mount into one tree, in config order (spec §1): directories are
+ * Merge the services of one mount into one tree, in config order (docs/format.md): directories are
  * merged (the union of their children) and keep the attributes of the last explicit directory
  * line (an implied directory never overrides an explicit one); any other path takes the last
  * service's entry; a path that is a directory in one service and not in another is an error

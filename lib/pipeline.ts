@@ -1,5 +1,5 @@
 /**
- * The content pipeline: puts verified blobs in the local cache (spec §2, §3).
+ * The content pipeline: puts verified blobs in the local cache (layouts: docs/format.md).
  *
  * A miss goes local cache (the blob may have appeared meanwhile) → grid caches in config order →
  * stores in config order, each store plain then `.bro`. Bytes are MD5- and size-checked as they

@@ -1,5 +1,5 @@
 // Dead sources, for real, through mounts: a closed port and a silent socket. Cached files keep
-// working, uncached reads fail with EIO within the spec's bound (timeout × sources + 1 s), a
+// working, uncached reads fail with EIO within the documented bound (timeout × sources + 1 s), a
 // storm of misses does not hammer a dead server (backoff), and a server that comes back is
 // retried and used again.
 import * as fs from 'node:fs'

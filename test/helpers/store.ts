@@ -1,4 +1,4 @@
-// Build stores, grid caches and local caches on disk for tests (spec §2, §3 layouts).
+// Build stores, grid caches and local caches on disk for tests (layouts: docs/format.md).
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
