@@ -149,7 +149,7 @@ function outcome(fn: () => ParsedFlist): { error?: string; table?: Buffer; parse
     assert.match(err.message, /^flist fuzz( \([^)]*\))? (line \d+: |: \d+ bytes|: more than)/, err.message)
     return { error: err.message.replace(/^flist fuzz \([^)]*\)/, 'flist fuzz') }
   }
-  return { table: buildTable(mergeServices([p]), { suid: true }).buffer, parsed: p }
+  return { table: buildTable(mergeServices([p]), { suid: true, dev: true }).buffer, parsed: p }
 }
 
 function checkTree(p: ParsedFlist): void {
