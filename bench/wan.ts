@@ -519,6 +519,7 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
       for (const v of VARIANTS) {
         const mountRuns: MountRun[] = []
         const curlRuns: number[] = []
+        const curlProxy: (ProxyStats | undefined)[] = []
         for (let i = 0; i < o.runs; i++) {
           o.progress(`${w.id}${v.suffix}: run ${i + 1} of ${o.runs}`)
           warm()
@@ -579,14 +580,14 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
           const cfg = path.join(dir, 'curl.cfg')
           fs.writeFileSync(cfg, needed.blobs.map((b) => `url = "${proxy!.url}/store/files/${b.md5[0]}/${b.md5[1]}/${b.md5}"\noutput = "${blobPath(dest, b.md5, 'cache')}"\n`).join(''))
           curlRuns.push(timed({ file: 'curl', args: ['--parallel', '--parallel-max', String(CURL_PARALLEL), '--create-dirs', '-s', '--no-progress-meter', '--fail', '-K', cfg], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, cwd: dir }))
-          await proxy.stop()
+          curlProxy.push(await proxy.stop())
           proxy = undefined
           const fetched = cachedBlobs(dest).size
           if (fetched !== needed.blobs.length) throw new Error(`wan: curl fetched ${fetched} of ${needed.blobs.length} blobs`)
         }
         trash(path.join(dir, 'cache'))
         trash(path.join(dir, 'curl'))
-        results.push(row(w, v, needed, neededBytes, mountRuns, curlRuns, o))
+        results.push(row(w, v, needed, neededBytes, mountRuns, curlRuns, curlProxy, o))
       }
     }
   } finally {
@@ -598,7 +599,7 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
   return results
 }
 
-function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs: MountRun[], curl: number[], o: WanOptions): WorkloadResult {
+function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs: MountRun[], curl: number[], curlProxy: (ProxyStats | undefined)[], o: WanOptions): WorkloadResult {
   const bound = (WAN_TARGETS[w.key] as Record<string, number>)[v.target]
   if (bound === undefined) throw new Error(`wan: no ${v.target} target for ${w.key}`)
   const target = { of: 'ratio' as const, op: '<=' as const, bound }
@@ -625,7 +626,8 @@ function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs:
   }
   const info = {
     wan,
-    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, profile: r.profile })),
+    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, proxyCpuMs: r.proxy?.cpuMs, profile: r.profile })),
+    curlRuns: curl.map((seconds, i) => ({ seconds, wireBytesDown: curlProxy[i]?.bytesDown, connections: curlProxy[i]?.connections, proxyCpuMs: curlProxy[i]?.cpuMs })),
   }
   const title = `${w.title} (${needed.blobs.length} blobs), ${v.title}`
   o.progress(`${title}: mount ${mountS.median.toPrecision(3)}s, curl ${curlS.median.toPrecision(3)}s, ratio ${ratio!.toFixed(2)}, floor ${floorSeconds.toPrecision(3)}s`)

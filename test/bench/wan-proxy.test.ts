@@ -163,6 +163,22 @@ t.test('Lane: large chunks stream out in slices as the bucket passes them', asyn
   t.equal(Buffer.from(dst.writes.map((w) => w.data).join(''), 'latin1').equals(data), true, 'the bytes, in order')
 })
 
+t.test('Lane: chunks due together leave in one corked write', async (t) => {
+  const c = new FakeClock()
+  const { dst, l } = lane(c, { delay: 10 })
+  const calls: string[] = []
+  Object.assign(dst, { cork: () => calls.push('cork'), uncork: () => calls.push('uncork') })
+  const write = dst.write.bind(dst)
+  dst.write = (d: Buffer) => (calls.push(d.toString()), write(d))
+  l.push(Buffer.from('a'))
+  l.push(Buffer.from('b'))
+  c.advance(10)
+  t.same(calls, ['cork', 'a', 'b', 'uncork'])
+  l.push(Buffer.from('c'))
+  c.advance(20)
+  t.same(calls.slice(4), ['c'], 'a lone chunk is written as it is')
+})
+
 t.test('Lane: connections share one bucket per direction', async (t) => {
   const c = new FakeClock()
   const bucket = new TokenBucket(1, 0, 0)
