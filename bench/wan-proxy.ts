@@ -313,6 +313,10 @@ export class WanProxy {
   /** The trace, when asked for (every chunk: keep it to benchmark runs). */
   readonly trace: TraceEvent[] | undefined
 
+  /**
+   * @param targetPort the server's port on 127.0.0.1.
+   * @param opts `trace`: keep {@link trace}; `clock`: the time the link runs on (default the real one).
+   */
   constructor(
     private readonly targetPort: number,
     private readonly link: LinkOptions,
@@ -510,7 +514,12 @@ export async function spawnWanProxy(a: WanProxyArgs): Promise<WanProxyProcess> {
     const timer = setTimeout(() => reject(new Error(`wan-proxy did not listen within 10 s: ${stderr}`)), 10_000)
     child.once('exit', (code, sig) => reject(new Error(`wan-proxy exited (${code ?? sig}): ${stderr}`)))
     lines.on('line', (l) => {
-      const msg = JSON.parse(l) as { port?: number; stats?: ProxyStats }
+      let msg: { port?: number; stats?: ProxyStats }
+      try {
+        msg = JSON.parse(l) as typeof msg
+      } catch {
+        return // not one of its messages
+      }
       if (msg.port !== undefined) {
         clearTimeout(timer)
         resolve(msg.port)
