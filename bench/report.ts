@@ -77,3 +77,47 @@ export function table(results: WorkloadResult[]): string {
   const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(width[i]!)).join('  ').trimEnd()
   return [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
 }
+
+/** What a WAN row (bench/wan.ts) carries in `info.wan`. */
+export interface WanInfo {
+  rttMs: number
+  rateMbit: number
+  neededBlobs: number
+  neededBytes: number
+  fetchedBlobs: number
+  fetchedBytes: number
+  /** Fetched blobs the workload does not need: speculation's cost. */
+  extraBlobs: number
+  extraBytes: number
+  /** Needed blobs the mount never fetched (0 unless the workload read something else). */
+  missingBlobs: number
+  /** Needed blobs x RTT, s. */
+  floorSeconds: number
+  floorRatio: number
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1e6).toFixed(bytes < 1e6 ? 2 : 1)} MB`
+}
+
+/** The WAN rows' fetched and needed blobs and their floor, as a second table ('' if none). */
+export function wanTable(results: WorkloadResult[]): string {
+  const wan = results.filter((r) => r.info?.wan !== undefined)
+  if (wan.length === 0) return ''
+  const head = ['WAN row', 'link', 'needed blobs / bytes', 'fetched blobs / bytes (median)', 'speculative', 'per-file floor', 'mount / floor']
+  const rows = wan.map((r) => {
+    const w = r.info!.wan as WanInfo
+    return [
+      r.id,
+      `${w.rttMs} ms, ${w.rateMbit} Mbit/s`,
+      `${w.neededBlobs} / ${mb(w.neededBytes)}`,
+      `${w.fetchedBlobs} / ${mb(w.fetchedBytes)}${w.missingBlobs > 0 ? ` (${w.missingBlobs} needed never fetched)` : ''}`,
+      `${w.extraBlobs} / ${mb(w.extraBytes)}`,
+      fmt(w.floorSeconds, 's'),
+      `${w.floorRatio.toFixed(2)}x`,
+    ]
+  })
+  const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(width[i]!)).join('  ').trimEnd()
+  return [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n')
+}

@@ -2,7 +2,8 @@
 // same files in the same run, with min/median/max, the ratio and whether each target is met.
 //
 //   node dist/bench/run.js [--quick] [--runs N] [--json] [--tree DIR] [--data DIR]
-//                          [--only stat,read,big,rand,startup,cold,million,bro]
+//                          [--only stat,read,big,rand,startup,cold,million,bro,wan]
+//                          [--rtt D] [--rate R]
 //
 // Data: a generated tree (or --tree DIR), published to a store that a local nginx serves
 // (127.0.0.1 only). Kernel caches: every "first pass" runs on a fresh mount; the backing files
@@ -15,10 +16,12 @@ import * as path from 'node:path'
 import { mount, type AysfsMount } from '../lib/index'
 import { measureBro } from './bro'
 import { startNginx, type Nginx } from './nginx'
-import { judge, summarize, table, type Summary, type Target, type WorkloadResult } from './report'
+import { judge, summarize, table, wanTable, type Summary, type Target, type WorkloadResult } from './report'
+import { runWan } from './wan'
+import { parseDuration, parseRate } from './wan-proxy'
 import { blobPath, describeTree, makeTree, publishTree, pythonExecutable, writeSyntheticFlist, type Blob, type TreeInfo, type TreeSpec } from './tree'
 
-const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro'] as const
+const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'wan'] as const
 type Group = (typeof GROUPS)[number]
 
 interface Options {
@@ -31,6 +34,9 @@ interface Options {
   spec: TreeSpec
   million: number
   randReads: number
+  /** The WAN rows' link: round trip (ms) and rate (bits/s) of the proxy. */
+  rttMs: number
+  rateBits: number
 }
 
 const USAGE = `usage: node dist/bench/run.js [options]
@@ -43,7 +49,9 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --files N        files in the generated tree (default 50000)
   --big-size B     bytes of the large file (default 1 GiB)
   --million N      entries of the synthetic flist (default 1000000)
-  --rand-reads N   4 KiB random reads (default: every block of the large file once)`
+  --rand-reads N   4 KiB random reads (default: every block of the large file once)
+  --rtt D          round trip the WAN rows' proxy adds (default 40ms; 10ms with --quick)
+  --rate R         the WAN rows' link, each way (default 100mbit)`
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes('--quick')
@@ -55,6 +63,8 @@ function parseArgs(argv: string[]): Options {
     spec: quick ? { files: 1500, mbFiles: 3, bigSize: 16 << 20, pyModules: 60, nodeModules: 60 } : { files: 50_000, mbFiles: 40, bigSize: 1 << 30, pyModules: 600, nodeModules: 600 },
     million: quick ? 20_000 : 1_000_000,
     randReads: 0,
+    rttMs: quick ? 10 : 40,
+    rateBits: 100e6,
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
@@ -77,6 +87,11 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--big-size') o.spec.bigSize = int()
     else if (a === '--million') o.million = int()
     else if (a === '--rand-reads') o.randReads = int()
+    else if (a === '--rtt') o.rttMs = parseDuration(val())
+    else if (a === '--rate') {
+      o.rateBits = parseRate(val()) * 8000
+      if (!Number.isFinite(o.rateBits)) throw new Error('--rate: the WAN rows need a finite rate')
+    }
     else if (a === '--only') {
       o.only = new Set()
       for (const g of val().split(',')) {
@@ -131,6 +146,8 @@ function machine(): Record<string, unknown> {
     node: process.version,
     libfuse: run('pkg-config', ['--modversion', 'fuse3']).trim() || undefined,
     fs: run('stat', ['-f', '-c', '%T', os.tmpdir()]).trim(),
+    // Other sessions share this machine: the load at the end of the run, for the record.
+    loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
   }
 }
 
@@ -494,8 +511,8 @@ async function main(): Promise<void> {
   const started = new Date()
   const results: WorkloadResult[] = []
   if (o.only.has('bro')) results.push(broWorkload(o))
-  // Everything else needs the data and nginx.
-  const needsData = [...o.only].some((g) => g !== 'bro')
+  // Everything else but the WAN rows (trees of their own, bench/wan.ts) needs the data and nginx.
+  const needsData = [...o.only].some((g) => g !== 'bro' && g !== 'wan')
   const d = needsData ? prepare(o) : undefined
   if (d) {
     const nginx = await startNginx({ store: d.store, accessLog: false })
@@ -515,17 +532,26 @@ async function main(): Promise<void> {
     }
     results.push(...bench.results)
   }
+  if (o.only.has('wan')) {
+    const work = o.data ?? fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-bench-'))
+    try {
+      results.push(...(await runWan({ work, runs: o.runs, rttMs: o.rttMs, rateBits: o.rateBits, progress })))
+    } finally {
+      if (o.data === undefined) fs.rmSync(work, { recursive: true, force: true })
+    }
+  }
   const doc = {
     version: 1,
     started: started.toISOString(),
     seconds: (Date.now() - started.getTime()) / 1000,
     machine: machine(),
-    options: { quick: o.quick, runs: o.runs, tree: o.tree ?? null, spec: o.spec, million: o.million },
+    options: { quick: o.quick, runs: o.runs, tree: o.tree ?? null, spec: o.spec, million: o.million, wan: { rttMs: o.rttMs, rateBits: o.rateBits } },
     ...(d ? { tree: { entries: d.tree.entries, files: d.tree.files.length + 1, bytes: d.tree.bytes, big: d.tree.big } } : {}),
     results,
     allMet: results.every((r) => r.met),
   }
-  const text = table(results)
+  const wanText = wanTable(results)
+  const text = table(results) + (wanText ? `\n\n${wanText}` : '')
   if (o.json) {
     process.stderr.write(text + '\n')
     process.stdout.write(JSON.stringify(doc, null, 2) + '\n')

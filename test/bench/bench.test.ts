@@ -1,6 +1,8 @@
 // The benchmark's smoke run (`--quick`: tiny sizes, two runs): every workload runs through a real
 // mount and natively, and the JSON has sane numbers. No target is enforced here; the full run
-// (`npm run bench`, docs/benchmarks.md) is not for CI.
+// (`npm run bench`, docs/benchmarks.md) is not for CI. The WAN rows run as in the full run, on
+// this machine's Python stdlib and npm, but over a 10 ms RTT; their needed sets come from strace
+// (installed by .ci/run), so the smoke run checks that the mount fetched exactly those.
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
@@ -23,6 +25,9 @@ const EXPECTED: Record<string, { unit: string; reference?: string }> = {
   'million-mount': { unit: 's' },
   'million-rss': { unit: 'B/entry' },
   'bro-decode': { unit: 'MB/s', reference: 'brotliDecompressSync' },
+  'wan-python': { unit: 's', reference: 'curl' },
+  'wan-node': { unit: 's', reference: 'curl' },
+  'wan-tree': { unit: 's', reference: 'curl' },
 }
 
 interface Summary {
@@ -85,8 +90,26 @@ t.test('npm run bench --quick: every workload, as a table and as JSON', { timeou
   t.ok(ops('startup').lookup > 0 && ops('node-startup').lookup > 0, 'the start-ups looked their modules up through the mount')
   const million = byId.get('million-mount')!.info as { flistEntries: number; tableEntries: number }
   t.ok(million.tableEntries > million.flistEntries, 'the synthetic flist was mounted, its directories implied')
+  // The WAN rows: the mount fetched at least what strace says the workload needs; the floor is one
+  // RTT per needed blob.
+  const bounds: Record<string, number> = { 'wan-python': 2, 'wan-node': 3, 'wan-tree': 1.5 }
+  for (const id of Object.keys(bounds)) {
+    const row = byId.get(id)!
+    const w = row.info!.wan as Record<string, number>
+    t.equal(row.target.bound, bounds[id], `${id}: the issue's target`)
+    t.ok(w.neededBlobs > 10 && w.neededBytes > 0, `${id}: a needed set (${w.neededBlobs} blobs)`)
+    t.equal(w.missingBlobs, 0, `${id}: the mount fetched every needed blob`)
+    t.equal(w.fetchedBlobs, w.neededBlobs + w.extraBlobs, `${id}: fetched = needed + speculative`)
+    t.equal(w.rttMs, 10)
+    t.ok(Math.abs(w.floorSeconds - (w.neededBlobs * w.rttMs) / 1000) < 1e-9, `${id}: floor = needed blobs x RTT`)
+    const runs = row.info!.runs as { profile: { requests: number; connections: number } }[]
+    t.ok(runs.every((x) => x.profile.requests >= w.neededBlobs && x.profile.connections >= 1), `${id}: the proxy saw a request per blob`)
+  }
+  const treeBlobs = (byId.get('wan-tree')!.info!.wan as Record<string, number>).neededBlobs
+  t.ok((byId.get('wan-node')!.info!.wan as Record<string, number>).neededBlobs < treeBlobs, 'npm --version needs part of the npm tree')
   t.equal(doc.allMet, doc.results.every((x) => x.met))
   t.match(r.stderr, /workload\s+unit\s+mount min \/ median \/ max/, 'the table on stderr')
+  t.match(r.stderr, /WAN row\s+link\s+needed blobs \/ bytes/, 'the WAN table on stderr')
 
   t.same(mountsBelow('/tmp').filter((m) => m.includes('aysfs-bench-')), [], 'nothing left mounted')
   const left = fs.readdirSync('/tmp').filter((n) => n.startsWith('aysfs-bench-') && !tmpBefore.has(n))
