@@ -162,8 +162,6 @@ export function status(id: number): string
 export function unmount(id: number): void
 /** Validates a table without mounting it. */
 export function checkTable(table: Buffer): { entries: number; bytes: number }
-/** Ids of the sessions alive in this process. */
-export function sessions(): number[]
 /** Gives the C heap's free memory back to the system (glibc's `malloc_trim`; else a no-op). */
 export function trimMemory(): void
 /**
@@ -182,12 +180,12 @@ export class Committer {
   constructor(done: (token: number, errno: number, step: string | null, where: string | null) => void)
   /**
    * Creates `tmp` (exclusively), writes a copy of `data`, fsyncs it if `sync`, renames it to
-   * `dest`. False (no job, no report) once closed or while this thread ends.
+   * `dest`. False (no job, no report) while this thread ends.
    */
   write(token: number, tmp: string, dest: string, data: Buffer, sync: boolean): boolean
   /**
    * `tmp` is written and closed: fsyncs it if `sync`, renames it to `dest`. False (no job, no
-   * report, `tmp` left) once closed or while this thread ends.
+   * report, `tmp` left) while this thread ends.
    */
   finish(token: number, tmp: string, dest: string, sync: boolean): boolean
   /**
@@ -198,11 +196,9 @@ export class Committer {
    * ELOOP), the temp file is created exclusively under a random name, written, fsynced if `sync`
    * and renamed within its directory. New directories take the root's group and permission bits,
    * the file the root's group and read bits plus the owner's read and write. False (no job, no
-   * report) once closed or while this thread ends.
+   * report) while this thread ends.
    */
   push(token: number, root: string, rel: string, src: string, size: number, sync: boolean): boolean
-  /** No more jobs; those queued still report. */
-  close(): void
 }
 /**
  * A streaming brotli decoder (native/brotli.cc, libbrotlidec linked in) for `.bro` bodies: memory
@@ -236,5 +232,3 @@ export class BrotliDecoder {
 export const statNames: { readonly ops: readonly string[]; readonly stats: readonly string[] }
 /** The keys of {@link NativeMountOptions}, in the order of the native list (native/options.h). */
 export const mountOptionNames: readonly string[]
-/** The libfuse version the addon runs on, e.g. 314. */
-export const fuseVersion: number

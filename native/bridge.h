@@ -11,8 +11,8 @@
 namespace aysfs {
 
 // bridge_session.cc: mount, attach, complete, serveVerified, progress, swap, stats, setStatus,
-// status, unmount, checkTable, trimMemory, sessions, fuseVersion, and the lists binding.d.ts is
-// checked against (statNames, mountOptionNames).
+// status, unmount, checkTable, trimMemory, and the lists binding.d.ts is checked against
+// (statNames, mountOptionNames).
 void ExportSessionFunctions(Napi::Env env, Napi::Object exports);
 // Unmounts the sessions that `env` mounted (its cleanup hook: the process exits, or a worker
 // that mounted ends).

@@ -23,19 +23,10 @@ namespace {
 struct CommitState {
   Napi::ThreadSafeFunction fn;
   uint32_t pending = 0;  // jobs not yet reported; the JS thread's only
-  bool closed = false;   // the JS side let go of `fn`; the JS thread's only
   // Node deletes a thread-safe function when its env ends, even while threads still hold it:
-  // its finalizer sets `gone`, and nobody touches `fn` after that.
+  // its finalizer sets `gone`, and nobody touches `fn` after that. A leaf lock.
   std::mutex mu;
   bool gone = false;  // guarded by mu
-
-  // Lets go of the JS side's hold on `fn` (once; not after the env ended).
-  void Close() {
-    if (closed) return;
-    closed = true;
-    std::lock_guard<std::mutex> lock(mu);
-    if (!gone) fn.Release();
-  }
 };
 
 struct CommitResult {
@@ -53,7 +44,7 @@ class Committer : public Napi::ObjectWrap<Committer> {
     return DefineClass(
         env, "Committer",
         {InstanceMethod<&Committer::Write>("write"), InstanceMethod<&Committer::Finish>("finish"),
-         InstanceMethod<&Committer::Push>("push"), InstanceMethod<&Committer::Close>("close")});
+         InstanceMethod<&Committer::Push>("push")});
   }
 
   explicit Committer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Committer>(info) {
@@ -70,8 +61,11 @@ class Committer : public Napi::ObjectWrap<Committer> {
     state_->fn.Unref(info.Env());
   }
 
+  // Lets go of the JS side's hold on `fn` (not after the env ended: it is gone then).
   ~Committer() override {
-    if (state_) state_->Close();
+    if (!state_) return;
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (!state_->gone) state_->fn.Release();
   }
 
  private:
@@ -128,18 +122,12 @@ class Committer : public Napi::ObjectWrap<Committer> {
     return Napi::Boolean::New(env, true);
   }
 
-  // close(): no more jobs; those queued still report.
-  Napi::Value Close(const Napi::CallbackInfo& info) {
-    if (state_) state_->Close();
-    return info.Env().Undefined();
-  }
-
   // Takes a hold on `fn` for one job (released by its report) and counts it; false when the
-  // committer no longer takes jobs: closed, or this thread is ending (no exception: none can be
-  // thrown then).
+  // committer no longer takes jobs: this thread is ending (no exception: none can be thrown
+  // then).
   bool Hold(Napi::Env env) {
     bool held = false;
-    if (state_ && !state_->closed) {
+    if (state_) {
       std::lock_guard<std::mutex> lock(state_->mu);
       held = !state_->gone && state_->fn.Acquire() == napi_ok;
     }

@@ -396,14 +396,6 @@ Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Sessions(const Napi::CallbackInfo& info) {
-  std::lock_guard<std::mutex> lock(g_mu);
-  Napi::Array out = Napi::Array::New(info.Env());
-  uint32_t i = 0;
-  for (auto& [id, b] : *g_bridges) out.Set(i++, double(id));
-  return out;
-}
-
 template <size_t N>
 Napi::Array Names(Napi::Env env, const char* const (&names)[N]) {
   Napi::Array out = Napi::Array::New(env, N);
@@ -442,8 +434,6 @@ void ExportSessionFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
   exports.Set("checkTable", Napi::Function::New(env, CheckTable, "checkTable"));
   exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
-  exports.Set("sessions", Napi::Function::New(env, Sessions, "sessions"));
-  exports.Set("fuseVersion", Napi::Number::New(env, fuse_version()));
   Napi::Object stat_names = Napi::Object::New(env);
   stat_names.Set("ops", Names(env, kOpNames));
   stat_names.Set("stats", Names(env, kStatNames));
