@@ -1,11 +1,12 @@
 // One list per fact, checked: the counters (native/counters.h) and the mount options
 // (native/options.h) are declared once in C++, and the addon exports their names; binding.d.ts
-// (NativeOpCounters, NativeStats, NativeMountOptions) must list the same keys in the same order.
-// Loads the addon; mounts nothing.
+// (NativeOpCounters, NativeStats, NativeMountOptions) and the engine's tunables (lib/engine.ts)
+// must list the same keys in the same order. Loads the addon; mounts nothing.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import ts from 'typescript'
+import { ENGINE_DEFAULTS } from '../../lib/engine'
 import { loadBinding, packageRoot } from '../../lib/native'
 
 /** The property names of each interface of binding.d.ts, in the order they are written. */
@@ -39,6 +40,10 @@ t.test('NativeStats lists `ops`, the counters and gauges of AYSFS_STATS, then `m
 t.test('NativeMountOptions lists the options of AYSFS_MOUNT_OPTIONS, in order', async (t) => {
   t.ok(binding.mountOptionNames.length > 0)
   t.same(interfaces.get('NativeMountOptions'), binding.mountOptionNames)
+})
+
+t.test("the engine's tunables are the native options but the two paths, in order", async (t) => {
+  t.same(['mountpoint', 'cacheDir', ...Object.keys(ENGINE_DEFAULTS)], binding.mountOptionNames)
 })
 
 t.test('no name is listed twice', async (t) => {
