@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "bridge.h"
@@ -422,18 +423,16 @@ void DetachAllMounts() {
 }
 
 void ExportSessionFunctions(Napi::Env env, Napi::Object exports) {
-  exports.Set("mount", Napi::Function::New(env, Mount, "mount"));
-  exports.Set("attach", Napi::Function::New(env, Attach, "attach"));
-  exports.Set("complete", Napi::Function::New(env, Complete, "complete"));
-  exports.Set("serveVerified", Napi::Function::New(env, ServeVerified, "serveVerified"));
-  exports.Set("progress", Napi::Function::New(env, Progress, "progress"));
-  exports.Set("swap", Napi::Function::New(env, Swap, "swap"));
-  exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
-  exports.Set("setStatus", Napi::Function::New(env, SetStatus, "setStatus"));
-  exports.Set("status", Napi::Function::New(env, Status, "status"));
-  exports.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
-  exports.Set("checkTable", Napi::Function::New(env, CheckTable, "checkTable"));
-  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
+  using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
+  static const std::pair<const char*, Fn> kFunctions[] = {
+      {"mount", Mount},           {"attach", Attach},
+      {"complete", Complete},     {"serveVerified", ServeVerified},
+      {"progress", Progress},     {"swap", Swap},
+      {"stats", Stats},           {"setStatus", SetStatus},
+      {"status", Status},         {"unmount", Unmount},
+      {"checkTable", CheckTable}, {"trimMemory", TrimMemory},
+  };
+  for (const auto& [name, fn] : kFunctions) exports.Set(name, Napi::Function::New(env, fn, name));
   Napi::Object stat_names = Napi::Object::New(env);
   stat_names.Set("ops", Names(env, kOpNames));
   stat_names.Set("stats", Names(env, kStatNames));
