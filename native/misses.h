@@ -82,6 +82,8 @@ class MissTable {
   };
   std::vector<ParkedRead> TakeLocked(std::unordered_map<std::string, Miss>::iterator it);
 
+  // A leaf: nothing else is taken while it is held, and no reply is made under it. MissPath takes
+  // it under its complete_mu_; libfuse's interrupt callback under its lock of the request.
   mutable std::mutex mu_;
   std::unordered_map<std::string, Miss> misses_;     // guarded by mu_
   std::unordered_map<fuse_req_t, Waiting> waiting_;  // guarded by mu_
