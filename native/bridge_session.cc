@@ -30,8 +30,8 @@ struct MissCall {
 };
 
 // What the native side knows of one mount. Lock order: g_mu before Bridge::mu, and neither is
-// held while calling into the session (which calls out, through on_miss and on_exit, holding
-// none of its own).
+// held while a lock of the session is taken (only its atomics are read under g_mu); the
+// session calls out, through on_miss and on_exit, holding none of its own.
 struct Bridge {
   std::shared_ptr<Session> session;
   napi_env owner = nullptr;  // the env that mounted (its teardown unmounts)

@@ -17,7 +17,7 @@
 //   Every other lock (TableSet's shards, StatusDocument's) is taken with none of these held, and
 //   none is taken under it. Only unmount_mu_ and complete_mu_ are held across a fuse_reply_*
 //   call; none across a fuse_lowlevel_notify_* call. The bridge's locks (bridge_session.cc) are
-//   never held while it calls into a session, and a session calls out (on_miss, on_exit)
+//   never held while a session's lock is taken, and a session calls out (on_miss, on_exit)
 //   holding none of its own.
 #pragma once
 
