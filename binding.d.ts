@@ -1,42 +1,69 @@
 /**
- * The raw exports of the native addon (native/addon.cc). This is the contract between C++ and
- * TypeScript; `lib/engine.ts` and (for `Committer` and `BrotliDecoder`) `lib/sources/source.ts` use it. Every function checks its argument types and
+ * The raw exports of the native addon (native/addon.cc, the bridge files native/bridge_*.cc).
+ * This is the contract between C++ and TypeScript; `lib/engine.ts` and (for `Committer` and
+ * `BrotliDecoder`) `lib/sources/source.ts` use it. Every function checks its argument types and
  * throws a TypeError on a mismatch; failures that reach users carry an errno-style `code`.
  */
 
-/** Options of one mount, copied by the native side at `mount`. */
+/**
+ * Options of one mount, copied by the native side at `mount`: every one of them, of its type.
+ * `Engine.mount` (lib/engine.ts) checks each option's type and range and fills in its default;
+ * the native side only checks again that each is present and of its type (an integer within its
+ * C++ type's range), and throws a TypeError naming it otherwise. Same keys, same order as the
+ * native list (native/options.h, the `mountOptionNames` export).
+ */
 export interface NativeMountOptions {
   /** Absolute path of an existing directory. */
   mountpoint: string
   /** The local cache: blobs at `<cacheDir>/<h0>/<h1>/<md5>`. */
   cacheDir: string
   /** Shown as the source in /proc/mounts (`fsname`). No `,` or `\`. */
-  fsname?: string
+  fsname: string
   /** Let other users than the mounting one see the tree (`allow_other`). */
-  allowOther?: boolean
+  allowOther: boolean
   /** Honour setuid/setgid bits (otherwise mounted `nosuid`). */
-  suid?: boolean
+  suid: boolean
   /** Honour device files (otherwise mounted `nodev`). */
-  dev?: boolean
+  dev: boolean
   /** libfuse's debug output on stderr. */
-  debug?: boolean
+  debug: boolean
   /**
-   * The backstop: when the fetch of a blob has made no progress (see `progress`) for this long,
-   * the reads parked on it fail with EIO and `progress` tells the miss worker to end that fetch.
-   * A fetch that never reports progress gets this long from its first read. Default 60 s.
+   * The backstop of parked reads, in ms: when the fetch of a blob has made no progress (see
+   * `progress`) for this long, the reads parked on it fail with EIO (counted in `missTimeouts`)
+   * and `progress` tells the miss worker to end that fetch, which aborts it through its `signal`.
+   * Progress is what the fetcher reports through `onProgress` (bytes arriving from any source, a
+   * move to the next source, and for a fetch still queued for a download slot, any download of
+   * the pipeline moving); a fetch that never reports progress gets this long from its first read.
+   * `mount()` sets it from the sources' `timeout` (docs/hardening.md, "The backstop of parked
+   * reads").
    */
-  stallTimeoutMs?: number
-  /** Files at least this large are read with splice; smaller ones with pread. */
-  spliceMinSize?: number
-  /** Read-ahead window (KiB) set on the mount's backing device when running as root; 0 leaves the kernel's. */
-  readAheadKb?: number
-  /** Bytes of the aligned chunk pushed to the page cache around a small random read; 0 = off. */
-  readAround?: number
-  /** Files up to this many bytes with a local blob are pushed whole to the page cache after a lookup or a walk's reads; 0 = off. */
-  pushFiles?: number
+  stallTimeoutMs: number
+  /** Files at least this large (bytes) are read with splice; smaller ones with pread. */
+  spliceMinSize: number
+  /**
+   * Read-ahead window in KiB for the mount's own backing device, set when running as root
+   * (sequential reads then come in requests this big); 0 leaves the kernel's (128).
+   */
+  readAheadKb: number
+  /**
+   * A small read at a random offset also puts the rest of its aligned chunk of this many bytes
+   * in the kernel's page cache, as the kernel does around a page fault; 0 = off.
+   */
+  readAround: number
+  /**
+   * Regular files of at most this many bytes whose blobs are in the local cache are put whole in
+   * the kernel's page cache before anyone reads them, so that reading them sends no request: a
+   * file as soon as a lookup names it (opened by path: an import, an exec), and the files of a
+   * directory after two of them were read from the start (a walk: cat, tar, cp -r). A listing
+   * alone pushes nothing. 0 = off.
+   */
+  pushFiles: number
 }
 
-/** Requests served per FUSE operation; `rejected` counts write-type requests answered EROFS. */
+/**
+ * Requests served per FUSE operation; `rejected` counts write-type requests answered EROFS.
+ * Same keys, same order as the native list (`AYSFS_OPS`, native/counters.h).
+ */
 export interface NativeOpCounters {
   init: number
   lookup: number
@@ -58,6 +85,11 @@ export interface NativeOpCounters {
   rejected: number
 }
 
+/**
+ * The counters of one mount; the status document's `engine` part is the same but `mounted`.
+ * Same keys, same order as the native list (native/counters.h, the `statNames` export):
+ * test/unit/native-lists.test.ts checks this file against it.
+ */
 export interface NativeStats {
   ops: NativeOpCounters
   /** Bytes returned to readers. */
@@ -70,10 +102,6 @@ export interface NativeStats {
   missCalls: number
   /** Fetches that failed (their readers got EIO). */
   missFailures: number
-  /** Bytes pushed to the kernel's page cache around random reads (see `readAround`). */
-  readAround: number
-  /** Bytes of small files pushed whole to the kernel's page cache (see `pushFiles`). */
-  pushedFiles: number
   /** Fetches the backstop gave up on: no progress for `stallTimeoutMs` (their readers got EIO). */
   missTimeouts: number
   /** Parked reads answered EINTR because their reader was interrupted (a signal); their fetch went on. */
@@ -90,6 +118,10 @@ export interface NativeStats {
   retiredTables: number
   /** Kernel cache entries and inodes dropped by table swaps. */
   invalidations: number
+  /** Bytes pushed to the kernel's page cache around random reads (see `readAround`). */
+  readAround: number
+  /** Bytes of small files pushed whole to the kernel's page cache (see `pushFiles`). */
+  pushedFiles: number
   /** False once the mount is gone (unmounted, or unmounted from outside). */
   mounted: boolean
 }
@@ -130,8 +162,6 @@ export function status(id: number): string
 export function unmount(id: number): void
 /** Validates a table without mounting it. */
 export function checkTable(table: Buffer): { entries: number; bytes: number }
-/** Ids of the sessions alive in this process. */
-export function sessions(): number[]
 /** Gives the C heap's free memory back to the system (glibc's `malloc_trim`; else a no-op). */
 export function trimMemory(): void
 /**
@@ -150,12 +180,12 @@ export class Committer {
   constructor(done: (token: number, errno: number, step: string | null, where: string | null) => void)
   /**
    * Creates `tmp` (exclusively), writes a copy of `data`, fsyncs it if `sync`, renames it to
-   * `dest`. False (no job, no report) once closed or while this thread ends.
+   * `dest`. False (no job, no report) while this thread ends.
    */
   write(token: number, tmp: string, dest: string, data: Buffer, sync: boolean): boolean
   /**
    * `tmp` is written and closed: fsyncs it if `sync`, renames it to `dest`. False (no job, no
-   * report, `tmp` left) once closed or while this thread ends.
+   * report, `tmp` left) while this thread ends.
    */
   finish(token: number, tmp: string, dest: string, sync: boolean): boolean
   /**
@@ -166,11 +196,9 @@ export class Committer {
    * ELOOP), the temp file is created exclusively under a random name, written, fsynced if `sync`
    * and renamed within its directory. New directories take the root's group and permission bits,
    * the file the root's group and read bits plus the owner's read and write. False (no job, no
-   * report) once closed or while this thread ends.
+   * report) while this thread ends.
    */
   push(token: number, root: string, rel: string, src: string, size: number, sync: boolean): boolean
-  /** No more jobs; those queued still report. */
-  close(): void
 }
 /**
  * A streaming brotli decoder (native/brotli.cc, libbrotlidec linked in) for `.bro` bodies: memory
@@ -196,5 +224,11 @@ export class BrotliDecoder {
   /** Frees the decoder's memory now (else when it is collected); it fails from then on. */
   close(): void
 }
-/** The libfuse version the addon runs on, e.g. 314. */
-export const fuseVersion: number
+/**
+ * The names of the counters `stats()` returns, in the order of the native list
+ * (native/counters.h): `ops` are the keys of {@link NativeOpCounters}, `stats` those of
+ * {@link NativeStats} after `ops` and before `mounted`.
+ */
+export const statNames: { readonly ops: readonly string[]; readonly stats: readonly string[] }
+/** The keys of {@link NativeMountOptions}, in the order of the native list (native/options.h). */
+export const mountOptionNames: readonly string[]

@@ -4,7 +4,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import { Worker } from 'node:worker_threads'
 import { onExit } from 'signal-exit'
-import type { NativeStats, SwapResult } from '../binding'
+import type { NativeMountOptions, NativeStats, SwapResult } from '../binding'
 import { prepareCacheDir } from './cache-dir'
 import { AysfsError } from './errors'
 import { loadBinding, runtimeModule } from './native'
@@ -17,8 +17,19 @@ export interface FetcherSpec {
   data?: unknown
 }
 
-/** Options of the low-level engine: a packed table in, a mount out. */
-export interface EngineOptions {
+/**
+ * The engine's tunables: the native mount options but the two paths. What each one does is said
+ * on {@link NativeMountOptions} (binding.d.ts); its type, range and default are in
+ * {@link TUNABLES}.
+ */
+export type EngineTunables = Omit<NativeMountOptions, 'mountpoint' | 'cacheDir'>
+
+/**
+ * Options of the low-level engine: a packed table in, a mount out. Every tunable may be left
+ * out (its default is in {@link ENGINE_DEFAULTS}); one of the wrong type or out of its range is a
+ * TypeError that names it, like any other option here.
+ */
+export interface EngineOptions extends Partial<EngineTunables> {
   /** Absolute path of an existing, empty directory. */
   mountpoint: string
   /** The local cache directory (created if missing): blobs at `<h0>/<h1>/<md5>`. */
@@ -27,48 +38,99 @@ export interface EngineOptions {
   table: Buffer
   /** The code that fetches a missing blob into the cache, run on the engine's miss worker. */
   fetcher: FetcherSpec
-  /** Let other users see the mount (`allow_other`). Default false. */
-  allowOther?: boolean
-  /** Honour setuid bits. Default false (`nosuid`). */
-  suid?: boolean
-  /** Honour device files. Default false (`nodev`). */
-  dev?: boolean
-  /** libfuse debug output on stderr. */
-  debug?: boolean
-  /** Shown as the source of the mount in /proc/mounts. Default `aysfs`. */
-  fsname?: string
-  /**
-   * The backstop of parked reads, in ms: when the fetch of a blob has made no progress for this
-   * long, the reads waiting on it fail with EIO (counted in `missTimeouts`) and the fetch is
-   * aborted through its `signal`. Progress is what the fetcher reports through `onProgress`
-   * (bytes arriving from any source, a move to the next source, and for a fetch still queued for
-   * a download slot, any download of the pipeline moving); a fetcher that never reports gets this
-   * long from the first read. `mount()` sets it from the sources' `timeout` (docs/hardening.md,
-   * "The backstop of parked reads"). Default 60 s.
-   */
-  stallTimeoutMs?: number
-  /** Files at least this large are served with splice. Default 1 MiB. */
-  spliceMinSize?: number
-  /**
-   * Read-ahead window in KiB for the mount's own backing device, set when running as root
-   * (sequential reads then come in requests this big). Default 512; 0 leaves the kernel's 128.
-   */
-  readAheadKb?: number
-  /**
-   * A small read at a random offset also puts the rest of its aligned chunk of this many bytes
-   * in the kernel's page cache, as the kernel does around a page fault. Default 128 KiB; 0 = off.
-   */
-  readAround?: number
-  /**
-   * Regular files of at most this many bytes whose blobs are in the local cache are put whole in
-   * the kernel's page cache before anyone reads them, so that reading them sends no request: a
-   * file as soon as a lookup names it (opened by path: an import, an exec), and the files of a
-   * directory after two of them were read from the start (a walk: cat, tar, cp -r). A listing
-   * alone pushes nothing. Default 128 KiB; 0 = off.
-   */
-  pushFiles?: number
   /** Called when the mount went away from outside (`umount`), after the engine cleaned up. */
   onExit?: () => void
+}
+
+/** How one tunable is checked, and its value when the caller leaves it out. */
+interface Tunable<T> {
+  /** What a value must be, as the TypeError says it: `Expected the "x" option to be …`. */
+  expected: string
+  valid(value: unknown): boolean
+  default: T
+}
+
+const UINT32_MAX = 0xffff_ffff
+
+function flag(fallback: boolean): Tunable<boolean> {
+  return { expected: 'a boolean', valid: (v) => typeof v === 'boolean', default: fallback }
+}
+
+function integer(min: number, max: number, fallback: number): Tunable<number> {
+  return {
+    expected: `an integer from ${min} to ${max}`,
+    valid: (v) => Number.isInteger(v) && (v as number) >= min && (v as number) <= max,
+    default: fallback,
+  }
+}
+
+/**
+ * The one list of the engine's tunables: each one's type, range and default (with the reasons
+ * for the defaults). The native side keeps no defaults: {@link nativeMountOptions} hands it a
+ * complete set, and it checks only that each is there with its type. The ranges are what the
+ * native side can hold (a `uint32_t` or, for sizes, a safe integer).
+ *
+ * To add an engine option: its line here, its field (with what it does) in NativeMountOptions
+ * (binding.d.ts) and its line in AYSFS_MOUNT_OPTIONS (native/options.h); the compiler and
+ * test/unit/native-lists.test.ts check that the three lists agree.
+ */
+const TUNABLES: { readonly [K in keyof EngineTunables]-?: Tunable<EngineTunables[K]> } = {
+  // A ',' would end the mount option and start another; libfuse's option parser takes '\' as
+  // an escape.
+  fsname: { expected: "a string without ',' or '\\'", valid: (v) => typeof v === 'string' && !/[,\\]/.test(v), default: 'aysfs' },
+  allowOther: flag(false),
+  suid: flag(false),
+  dev: flag(false),
+  debug: flag(false),
+  // mount() derives it from the sources' timeout; a minute for a fetcher of its own.
+  stallTimeoutMs: integer(0, UINT32_MAX, 60_000),
+  spliceMinSize: integer(0, Number.MAX_SAFE_INTEGER, 1 << 20),
+  // The kernel's default, 128 KiB, cuts a sequential read into 128 KiB requests; 512 KiB measured
+  // about a fifth faster for a first read of a 1 GiB file here (1 MiB was slower).
+  readAheadKb: integer(0, UINT32_MAX, 512),
+  // As the kernel reads around a page fault in a mapping. Random 4 KiB reads of a 1 GiB file
+  // measured 5.09 s -> 1.26 s with it (docs/benchmarks.md).
+  readAround: integer(0, UINT32_MAX, 128 << 10),
+  pushFiles: integer(0, UINT32_MAX, 128 << 10),
+}
+
+/** The default of every engine tunable. */
+export const ENGINE_DEFAULTS: Readonly<EngineTunables> = Object.freeze(
+  Object.fromEntries(Object.entries(TUNABLES).map(([key, t]) => [key, t.default])) as unknown as EngineTunables,
+)
+
+function expected(what: string, option: string): TypeError {
+  return new TypeError(`Expected the "${option}" option to be ${what}`)
+}
+
+/**
+ * Checks every engine option (the type and range of each; a TypeError that names the first one
+ * that is wrong) and returns the complete set of native mount options: the tunables left out
+ * take their defaults, `cacheDir` is made absolute. Touches nothing: no mount, no file.
+ */
+export function nativeMountOptions(options: EngineOptions): NativeMountOptions {
+  if (options === null || typeof options !== 'object') throw new TypeError('Expected the engine options to be an object')
+  if (typeof options.mountpoint !== 'string' || !path.isAbsolute(options.mountpoint)) {
+    throw expected('an absolute path', 'mountpoint')
+  }
+  if (typeof options.cacheDir !== 'string' || options.cacheDir === '') throw expected('a path', 'cacheDir')
+  if (!Buffer.isBuffer(options.table)) throw expected('a Buffer (the packed inode table)', 'table')
+  if (options.fetcher === null || typeof options.fetcher !== 'object' || typeof options.fetcher.module !== 'string') {
+    throw expected('the path of a fetcher module', 'fetcher.module')
+  }
+  if (options.onExit !== undefined && typeof options.onExit !== 'function') throw expected('a function', 'onExit')
+  const tunables: Record<string, unknown> = {}
+  for (const [key, tunable] of Object.entries(TUNABLES) as [string, Tunable<unknown>][]) {
+    const value = (options as unknown as Record<string, unknown>)[key]
+    if (value === undefined) {
+      tunables[key] = tunable.default
+    } else if (tunable.valid(value)) {
+      tunables[key] = value
+    } else {
+      throw expected(tunable.expected, key)
+    }
+  }
+  return { mountpoint: options.mountpoint, cacheDir: path.resolve(options.cacheDir), ...(tunables as unknown as EngineTunables) }
 }
 
 /** The `user.aysfs.status` document of a mount. */
@@ -155,18 +217,16 @@ export class Engine {
     this.#exited = exited
   }
 
-  /** Mounts `options.table` at `options.mountpoint`; resolves once the tree is visible. */
+  /**
+   * Mounts `options.table` at `options.mountpoint`; resolves once the tree is visible. Rejects
+   * with a TypeError, before anything is mounted or started, when an option is of the wrong type
+   * or out of its range ({@link nativeMountOptions}).
+   */
   static async mount(options: EngineOptions): Promise<Engine> {
+    const mountOptions = nativeMountOptions(options)
     const binding = loadBinding()
-    if (!path.isAbsolute(options.mountpoint)) {
-      throw new TypeError('mountpoint must be an absolute path')
-    }
-    if (!Buffer.isBuffer(options.table)) throw new TypeError('table must be a Buffer')
-    if (typeof options.fetcher?.module !== 'string') {
-      throw new TypeError('fetcher.module must be the path of a fetcher module')
-    }
     prepareCacheDir(options.cacheDir)
-    const stallTimeoutMs = options.stallTimeoutMs ?? 60_000
+    const { stallTimeoutMs } = mountOptions
     const worker = new Worker(runtimeModule('miss-worker'), {
       workerData: { module: options.fetcher.module, data: options.fetcher.data, stallTimeoutMs },
       // No loader hooks of the parent (a test runner's TypeScript loader): plain, fast start.
@@ -185,20 +245,7 @@ export class Engine {
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()))
     try {
       const id = binding.mount(
-        {
-          mountpoint: options.mountpoint,
-          cacheDir: path.resolve(options.cacheDir),
-          fsname: options.fsname ?? 'aysfs',
-          allowOther: options.allowOther ?? false,
-          suid: options.suid ?? false,
-          dev: options.dev ?? false,
-          debug: options.debug ?? false,
-          stallTimeoutMs,
-          spliceMinSize: options.spliceMinSize ?? 1 << 20,
-          readAheadKb: options.readAheadKb ?? 512,
-          readAround: options.readAround ?? 128 << 10,
-          pushFiles: options.pushFiles ?? 128 << 10,
-        },
+        mountOptions,
         options.table,
         () => {
           // The mount went away from outside: clean up, then tell the owner.

@@ -32,7 +32,8 @@ const RELEASE_AFTER_BYTES = 8 << 20
  * is progress. So the backstop only fires for a fetch stuck where no timeout of its own reaches.
  */
 function stallTimeoutMs(timeoutMs: number): number {
-  return 2 * timeoutMs + 1000
+  // At most what the engine takes (2^32 - 1 ms, 49 days): a timeout of weeks means no backstop.
+  return Math.min(2 * timeoutMs + 1000, 0xffff_ffff)
 }
 
 export { AysfsError } from './errors'

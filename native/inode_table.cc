@@ -158,12 +158,11 @@ std::shared_ptr<const InodeTable> InodeTable::Adopt(const uint8_t* data, size_t 
   }
 
   std::shared_ptr<InodeTable> t(new InodeTable());
-  t->len_ = strings_off + strings_len;
-  t->data_.reset(new uint8_t[t->len_]);
-  memcpy(t->data_.get(), data, t->len_);
+  const size_t used = strings_off + strings_len;  // a copy of what the table uses, no more
+  t->data_.reset(new uint8_t[used]);
+  memcpy(t->data_.get(), data, used);
   t->entries_ = reinterpret_cast<const RawEntry*>(t->data_.get() + kHeaderSize);
   t->strings_ = reinterpret_cast<const char*>(t->data_.get() + strings_off);
-  t->strings_len_ = strings_len;
   t->count_ = count;
 
   // Every entry's own fields first, so that the relations below (which read other entries'

@@ -73,10 +73,8 @@ class InodeTable {
   // nlink_ and total_bytes_. Runs only after every entry's own fields were checked.
   bool CheckRelations(std::string* error);
   std::unique_ptr<uint8_t[]> data_;
-  size_t len_ = 0;
   const RawEntry* entries_ = nullptr;
   const char* strings_ = nullptr;
-  uint64_t strings_len_ = 0;
   uint32_t count_ = 0;
   uint64_t total_bytes_ = 0;
   std::vector<uint32_t> slots_;  // index + 1, 0 = empty; size is a power of two

@@ -1,7 +1,8 @@
-// Requests parked on blobs that are not in the local cache yet, and when each blob's fetch last
-// moved. No Node-API here: the session parks from FUSE threads, the miss bridge answers and
-// reports progress from the miss worker's thread, the reaper gives up on stalled fetches, and
-// libfuse's interrupt callback takes single reads back.
+// The table of parked misses: requests parked on blobs that are not in the local cache yet, and
+// when each blob's fetch last moved. Only the miss path (miss_path.h) uses it, from several
+// threads: it parks from FUSE threads, answers and notes progress from the miss worker's thread,
+// gives up on stalled fetches from the backstop's, and takes single reads back in libfuse's
+// interrupt callback. No Node-API here.
 //
 // Whoever takes a read out of this table replies to it, exactly once: Take (its fetch settled
 // or served it), TakeStalled (the backstop), TakeAll (unmount) or Interrupt (the reader was
@@ -81,6 +82,8 @@ class MissTable {
   };
   std::vector<ParkedRead> TakeLocked(std::unordered_map<std::string, Miss>::iterator it);
 
+  // A leaf: nothing else is taken while it is held, and no reply is made under it. MissPath takes
+  // it under its complete_mu_; libfuse's interrupt callback under its lock of the request.
   mutable std::mutex mu_;
   std::unordered_map<std::string, Miss> misses_;     // guarded by mu_
   std::unordered_map<fuse_req_t, Waiting> waiting_;  // guarded by mu_

@@ -32,7 +32,7 @@ void FillEntry(const Node& n, fuse_entry_param* e) {
 
 int do_lookup(Session* s, fuse_ino_t parent, const char* name, Node* out) {
   Node dir;
-  if (!s->Resolve(parent, &dir)) return ESTALE;
+  if (!s->tables.Resolve(parent, &dir)) return ESTALE;
   if (!dir.table->IsDir(dir.index)) return ENOTDIR;
   out->table = dir.table;
   out->index = dir.table->Lookup(dir.index, name);
@@ -55,7 +55,7 @@ void fs_init(void* userdata, fuse_conn_info* conn) {
   // libfuse asks for asynchronous direct I/O by default: the kernel then sends an O_DIRECT read
   // as a background request and its reader waits uninterruptibly, SIGKILL included, until it is
   // answered; no FUSE_INTERRUPT ever comes. Without it the read is an ordinary request, which a
-  // signal interrupts and a parked read answers EINTR (Session::OnInterrupt). A large O_DIRECT
+  // signal interrupts and a parked read answers EINTR (MissPath::OnInterrupt). A large O_DIRECT
   // read is then sent as sequential requests instead of parallel ones.
   conn->want &= ~FUSE_CAP_ASYNC_DIO;
   // libfuse derives max_pages from max_write: 1 MiB requests for large sequential reads.
@@ -80,24 +80,24 @@ void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     return;
   }
   FillEntry(n, &e);
-  s->CountLookup(e.ino);
+  s->tables.CountLookup(e.ino);
   if (fuse_reply_entry(req, &e) != 0)
-    s->Forget(e.ino, 1);
+    s->tables.Forget(e.ino, 1);
   else
-    s->PushOnLookup(n);
+    s->reads.PushOnLookup(n);
 }
 
 void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   Session* s = S(req);
   s->counters.forget++;
-  s->Forget(ino, nlookup);
+  s->tables.Forget(ino, nlookup);
   fuse_reply_none(req);
 }
 
 void fs_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   Session* s = S(req);
   s->counters.forget++;
-  for (size_t i = 0; i < count; i++) s->Forget(forgets[i].ino, forgets[i].nlookup);
+  for (size_t i = 0; i < count; i++) s->tables.Forget(forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
@@ -105,7 +105,7 @@ void fs_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Session* s = S(req);
   s->counters.getattr++;
   Node n;
-  if (!s->Resolve(ino, &n)) {
+  if (!s->tables.Resolve(ino, &n)) {
     fuse_reply_err(req, ESTALE);
     return;
   }
@@ -118,7 +118,7 @@ void fs_readlink(fuse_req_t req, fuse_ino_t ino) {
   Session* s = S(req);
   s->counters.readlink++;
   Node n;
-  if (!s->Resolve(ino, &n)) {
+  if (!s->tables.Resolve(ino, &n)) {
     fuse_reply_err(req, ESTALE);
     return;
   }
@@ -156,17 +156,21 @@ void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   Session* s = S(req);
   s->counters.read++;
   Node n;
-  if (!s->Resolve(ino, &n)) {
+  if (!s->tables.Resolve(ino, &n)) {
     fuse_reply_err(req, ESTALE);
     return;
   }
-  s->ServeRead(n, req, size, off);
+  // Answered from the local cache; a blob not there parks the read on its fetch.
+  std::string md5;
+  if (s->reads.Serve(n, req, size, off, ReadPath::Attempt::kFirst, &md5) ==
+      ReadPath::Served::kAbsent)
+    s->misses.Park(md5, n.e().size, ParkedRead{req, n.e().ino, off, size});
 }
 
 void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   Session* s = S(req);
   Node dir;
-  if (!s->Resolve(ino, &dir)) {
+  if (!s->tables.Resolve(ino, &dir)) {
     fuse_reply_err(req, ESTALE);
     return;
   }
@@ -208,7 +212,7 @@ void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) 
                                static_cast<off_t>(k + 1));
     }
     if (need > size - pos) break;
-    if (plus && k >= 2) s->CountLookup(e.ino);
+    if (plus && k >= 2) s->tables.CountLookup(e.ino);
     pos += need;
   }
   fuse_reply_buf(req, buf.data(), pos);
@@ -227,7 +231,7 @@ void fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 void fs_statfs(fuse_req_t req, fuse_ino_t) {
   Session* s = S(req);
   s->counters.statfs++;
-  auto t = s->table();
+  auto t = s->tables.live();
   struct statvfs st;
   memset(&st, 0, sizeof st);
   st.f_bsize = 4096;
@@ -242,7 +246,7 @@ void fs_statfs(fuse_req_t req, fuse_ino_t) {
 // The value of an extended attribute, or an errno.
 int do_getxattr(Session* s, fuse_ino_t ino, const char* name, std::string* value) {
   Node n;
-  if (!s->Resolve(ino, &n)) return ESTALE;
+  if (!s->tables.Resolve(ino, &n)) return ESTALE;
   if (strcmp(name, kHashXattr) == 0 && n.table->IsReg(n.index)) {
     *value = n.table->Md5Hex(n.index);
     return 0;
@@ -278,7 +282,7 @@ void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Session* s = S(req);
   s->counters.listxattr++;
   Node n;
-  if (!s->Resolve(ino, &n)) {
+  if (!s->tables.Resolve(ino, &n)) {
     fuse_reply_err(req, ESTALE);
     return;
   }

@@ -3,6 +3,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
+import { loadBinding } from '../../lib/native'
 import { fixtureFetcher, mountEngine, tmpdir } from '../helpers/mount'
 import { md5, tableFor, type GenEntry } from '../helpers/tree'
 
@@ -25,6 +26,11 @@ t.test('xattrs, statfs and EROFS', async (t) => {
   const status = JSON.parse(getfattr('user.aysfs.status', mnt)) as { version: number; engine: { entries: number } }
   t.equal(status.version, 1, 'user.aysfs.status on the root: a versioned document')
   t.equal(status.engine.entries, engine.stats().entries)
+  // Both generated from the native list of counters (native/counters.h), in its order.
+  const { statNames } = loadBinding()
+  t.same(Object.keys(status.engine), ['ops', ...statNames.stats], 'the status document: the native list')
+  t.same(Object.keys(engine.stats()), ['ops', ...statNames.stats, 'mounted'], 'stats(): the native list')
+  t.same(Object.keys(engine.stats().ops), statNames.ops)
   t.not(spawnSync('getfattr', ['-n', 'user.other', tool]).status, 0, 'other names: no such attribute')
 
   t.equal(fs.readlinkSync(path.join(mnt, 'bin/link')), 'tool')

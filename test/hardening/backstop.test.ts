@@ -164,3 +164,14 @@ t.test('the pipeline ends an abandoned download: slot freed, queue left, connect
   const st = f.stats().sources[0]!
   t.equal(st.errors, 0, 'abandoning is not blamed on the source')
 })
+
+t.test('a source timeout of weeks mounts: the backstop is capped at what the engine takes', async (t) => {
+  // 2 × 1000 h + 1 s is more than 2^32 - 1 ms; the engine refuses a stallTimeoutMs that large
+  // (a TypeError), so mount() caps it (it used to wrap around, to about 7 h for 600 h).
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const [f] = files(1, 1000, 91)
+  writeStore(store, [f!])
+  const m = await mountHere(t, path.join(dir, 'mnt'), config(path.join(dir, 'cache'), [store], { timeout: '1000h' }))
+  t.ok(fs.readFileSync(path.join(m.mountpoint, f!.path)).equals(f!.data), 'reads right')
+})
