@@ -17,7 +17,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { AysfsError } from './errors'
-import { systemIds } from './flist'
+import { systemIds } from './system-ids'
 
 /** Mode of the cache's top directory and of the directories we make in it (`md/`, `tmp/`, `bad/`). */
 export const CACHE_DIR_MODE = 0o700
@@ -38,8 +38,8 @@ export interface CacheDirResult {
 
 /** `uid 1000 (alice)`, or `uid 1000` for a uid that /etc/passwd does not name. */
 function describeUid(uid: number): string {
-  for (const [name, id] of systemIds().users) if (id === uid) return `uid ${uid} (${name})`
-  return `uid ${uid}`
+  const name = systemIds().users.byId.get(uid)
+  return name === undefined ? `uid ${uid}` : `uid ${uid} (${name})`
 }
 
 /** Permission bits as `ls` and `chmod` write them: `0755`, `1777`. */

@@ -20,6 +20,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { threadId } from 'node:worker_threads'
 import { AysfsError } from './errors'
+import { isServiceId, SERVICE_ID_RULE } from './paths'
 import { acquireQuota, isNoSpace, releaseQuota, type CacheQuota, type QuotaStats } from './cache'
 import { CACHE_FILE_MODE, makeCacheSubdir, octalMode, prepareCacheDir } from './cache-dir'
 import { SourceHealth, isHealthFault, type HealthState } from './health'
@@ -1031,9 +1032,7 @@ export class Pipeline implements Fetcher {
     validate: (data: Buffer, signature: Buffer | undefined, source: string) => T,
     opts: { signature?: boolean } = {},
   ): Promise<FlistResult<T>> {
-    if (typeof id !== 'string' || id === '' || id === '.' || id === '..' || /[/\0]/.test(id)) {
-      throw new AysfsError('EINVAL', `not a valid ays id: ${JSON.stringify(id)}`)
-    }
+    if (!isServiceId(id)) throw new AysfsError('EINVAL', `not a valid ays id: ${JSON.stringify(id)}: a service id must be ${SERVICE_ID_RULE}`)
     const stores = this.sources.filter((s) => s.role === 'store')
     const rel = `md/${id}.flist`
     const failures: string[] = []

@@ -22,8 +22,10 @@ import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist
 import type { HashJob, HashReply, HashResult } from './hash-worker'
 import { runtimeModule } from './native'
 import { signFlist } from './sign'
+import { systemIds } from './system-ids'
 import { createProgress } from './progress'
 import { createTempFile, writeAll } from './temp-file'
+import { flistPathProblem, forbiddenCharIn, isServiceId, normalisePrefix, SERVICE_ID_RULE } from './paths'
 
 /** Options of {@link publish}. */
 export interface PublishOptions {
@@ -163,35 +165,16 @@ export function storeRoot(store: string): string {
 }
 
 function checkId(id: string): void {
-  if (typeof id !== 'string' || id === '' || id === '.' || id === '..' || /[/\\\0-\x1f\x7f]/.test(id)) {
-    throw new AysfsError('EUSAGE', `--id ${JSON.stringify(id)}: a service id must be usable as a file name (no "/", "\\" or control characters, not "." or "..")`)
-  }
+  if (!isServiceId(id)) throw new AysfsError('EUSAGE', `--id ${JSON.stringify(id)}: a service id must be ${SERVICE_ID_RULE}`)
 }
 
 function checkPrefix(prefix: string): string {
-  const p = prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix
-  if (!p.startsWith('/') || (p !== '/' && p.slice(1).split('/').some((c) => c === '' || c === '.' || c === '..')) || /[|\r\n\0]/.test(p)) {
-    throw new AysfsError('EUSAGE', `--prefix ${JSON.stringify(prefix)}: must be an absolute path without empty, "." or ".." components, "|", CR, LF or NUL`)
+  const p = normalisePrefix(prefix)
+  const problem = flistPathProblem(p)
+  if (problem) {
+    throw new AysfsError('EUSAGE', `--prefix ${JSON.stringify(prefix)}: must be an absolute path without empty, "." or ".." components, "|", CR, LF or NUL (it ${problem.text})`)
   }
   return p
-}
-
-/** uid → name and gid → name from /etc/passwd and /etc/group (the first line for an id wins). */
-function idNames(file: string): Map<number, string> {
-  const m = new Map<number, string>()
-  let text = ''
-  try {
-    text = fs.readFileSync(file, 'utf8')
-  } catch {
-    return m
-  }
-  for (const line of text.split('\n')) {
-    const f = line.split(':')
-    if (f.length < 3 || f[0] === '' || f[0]!.startsWith('#') || /[|\r\n]/.test(f[0]!)) continue
-    const id = Number(f[2])
-    if (Number.isInteger(id) && !m.has(id)) m.set(id, f[0]!)
-  }
-  return m
 }
 
 const NS = 1_000_000_000n
@@ -232,7 +215,8 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
     }
     if (kind === 'symlink') {
       item.target = fs.readlinkSync(abs)
-      if (/[\r\n\0]/.test(item.target)) refused.push(`${abs}: its symlink target contains CR or LF`)
+      const bad = forbiddenCharIn(item.target, { pipe: false })
+      if (bad !== undefined) refused.push(`${abs}: its symlink target contains ${bad}`)
     }
     items.push(item)
     if (kind !== 'dir') return
@@ -250,8 +234,8 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
         continue
       }
       const name = raw.toString('utf8')
-      const what = name.includes('|') ? 'a "|"' : name.includes('\r') ? 'a carriage return (CR)' : name.includes('\n') ? 'a line feed (LF)' : undefined
-      if (what) {
+      const what = forbiddenCharIn(name)
+      if (what !== undefined) {
         refused.push(`${JSON.stringify(childAbs)}: its name contains ${what}`)
         continue
       }
@@ -607,8 +591,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const files = listed.filter((i) => i.kind === 'file')
 
   // 2. The flist.
-  const users = format === 'extended' ? idNames('/etc/passwd') : new Map<number, string>()
-  const groups = format === 'extended' ? idNames('/etc/group') : new Map<number, string>()
+  const { users: { byId: users }, groups: { byId: groups } } = systemIds()
   const flistPath = (rel: string): string => (rel === '' ? prefix : prefix === '/' ? `/${rel}` : `${prefix}/${rel}`)
   // Seed: a directory exists only as the parent of a file line.
   const implied = new Set<string>()
