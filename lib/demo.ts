@@ -9,7 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Logger } from './log'
-import { packageRoot } from './native'
+import { packageRoot } from './package-root'
 import { serve } from './serve'
 
 /** The bundled service and where its flist paths live. */

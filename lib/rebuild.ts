@@ -1,5 +1,5 @@
 import path from 'node:path'
-import { packageRoot } from './native'
+import { packageRoot } from './package-root'
 
 /** The compile step shared with the install script (scripts/install.js, plain CommonJS). */
 interface InstallScript {

@@ -6,8 +6,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { prepareCacheDir } from './cache-dir'
-import { cachedBlobs, checkCachedBlob, cleanTmp } from './pipeline'
+import { BAD_DIR, TMP_DIR, cachedBlobs, checkCachedBlob, cleanTmp, prepareCacheDir } from './local-cache'
 import { createProgress } from './progress'
 
 /** Options of {@link verify}. */
@@ -35,7 +34,7 @@ export interface VerifyResult {
 
 /**
  * Checks every blob of the cache (sync hashing, with a pause for the event loop every 100 ms so
- * progress lines come out). The cache directory must pass the checks a mount makes (lib/cache-dir.ts):
+ * progress lines come out). The cache directory must pass the checks a mount makes (lib/local-cache/dir.ts):
  * ours, not writable by group or others; it is set 0700.
  * @throws AysfsError `ENOENT` when the cache directory does not exist, `EINVAL` when another user
  *   owns it or group or others may write in it.
@@ -52,7 +51,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   }
   const bytes = list.reduce((n, b) => n + b.size, 0)
   const bar = opts.progress === false ? undefined : createProgress({ label: 'verify', files: list.length, bytes, ...(typeof opts.progress === 'object' ? opts.progress : {}) })
-  const result: VerifyResult = { cache, checked: 0, bytes: 0, ok: 0, bad: [], vanished: 0, tmpRemoved: 0, badDir: path.join(cache, 'bad') }
+  const result: VerifyResult = { cache, checked: 0, bytes: 0, ok: 0, bad: [], vanished: 0, tmpRemoved: 0, badDir: path.join(cache, BAD_DIR) }
   let paused = Date.now()
   try {
     for (const b of list) {
@@ -73,6 +72,6 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   } finally {
     bar?.stop()
   }
-  result.tmpRemoved = cleanTmp(path.join(cache, 'tmp'))
+  result.tmpRemoved = cleanTmp(path.join(cache, TMP_DIR))
   return result
 }

@@ -16,7 +16,8 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { redactUrl, type SourceConfig } from '../config'
-import { SourceFault, pushToDir, type GetResult, type Sink, type Source, type SourceRole } from './source'
+import { pushToDir } from '../local-cache/committer'
+import { SourceFault, type GetResult, type Sink, type Source, type SourceRole } from './source'
 
 /** How a source file is opened: read only, never through a symlink (ELOOP), never waiting for a
  * writer (a FIFO), never becoming our controlling terminal (a tty). */
