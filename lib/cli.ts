@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `aysfs-native` command (spec §5; docs/cli.md is the reference). Arguments are parsed by
+ * The `aysfs-native` command (docs/cli.md is the reference). Arguments are parsed by
  * commander; each subcommand's work lives in a module of its own (serve, demo, status, mounts,
  * prefetch, publish, verify), so this file only maps options to calls and results to output and
  * exit statuses: 0 success, 1 failure at run time, 2 usage or configuration error.

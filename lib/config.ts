@@ -1,5 +1,5 @@
 /**
- * The configuration file (spec §4): TOML, or an object of the same shape handed to `mount()`.
+ * The configuration file: TOML, or an object of the same shape handed to `mount()`.
  *
  * Every key is checked here, once, so the rest of the code can trust a `Config`: a mistake is an
  * `AysfsError('EINVAL')` that names the file, the dotted key (`store[1].url`) and, where the text

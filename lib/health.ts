@@ -15,7 +15,7 @@
 
 /** First backoff, ms. */
 export const BACKOFF_BASE_MS = 1000
-/** Longest backoff, ms (spec: "up to a minute"). */
+/** Longest backoff, ms: a minute. */
 export const BACKOFF_MAX_MS = 60_000
 
 /**

@@ -17,11 +17,13 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isUtf8 } from 'node:buffer'
 import { Worker } from 'node:worker_threads'
-import { AysfsError } from './errors'
+import { AysfsError, fromSystemError } from './errors'
+import { fileKindOf, type FileKind } from './file-kind'
 import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
 import type { HashJob, HashReply, HashResult } from './hash-worker'
 import { runtimeModule } from './package-root'
 import { signFlist } from './sign'
+import { sourceBlobRel, storeFlistRel } from './sources/source'
 import { systemIds } from './system-ids'
 import { createProgress } from './progress'
 import { createTempFile, writeAll } from './temp-file'
@@ -90,7 +92,7 @@ export interface PublishResult {
   unchanged: boolean
 }
 
-type Kind = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev'
+type Kind = FileKind
 
 interface Item {
   /** Relative path, `/`-separated; '' for `dir` itself. */
@@ -134,16 +136,6 @@ const KIND_LABEL: Record<Kind, string> = {
   blockdev: 'block device',
 }
 
-function kindOf(st: fs.BigIntStats): Kind | undefined {
-  if (st.isFile()) return 'file'
-  if (st.isDirectory()) return 'dir'
-  if (st.isSymbolicLink()) return 'symlink'
-  if (st.isFIFO()) return 'fifo'
-  if (st.isSocket()) return 'socket'
-  if (st.isCharacterDevice()) return 'chardev'
-  if (st.isBlockDevice()) return 'blockdev'
-  return undefined
-}
 
 /** The directory a store argument names: a path or `file://`; HTTP stores are not written to. */
 export function storeRoot(store: string): string {
@@ -195,9 +187,9 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
       // BigInt: device and inode numbers are compared exactly when the file is opened.
       st = fs.lstatSync(abs, { bigint: true })
     } catch (err) {
-      throw new AysfsError((err as NodeJS.ErrnoException).code ?? 'EIO', `${abs}: ${(err as Error).message}`, { cause: err })
+      throw fromSystemError(err, abs)
     }
-    const kind = kindOf(st)
+    const kind = fileKindOf(st)
     if (!kind) return
     const item: Item = {
       rel,
@@ -224,7 +216,7 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
     try {
       names = fs.readdirSync(abs, { encoding: 'buffer' })
     } catch (err) {
-      throw new AysfsError((err as NodeJS.ErrnoException).code ?? 'EIO', `${abs}: ${(err as Error).message}`, { cause: err })
+      throw fromSystemError(err, abs)
     }
     names.sort(Buffer.compare)
     for (const raw of names) {
@@ -301,8 +293,8 @@ class HashPool {
         }
         for (const q of this.queue.splice(0)) q.reject(err)
       }
-      slot.worker.on('error', died)
-      slot.worker.on('exit', (code) => died(new Error(`publish: a hashing worker exited (code ${code})`)))
+      slot.worker.on('error', (err) => died(fromSystemError(err, 'publish: a hashing worker failed')))
+      slot.worker.on('exit', (code) => died(new AysfsError('EIO', `publish: a hashing worker exited (code ${code})`)))
       this.slots.push(slot)
     }
   }
@@ -338,7 +330,7 @@ class HashPool {
   }
 
   async close(): Promise<void> {
-    this.broken ??= new Error('publish: the hashing pool is closed')
+    this.broken ??= new AysfsError('EIO', 'publish: the hashing pool is closed')
     await Promise.all(this.slots.map((s) => s.worker.terminate()))
   }
 }
@@ -434,17 +426,47 @@ async function runTestHook(files: string[]): Promise<void> {
   await (typeof mod === 'function' ? mod : mod.default)(files)
 }
 
-interface SignModule {
-  signFlist(data: Buffer, privateKeyFile: string): Buffer
-}
-
-function loadSign(): SignModule {
+/**
+ * Puts `data` at `flistFile` and `sig` (or no signature) at `flistFile.sig`; returns whether the
+ * flist had these bytes already. Both files are written and fsynced under temp names first, then
+ * renamed back to back: the flist, then its signature. Until the first rename the old pair is
+ * whole (an interrupted run changes nothing); a node that reads the pair between the two renames
+ * gets the new flist with the old signature, refuses it, and fetches the pair once more
+ * (lib/pipeline/flists.ts).
+ */
+function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean): boolean {
+  const mdDir = path.dirname(flistFile)
+  const sigFile = `${flistFile}.sig`
+  fs.mkdirSync(mdDir, { recursive: true })
+  let old: Buffer | undefined
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('./sign') as SignModule
-  } catch (err) {
-    throw new AysfsError('ENOSYS', `signing is not available in this build: ${(err as Error).message}`, { cause: err })
+    old = fs.readFileSync(flistFile)
+  } catch {
+    // a new service
   }
+  const unchanged = old !== undefined && old.equals(data)
+  let flistTmp: string | undefined
+  let sigTmp: string | undefined
+  try {
+    if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
+    if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
+    if (flistTmp !== undefined) {
+      fs.renameSync(flistTmp, flistFile)
+      flistTmp = undefined
+    }
+    if (sigTmp !== undefined) {
+      fs.renameSync(sigTmp, sigFile)
+      sigTmp = undefined
+    } else if (!sig) {
+      // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
+      // Removed (one unlink) after the flist is in place, like a new signature would be renamed.
+      fs.rmSync(sigFile, { force: true })
+    }
+  } finally {
+    for (const tmp of [flistTmp, sigTmp]) if (tmp !== undefined) fs.rmSync(tmp, { force: true })
+  }
+  if (fsync) fsyncDir(mdDir)
+  return unchanged
 }
 
 /**
@@ -530,7 +552,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
         let stored = false
         try {
           held = false // the copy closes it, whatever happens
-          const c = await pool.runOn(slot, { op: 'copy', of: r.held, dest: path.join(root, 'files', md5[0]!, md5[1]!, md5), fsync })
+          const c = await pool.runOn(slot, { op: 'copy', of: r.held, dest: path.join(root, sourceBlobRel('store', md5)), fsync })
           if ('error' in c) fail(c, f.abs)
           if ('changed' in c) {
             f.changed = c.changed
@@ -564,7 +586,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
         const files = batch.map((f) => ({ file: f.abs, dev: f.dev, ino: f.ino, size: f.size }))
         const { reply, slot } = await pool.run({ op: 'hash', files, store: root })
         if ('error' in reply) fail(reply, batch[0]!.abs)
-        if (!('results' in reply)) throw new Error('hash worker: unexpected reply')
+        if (!('results' in reply)) throw new AysfsError('EIO', 'publish: a hashing worker gave an unexpected reply')
         await Promise.all(batch.map((f, i) => settleFile(f, reply.results[i]!, slot).catch((err: unknown) => void (firstError ??= err))))
       } catch (err) {
         firstError ??= err
@@ -649,47 +671,18 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   // What we write must mount: check it with the parser the mount uses.
   parseFlist(data, { name: opts.id, prefix, file: `${opts.id}.flist` })
 
-  const mdDir = path.join(root, 'md')
-  fs.mkdirSync(mdDir, { recursive: true })
-  const flistFile = path.join(mdDir, `${opts.id}.flist`)
-  const sigFile = `${flistFile}.sig`
-  let old: Buffer | undefined
-  try {
-    old = fs.readFileSync(flistFile)
-  } catch {
-    // a new service
-  }
-  const unchanged = old !== undefined && old.equals(data)
+  const flistFile = path.join(root, storeFlistRel(opts.id))
   const sig = opts.sign !== undefined ? signFlist(data, path.resolve(opts.sign)) : undefined
-  // Both files are written and fsynced under temp names first, then renamed back to back: the
-  // flist, then its signature. Until the first rename the old pair is whole (an interrupted run
-  // changes nothing); a node that reads the pair between the two renames gets the new flist with
-  // the old signature, refuses it, and fetches the pair once more (lib/pipeline.ts, fetchFlist).
-  let flistTmp: string | undefined
-  let sigTmp: string | undefined
+  let unchanged: boolean
   try {
-    if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
-    if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
-    if (flistTmp !== undefined) {
-      fs.renameSync(flistTmp, flistFile)
-      flistTmp = undefined
-    }
-    if (sigTmp !== undefined) {
-      fs.renameSync(sigTmp, sigFile)
-      sigTmp = undefined
-    } else if (!sig) {
-      // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
-      // Removed (one unlink) after the flist is in place, like a new signature would be renamed.
-      fs.rmSync(sigFile, { force: true })
-    }
-  } finally {
-    for (const tmp of [flistTmp, sigTmp]) if (tmp !== undefined) fs.rmSync(tmp, { force: true })
+    unchanged = replaceFlist(flistFile, data, sig, fsync)
+  } catch (err) {
+    throw fromSystemError(err, `store ${root}: cannot write ${flistFile}`)
   }
-  if (fsync) fsyncDir(mdDir)
 
   return {
     flist: flistFile,
-    ...(sig ? { signature: sigFile } : {}),
+    ...(sig ? { signature: `${flistFile}.sig` } : {}),
     format,
     prefix,
     lines: lines.length,

@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import { loadConfig } from './config'
 import { mount, type AysfsMount } from './index'
-import { AysfsError } from './errors'
+import { AysfsError, fromSystemError } from './errors'
 import type { Logger } from './log'
 import { notifySystemd } from './systemd'
 
@@ -36,7 +36,7 @@ export function checkMountpoint(mountpoint: string): void {
     }
     // ENOTCONN: a stale mount of a process that died; the engine clears it.
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') return
-    throw new AysfsError(code ?? 'EIO', `mountpoint ${mountpoint}: ${(err as Error).message}`, { key: 'main.mount' })
+    throw fromSystemError(err, `mountpoint ${mountpoint}`, { key: 'main.mount' })
   }
   if (!st.isDirectory()) throw new AysfsError('EUSAGE', `mountpoint ${mountpoint} is not a directory`, { key: 'main.mount' })
 }

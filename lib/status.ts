@@ -1,6 +1,6 @@
 /**
  * `aysfs-native status MOUNTPOINT`: the counters of a running mount, read from the
- * `user.aysfs.status` xattr of its root (spec §5), so any process can ask without a registry or a
+ * `user.aysfs.status` xattr of its root, so any process can ask without a registry or a
  * socket of its own.
  *
  * Node has no xattr API, and an addon call would load libfuse for nothing: the value is read with

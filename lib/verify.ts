@@ -7,6 +7,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { BAD_DIR, TMP_DIR, cachedBlobs, checkCachedBlob, cleanTmp, prepareCacheDir } from './local-cache'
+import { fromSystemError } from './errors'
 import { createProgress } from './progress'
 
 /** Options of {@link verify}. */
@@ -37,7 +38,8 @@ export interface VerifyResult {
  * progress lines come out). The cache directory must pass the checks a mount makes (lib/local-cache/dir.ts):
  * ours, not writable by group or others; it is set 0700.
  * @throws AysfsError `ENOENT` when the cache directory does not exist, `EINVAL` when another user
- *   owns it or group or others may write in it.
+ *   owns it or group or others may write in it; the fs error's code when a blob cannot be read
+ *   or moved aside.
  */
 export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const cache = prepareCacheDir(opts.cache, { create: false }).dir
@@ -59,7 +61,12 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
         await new Promise((resolve) => setImmediate(resolve))
         paused = Date.now()
       }
-      const r = checkCachedBlob(cache, b.md5, { moveAside: true })
+      let r: ReturnType<typeof checkCachedBlob>
+      try {
+        r = checkCachedBlob(cache, b.md5, { moveAside: true })
+      } catch (err) {
+        throw fromSystemError(err, `verify: ${b.file}`)
+      }
       if (r === 'ok') result.ok++
       else if (r === 'bad') result.bad.push(b.md5)
       else result.vanished++

@@ -9,7 +9,7 @@
 import { isUtf8 } from 'node:buffer'
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs'
 import { EMPTY_MD5 } from '../blob'
-import { AysfsError } from '../errors'
+import { AysfsError, fromSystemError } from '../errors'
 import { componentProblem, flistPathProblem, normalisePrefix, pathLengthProblem } from '../paths'
 import { systemIds } from '../system-ids'
 import { DEFAULT_PERM, FLAG_EXPLICIT, FLAG_HAS_CHILDREN, FType, FlistTree, KIND_NAME, type EntryAttrs, type FlistEntry, type FlistSource } from './tree'
@@ -463,10 +463,7 @@ function checkSize(size: number, opts: ParseFlistOptions): void {
 }
 
 function parseFile(file: string, opts: ParseFlistOptions, prefix: string): ParsedFlist {
-  const unreadable = (err: unknown): AysfsError => {
-    const e = err as NodeJS.ErrnoException
-    return new AysfsError(e.code ?? 'EIO', `flist ${opts.name} (${file}): cannot read: ${e.message}`, { file, cause: err })
-  }
+  const unreadable = (err: unknown): AysfsError => fromSystemError(err, `flist ${opts.name} (${file}): cannot read`, { file })
   let fd: number
   try {
     fd = openSync(file, 'r')

@@ -22,11 +22,9 @@ export const FLAG_EXPLICIT = 1
 /** flags: a directory that has entries (so it cannot turn into a non-directory). */
 export const FLAG_HAS_CHILDREN = 2
 
-/** One entry, materialised as an object (for tests, `publish`, `onEntry`; the tree stores columns). */
-export interface FlistEntry {
-  /** Exposed path: `/bin/jsnet` for `/opt/jumpscale7/bin/jsnet` under prefix `/opt/jumpscale7`; the root is `/`. */
-  path: string
-  ftype: FType
+/** What an entry is besides its place and content: kind, mode, owner, size, times. */
+interface EntryBasics {
+  ftype: number
   /** Permission bits (`0o7777`), as in the flist; setuid bits are dropped later by the table unless `suid`. */
   perm: number
   uid: number
@@ -37,6 +35,13 @@ export interface FlistEntry {
   mtime: number
   /** Unix seconds. */
   ctime: number
+}
+
+/** One entry, materialised as an object (for tests, `publish`, `onEntry`; the tree stores columns). */
+export interface FlistEntry extends EntryBasics {
+  /** Exposed path: `/bin/jsnet` for `/opt/jumpscale7/bin/jsnet` under prefix `/opt/jumpscale7`; the root is `/`. */
+  path: string
+  ftype: FType
   /** Regular files: 32 lower-case hex digits. Else ''. */
   md5: string
   /** Symlinks: the target. */
@@ -72,17 +77,7 @@ export interface TreeDefaults {
  * What one flist line says of its entry: the seed and the extended parsers fill one of these (the
  * same object for every line), and {@link FlistTree.setEntry} stores it.
  */
-export interface EntryAttrs {
-  ftype: number
-  /** Permission bits (`0o7777`). */
-  perm: number
-  uid: number
-  gid: number
-  /** Content size for regular files; byte length of the target for symlinks; else 0. */
-  size: number
-  /** Unix seconds. */
-  mtime: number
-  ctime: number
+export interface EntryAttrs extends EntryBasics {
   /** Regular files: the 16 bytes of the MD5. Else not looked at. */
   readonly md5: Uint8Array
   /** Symlinks: the target; devices: `"major,minor"`; else undefined. */

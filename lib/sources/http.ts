@@ -44,7 +44,7 @@ import { AysfsError } from '../errors'
 import { lookup as defaultLookup, type LookupFunction } from './resolve'
 import { SourceFault, type GetResult, type Sink, type Source, type SourceRole } from './source'
 
-/** Bytes per second below which a source has failed (spec §4, `timeout`). */
+/** Bytes per second below which a source has failed (`main.timeout`). */
 export const SPEED_FLOOR = 1024
 /** Redirects followed for one GET. */
 export const MAX_REDIRECTS = 5
@@ -54,7 +54,7 @@ const PUT_CHUNK = 256 * 1024
 const USER_AGENT = 'aysfs-native'
 
 export interface HttpSourceOptions {
-  /** The speed-floor window (spec `timeout`), in ms. */
+  /** The speed-floor window (`main.timeout`), in ms. */
   timeoutMs: number
   /** Host name resolution; default the threadpool-free resolver of `./resolve`. */
   lookup?: LookupFunction

@@ -16,6 +16,9 @@ export type GetResult = 'ok' | 'absent'
  * A source failed in a way worth logging and counting (anything but "not there"). `kind` is short
  * and stable (`timeout`, `http-500`, `md5`, `too-long`, `network:ECONNREFUSED`, ...): the log is
  * written once per source per kind, and `stats()` counts by kind.
+ *
+ * Internal to the sources and the pipeline, never seen by users: the pipeline counts it and tries
+ * the next source, and a fetch no source could serve fails with an `AysfsError` `EIO`.
  */
 export class SourceFault extends Error {
   readonly kind: string
