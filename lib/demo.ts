@@ -13,11 +13,11 @@ import { packageRoot } from './package-root'
 import { serve } from './serve'
 
 /** The bundled service and where its flist paths live. */
-export const DEMO_ID = 'demo__hello'
-export const DEMO_PREFIX = '/opt/jumpscale7'
+const DEMO_ID = 'demo__hello'
+const DEMO_PREFIX = '/opt/jumpscale7'
 
 /** The bundled store: `demo/store` of the package. */
-export function demoStore(): string {
+function demoStore(): string {
   return path.join(packageRoot(), 'demo', 'store')
 }
 

@@ -8,7 +8,7 @@ import type * as fs from 'node:fs'
 export type FileKind = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev'
 
 /** How messages name each kind. */
-export const KIND_WORDS: Readonly<Record<FileKind, string>> = {
+const KIND_WORDS: Readonly<Record<FileKind, string>> = {
   file: 'regular file',
   dir: 'directory',
   symlink: 'symbolic link',

@@ -138,7 +138,7 @@ const KIND_LABEL: Record<Kind, string> = {
 
 
 /** The directory a store argument names: a path or `file://`; HTTP stores are not written to. */
-export function storeRoot(store: string): string {
+function storeRoot(store: string): string {
   if (/^https?:\/\//i.test(store)) {
     throw new AysfsError(
       'EUSAGE',

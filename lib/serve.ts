@@ -25,7 +25,7 @@ export interface ServeOptions {
  * Checks what the engine would refuse, with messages for a person at a shell; a missing or
  * wrong mountpoint is a usage error (exit status 2), a busy one is left to `mount()` (`EBUSY`).
  */
-export function checkMountpoint(mountpoint: string): void {
+function checkMountpoint(mountpoint: string): void {
   let st: fs.Stats
   try {
     st = fs.statSync(mountpoint)

@@ -28,7 +28,7 @@ import * as path from 'node:path'
 import { AysfsError, fromSystemError } from './errors'
 
 /** The signature file format this module writes and reads. */
-export const SIGNATURE_VERSION = 1
+const SIGNATURE_VERSION = 1
 /** Largest signature file read (a v1 file is under 200 bytes; the pipeline caps it at 64 KiB). */
 const MAX_SIG_TEXT = 64 * 1024
 

@@ -12,7 +12,7 @@ import { AysfsError } from './errors'
 import { AYSFS_FSTYPE, canonicalMountpoint, findMount } from './mounts'
 import { formatBytes } from './progress'
 
-export const STATUS_XATTR = 'user.aysfs.status'
+const STATUS_XATTR = 'user.aysfs.status'
 
 /**
  * The status document of the mount at `mountpoint`.

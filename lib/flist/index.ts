@@ -6,6 +6,6 @@
 export { EMPTY_MD5 } from '../blob'
 export { MAX_NAME_BYTES, MAX_PATH_BYTES } from '../paths'
 export { formatFlistLine, type FlistLineInput } from './format'
-export { mergeServices, type MergeOptions } from './merge'
+export { mergeServices } from './merge'
 export { parseFlist, type ParsedFlist, type ParseFlistOptions } from './parse'
-export { FType, FlistTree, type FlistEntry, type MergedTree } from './tree'
+export { FType, FlistTree, type FlistEntry } from './tree'

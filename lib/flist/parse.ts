@@ -15,7 +15,7 @@ import { systemIds } from '../system-ids'
 import { DEFAULT_PERM, FLAG_EXPLICIT, FLAG_HAS_CHILDREN, FType, FlistTree, KIND_NAME, type EntryAttrs, type FlistEntry, type FlistSource } from './tree'
 
 /** Longest accepted line, without its line end. */
-export const MAX_LINE_BYTES = 64 * 1024
+const MAX_LINE_BYTES = 64 * 1024
 
 const DIR = FType.dir
 const NL = 10

@@ -22,7 +22,7 @@ import { systemIds } from '../system-ids'
 import { BAD_DIR, KEPT_DIR, TMP_DIR } from './layout'
 
 /** Mode of the cache's top directory and of the directories we make in it (`md/`, `tmp/`, `bad/`). */
-export const CACHE_DIR_MODE = 0o700
+const CACHE_DIR_MODE = 0o700
 /** Mode of the files we write in the cache (kept flists and signatures; blobs moved to `bad/`). */
 export const CACHE_FILE_MODE = 0o600
 /** The cache's own subdirectories other than the blob tree. */

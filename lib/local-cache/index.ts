@@ -20,7 +20,6 @@ import { KEPT_DIR, TMP_DIR, blobPath, keptFlistPath } from './layout'
 import { acquireQuota, releaseQuota, type CacheQuota, type QuotaStats } from './quota'
 import { cleanTmp, tempName } from './temp'
 
-export { BlobWriter, MEMORY_BLOB_MAX } from './blob-writer'
 export { cachedBlobs, checkCachedBlob } from './check'
 export { prepareCacheDir } from './dir'
 export { BAD_DIR, TMP_DIR } from './layout'
