@@ -10,8 +10,8 @@ import path from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config'
 import { AysfsError, exitCodeFor } from './errors'
-import { createLogger, LOG_LEVELS, type Logger, type LogFormat, type LogLevel } from './log'
-import { packageRoot } from './native'
+import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from './log'
+import { packageRoot } from './package-root'
 import { formatBytes } from './progress'
 
 interface LogFlags {
@@ -38,7 +38,8 @@ function withLogOptions(cmd: Command, dflt: LogLevel): Command {
     .addOption(new Option('--log-format <format>', 'text: one readable line per record; json: one JSON object per line').choices(['text', 'json']).default('text'))
 }
 
-function logger(flags: LogFlags, config: Config | undefined, dflt: LogLevel): Logger {
+/** The command's logger: pino's, whose `fatal` says why the command failed. */
+function logger(flags: LogFlags, config: Config | undefined, dflt: LogLevel): ReturnType<typeof createLogger> {
   const level = flags.logLevel ?? config?.main.logLevel ?? dflt
   return createLogger({ level, format: flags.logFormat ?? 'text' })
 }

@@ -1,5 +1,5 @@
 /**
- * The configuration file (docs/config.md): TOML, or an object of the same shape handed to `mount()`.
+ * The configuration file: TOML, or an object of the same shape handed to `mount()`.
  *
  * Every key is checked here, once, so the rest of the code can trust a `Config`: a mistake is an
  * `AysfsError('EINVAL')` that names the file, the dotted key (`store[1].url`) and, where the text
@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { AysfsError } from './errors'
+import { flistPathProblem, isServiceId, normalisePrefix, SERVICE_ID_RULE } from './paths'
 
 /** Where the CLI looks for the config when neither `--config` nor `AYSFS_CONFIG` is given. */
 export const DEFAULT_CONFIG_PATH = '/etc/aysfs/config.toml'
@@ -308,18 +309,16 @@ export function parseDuration(v: unknown, key: string, file?: string): number {
 }
 
 /**
- * A prefix in flist path space (not a file system path: never resolved against anything).
- * Absolute, without empty, `.` or `..` components; a trailing `/` is dropped.
+ * A prefix in flist path space (not a file system path: never resolved against anything): a flist
+ * path (lib/paths.ts); a trailing `/` is dropped.
  */
 function prefixIn(ctx: Ctx, v: unknown, key: string): string {
   if (typeof v !== 'string') fail(ctx, key, `expected an absolute path, got ${describe(v)}`)
-  if (!v.startsWith('/')) fail(ctx, key, `expected an absolute path, got ${describe(v)}`)
-  const p = v.length > 1 ? v.replace(/\/+$/, '') : v
-  if (p !== '/' && p.slice(1).split('/').some((c) => c === '' || c === '.' || c === '..')) {
-    fail(ctx, key, `a prefix cannot have empty, "." or ".." components, got ${describe(v)}`)
-  }
-  if (/[|\r\n\0]/.test(p)) fail(ctx, key, `a prefix cannot contain "|", CR, LF or NUL, got ${describe(v)}`)
-  return p || '/'
+  const p = normalisePrefix(v)
+  const problem = flistPathProblem(p)
+  if (problem?.relative) fail(ctx, key, `expected an absolute path, got ${describe(v)}`)
+  if (problem) fail(ctx, key, `expected an absolute path without empty, "." or ".." components, "|", CR, LF or NUL, got ${describe(v)}: it ${problem.text}`)
+  return p
 }
 
 function urlIn(ctx: Ctx, v: unknown, key: string): string {
@@ -402,9 +401,7 @@ function arrayOfTables(ctx: Ctx, v: unknown, key: string): unknown[] {
 function aysIdIn(ctx: Ctx, v: unknown, key: string): string {
   if (v === undefined) fail(ctx, key, 'missing (every [[ays]] needs an id)')
   if (typeof v !== 'string') fail(ctx, key, `expected a string, got ${describe(v)}`)
-  if (v === '' || v === '.' || v === '..' || /[/\\\0-\x1f\x7f]/.test(v)) {
-    fail(ctx, key, `expected a service id usable as a file name (no "/", "\\" or control characters, not "." or ".."), got ${describe(v)}`)
-  }
+  if (!isServiceId(v)) fail(ctx, key, `expected a service id ${SERVICE_ID_RULE}, got ${describe(v)}`)
   return v
 }
 

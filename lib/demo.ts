@@ -9,15 +9,15 @@ import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Logger } from './log'
-import { packageRoot } from './native'
+import { packageRoot } from './package-root'
 import { serve } from './serve'
 
 /** The bundled service and where its flist paths live. */
-export const DEMO_ID = 'demo__hello'
-export const DEMO_PREFIX = '/opt/jumpscale7'
+const DEMO_ID = 'demo__hello'
+const DEMO_PREFIX = '/opt/jumpscale7'
 
 /** The bundled store: `demo/store` of the package. */
-export function demoStore(): string {
+function demoStore(): string {
   return path.join(packageRoot(), 'demo', 'store')
 }
 

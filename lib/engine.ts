@@ -5,9 +5,10 @@ import vm from 'node:vm'
 import { Worker } from 'node:worker_threads'
 import { onExit } from 'signal-exit'
 import type { NativeMountOptions, NativeStats, SwapResult } from '../binding'
-import { prepareCacheDir } from './cache-dir'
+import { prepareCacheDir } from './local-cache/dir'
 import { AysfsError } from './errors'
-import { loadBinding, runtimeModule } from './native'
+import { loadBinding, type Binding } from './native'
+import { runtimeModule } from './package-root'
 
 /** Where the miss worker finds the code that fetches blobs. See docs/design.md. */
 export interface FetcherSpec {
@@ -314,23 +315,40 @@ export class Engine {
 
   /** Unmounts at once (within about a second, even with files held open). Idempotent. */
   unmountSync(): void {
-    if (this.#gone) return
+    if (this.#detach()) void this.#worker.terminate()
+  }
+
+  /**
+   * Unmounts and waits for the miss worker to end, within about two seconds whatever it is
+   * doing. Blobs its fetcher had handed to the committer are in place (or gone) by then, so the
+   * caller may remove the cache directory once this resolves. Idempotent.
+   */
+  async unmount(): Promise<void> {
+    if (this.#detach()) await settledWithin(message(this.#worker, 'closed'), FETCHER_CLOSE_MS)
+    await stopWorker(this.#worker, this.#exited)
+  }
+
+  /** Unmounts and asks the miss worker to close its fetcher; false when that was done already. */
+  #detach(): boolean {
+    if (this.#gone) return false
     this.#gone = true
     loadBinding().unmount(this.#id)
     live.delete(this)
     removeHooks()
     this.#worker.postMessage({ type: 'close' })
-    void this.#worker.terminate()
+    return true
   }
+}
 
-  /**
-   * Unmounts and waits for the miss worker to end, within about a second whatever it is doing.
-   * Idempotent.
-   */
-  async unmount(): Promise<void> {
-    this.unmountSync()
-    await stopWorker(this.#worker, this.#exited)
-  }
+/** How long {@link Engine.unmount} waits for the fetcher's close (which bounds its own wait for
+ * commits in flight to about a second). */
+const FETCHER_CLOSE_MS = 1200
+
+/** Waits for `p` to settle, at most `ms`; never rejects. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([p.catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))])
+  clearTimeout(timer)
 }
 
 /**
@@ -377,4 +395,33 @@ function message(worker: Worker, type: string): Promise<void> {
     worker.on('error', onError)
     worker.on('exit', onExit)
   })
+}
+
+// -------------------------------------------------------------------------------------------------
+// The addon's door. lib/native.ts loads the addon; this module is the only one that asks it for
+// anything: the engine above, the miss worker (missWorkerBinding), and the two native helpers a
+// fetcher uses on whatever thread it runs: the committer (lib/local-cache/committer.ts) and the
+// streaming brotli decoder (lib/sources/bro.ts). Nothing else imports lib/native.ts.
+// -------------------------------------------------------------------------------------------------
+
+/** The addon's committer: native threads that write, fsync and rename blobs (binding.d.ts). */
+export type NativeCommitter = InstanceType<Binding['Committer']>
+/** The addon's streaming brotli decoder (binding.d.ts). */
+export type NativeBrotliDecoder = InstanceType<Binding['BrotliDecoder']>
+/** The calls the miss worker makes into its session. */
+export type MissWorkerBinding = Pick<Binding, 'attach' | 'progress' | 'complete' | 'serveVerified' | 'setStatus'>
+
+/** A committer for this thread; `done` runs on this thread when a job ends (binding.d.ts). */
+export function createCommitter(done: ConstructorParameters<Binding['Committer']>[0]): NativeCommitter {
+  return new (loadBinding().Committer)(done)
+}
+
+/** A new streaming brotli decoder, on the calling thread (never libuv's threadpool). */
+export function createBrotliDecoder(): NativeBrotliDecoder {
+  return new (loadBinding().BrotliDecoder)()
+}
+
+/** What the miss worker (lib/miss-worker.ts) calls to attach to its session and answer misses. */
+export function missWorkerBinding(): MissWorkerBinding {
+  return loadBinding()
 }

@@ -27,3 +27,12 @@ export class AysfsError extends Error {
 export function exitCodeFor(err: unknown): 1 | 2 {
   return err instanceof AysfsError && (err.code === 'EINVAL' || err.code === 'EUSAGE') ? 2 : 1
 }
+
+/**
+ * A system error (an fs call's, or any Node error with an errno `code`) as an AysfsError: its
+ * code (`EIO` when it has none), the message `<what>: <its message>`, the error as `cause`.
+ */
+export function fromSystemError(err: unknown, what: string, where: { file?: string; key?: string } = {}): AysfsError {
+  const e = err as NodeJS.ErrnoException
+  return new AysfsError(typeof e?.code === 'string' ? e.code : 'EIO', `${what}: ${e?.message ?? String(err)}`, { ...where, cause: err })
+}

@@ -11,6 +11,9 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parentPort } from 'node:worker_threads'
+import { EMPTY_MD5 } from './blob'
+import { kindWords } from './file-kind'
+import { sourceBlobRel } from './sources/source'
 import { createTempFile, writeAll } from './temp-file'
 
 /** A file to hash: its path and what the walk's `lstat` saw (it must be the same regular file now). */
@@ -70,7 +73,6 @@ export type HashReply =
 const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
 /** Never through a link (the last component), never blocking on a FIFO or a device. */
 const OPEN_FLAGS = O_RDONLY | O_NOFOLLOW | O_NONBLOCK
-const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
 const CHUNK = 1 << 20
 const buf = Buffer.allocUnsafe(CHUNK)
 const madeDirs = new Set<string>()
@@ -78,20 +80,10 @@ const madeDirs = new Set<string>()
 const held = new Map<number, { fd: number; size: number; md5: string }>()
 let nextHandle = 0
 
-function kindName(st: fs.BigIntStats): string {
-  if (st.isSymbolicLink()) return 'symbolic link'
-  if (st.isDirectory()) return 'directory'
-  if (st.isFIFO()) return 'fifo'
-  if (st.isSocket()) return 'socket'
-  if (st.isCharacterDevice()) return 'character device'
-  if (st.isBlockDevice()) return 'block device'
-  return 'file of unknown type'
-}
-
 /** Why `st` is not the file the walk listed, if it is not. */
 function mismatch(st: fs.BigIntStats, job: HashFile): string | undefined {
   if (st.isSymbolicLink()) return 'is a symbolic link now (not followed)'
-  if (!st.isFile()) return `is not a regular file any more (a ${kindName(st)} now; not read)`
+  if (!st.isFile()) return `is not a regular file any more (a ${kindWords(st)} now; not read)`
   // Another inode at this name, or a directory above it swapped for a link to elsewhere.
   if (st.dev !== job.dev || st.ino !== job.ino) return 'was replaced by another file'
   if (Number(st.size) !== job.size) return `changed size (${job.size} bytes when listed, ${st.size} now)`
@@ -153,7 +145,7 @@ function hashOne(job: HashFile, store: string): HashResult {
     if (job.size === 0) return { md5: EMPTY_MD5 }
     const r = readAll(fd, job.size)
     if ('changed' in r) return r
-    const there = fs.statSync(path.join(store, 'files', r.md5[0]!, r.md5[1]!, r.md5), { throwIfNoEntry: false })
+    const there = fs.statSync(path.join(store, sourceBlobRel('store', r.md5)), { throwIfNoEntry: false })
     if (there?.size === job.size) return { md5: r.md5 }
     const handle = ++nextHandle
     held.set(handle, { fd, size: job.size, md5: r.md5 })

@@ -14,9 +14,9 @@
  */
 
 /** First backoff, ms. */
-export const BACKOFF_BASE_MS = 1000
-/** Longest backoff, ms (docs/hardening.md: "up to 60 s"). */
-export const BACKOFF_MAX_MS = 60_000
+const BACKOFF_BASE_MS = 1000
+/** Longest backoff, ms: a minute. */
+const BACKOFF_MAX_MS = 60_000
 
 /**
  * Whether a fault (a `SourceFault` kind) says the source is unwell, rather than that it holds

@@ -15,8 +15,8 @@ import { checkConfig, loadConfig, type Config } from './config'
 import { Engine, releaseMemory } from './engine'
 import { AysfsError } from './errors'
 import { mergeServices, parseFlist, type ParsedFlist } from './flist'
-import { createLogger, type Logger, type LogOptions } from './log'
-import { runtimeModule } from './native'
+import { createLogger, isLogger, levelOf, type Logger, type LogOptions } from './log'
+import { runtimeModule } from './package-root'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import { buildTable } from './table'
@@ -57,7 +57,7 @@ export interface MountOptions {
   /** Let users other than the mounting one see the tree (`allow_other`; needs
    * `user_allow_other` in /etc/fuse.conf for non-root). Default false. */
   allowOther?: boolean
-  /** How to log (stderr), or a pino logger to log to. Default: `info`, text. */
+  /** How to log (stderr), or a logger to log to (a pino logger is one). Default: `info`, text. */
   log?: LogOptions | Logger
   /** libfuse's own debug output on stderr. */
   debug?: boolean
@@ -233,7 +233,7 @@ async function prefetchMarked(config: Config, blobs: Map<string, number> | undef
 export async function mount(options: MountOptions): Promise<AysfsMount> {
   if (options === null || typeof options !== 'object') throw new TypeError('mount() takes an options object')
   const log: Logger = isLogger(options.log) ? options.log : createLogger(options.log)
-  const logging: LogOptions | undefined = isLogger(options.log) ? { level: options.log.level as LogOptions['level'] } : options.log
+  const logging: LogOptions | undefined = isLogger(options.log) ? { level: levelOf(options.log) } : options.log
   let config = readConfig(options.config)
   const mountpoint = options.mountpoint ?? config.main.mount
   if (mountpoint === undefined) {
@@ -262,7 +262,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       mountpoint,
       cacheDir: config.main.cache,
       table: loaded.table,
-      fetcher: { module: runtimeModule('pipeline'), data: fetcherData(config) },
+      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config) },
       allowOther: options.allowOther ?? false,
       suid: config.main.suid,
       dev: config.main.dev,
@@ -349,8 +349,4 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       log.info({ mountpoint }, 'unmounted')
     },
   }
-}
-
-function isLogger(x: unknown): x is Logger {
-  return typeof x === 'object' && x !== null && typeof (x as Logger).info === 'function' && typeof (x as Logger).child === 'function'
 }

@@ -1,3 +1,6 @@
+/**
+ * Logging: the one logger type every part of the package writes to, and the loggers it makes.
+ */
 import pino from 'pino'
 import pretty from 'pino-pretty'
 
@@ -15,14 +18,46 @@ export interface LogOptions {
   format?: LogFormat
 }
 
-/** The logger every part of the package writes to (pino's). */
-export type Logger = pino.Logger
+/**
+ * What the package logs to: structured fields, then the message. A pino logger is one (what
+ * {@link createLogger} makes, or one of the caller's own).
+ */
+export interface Logger {
+  debug(fields: object, msg?: string): void
+  info(fields: object, msg?: string): void
+  warn(fields: object, msg?: string): void
+  error(fields: object, msg?: string): void
+}
+
+/** Warnings and errors as plain lines on stderr; nothing else. For a fetcher made without a logger. */
+export const stderrLogger: Logger = {
+  debug() {},
+  info() {},
+  warn(fields, msg) {
+    process.stderr.write(`aysfs-native: warning: ${msg ?? JSON.stringify(fields)}\n`)
+  },
+  error(fields, msg) {
+    process.stderr.write(`aysfs-native: error: ${msg ?? JSON.stringify(fields)}\n`)
+  },
+}
+
+/** Whether `x` is a logger (rather than {@link LogOptions}, which has no functions). */
+export function isLogger(x: unknown): x is Logger {
+  return typeof x === 'object' && x !== null && typeof (x as Logger).info === 'function'
+}
+
+/** The level a logger logs at, when it says (pino's `level`). */
+export function levelOf(log: Logger): LogLevel | undefined {
+  const level = (log as { level?: unknown }).level
+  return (LOG_LEVELS as readonly unknown[]).includes(level) ? (level as LogLevel) : undefined
+}
 
 /**
- * A logger writing synchronously to stderr. Synchronous on purpose: it also runs on the miss
- * worker, which must not use libuv's threadpool, and a log line is never lost at exit.
+ * A pino logger writing synchronously to stderr. Synchronous on purpose: it also runs on the miss
+ * worker, which must not use libuv's threadpool, and a log line is never lost at exit. Besides
+ * {@link Logger}'s methods it has pino's `fatal`, which the command line uses for its last word.
  */
-export function createLogger(opts: LogOptions = {}): Logger {
+export function createLogger(opts: LogOptions = {}): pino.Logger {
   const level = opts.level ?? 'info'
   if (opts.format === 'json') {
     return pino({ level, base: { name: 'aysfs-native' } }, pino.destination({ fd: 2, sync: true }))

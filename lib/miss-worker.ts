@@ -2,18 +2,8 @@
 // runs apart from the main thread and never uses libuv's threadpool (docs/design.md), so a
 // thread of this process that is blocked reading the mount cannot stall it.
 import { parentPort, workerData } from 'node:worker_threads'
-import { loadBinding } from './native'
-
-interface FetchOptions {
-  signal?: AbortSignal
-  onProgress?: () => void
-}
-interface Fetcher {
-  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options?: FetchOptions): Promise<void>
-  stats(): Record<string, unknown>
-  close(): Promise<void>
-}
-type FetcherModule = { createFetcher(data: unknown): Fetcher | Promise<Fetcher> }
+import { missWorkerBinding } from './engine'
+import type { FetcherModule } from './fetcher'
 
 /** A fetch this worker runs for the native side. */
 interface Running {
@@ -28,7 +18,7 @@ interface Running {
 const EIO = 5
 const PUBLISH_EVERY_MS = 100
 const port = parentPort!
-const binding = loadBinding()
+const binding = missWorkerBinding()
 const { module: modulePath, data, stallTimeoutMs } = workerData as { module: string; data: unknown; stallTimeoutMs: number }
 /** Progress goes to the native side this often while fetches run (a tenth of the backstop's
  * window, 10 to 250 ms): one call for every fetch, whatever the number of chunks. */
@@ -148,7 +138,12 @@ async function main(): Promise<void> {
     } else if (msg.type === 'close') {
       if (statusTimer) clearInterval(statusTimer)
       if (reportTimer) clearInterval(reportTimer)
-      void fetcher.close()
+      // The engine waits (briefly) for this before it ends the thread: blobs handed to the
+      // committer are in place, or gone, by the time unmount() resolves.
+      void Promise.resolve()
+        .then(() => fetcher.close())
+        .catch(() => undefined)
+        .then(() => port.postMessage({ type: 'closed' }))
     }
   })
   port.postMessage({ type: 'ready' })

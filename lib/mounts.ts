@@ -27,7 +27,7 @@ function unescape(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)))
 }
 
-export function listMounts(): MountEntry[] {
+function listMounts(): MountEntry[] {
   let text: string
   try {
     text = fs.readFileSync('/proc/self/mounts', 'utf8')

@@ -1,15 +1,14 @@
-import path from 'node:path'
+/**
+ * Loads the native addon. The one loader; the engine (lib/engine.ts) is the one module that asks
+ * it for anything, and hands the miss worker and the fetchers what they need of it.
+ */
 import { AysfsError } from './errors'
+import { packageRoot } from './package-root'
 
-type Binding = typeof import('../binding')
+/** The addon's exports (binding.d.ts). */
+export type Binding = typeof import('../binding')
 
 let cached: Binding | undefined
-
-/** The package root: two levels up from both `lib/` (sources) and `dist/lib/` (compiled). */
-export function packageRoot(): string {
-  const up = path.resolve(__dirname, '..')
-  return path.basename(up) === 'dist' ? path.resolve(up, '..') : up
-}
 
 /**
  * Loads the addon: `build/Release` when it was compiled here, else the prebuild for this
@@ -42,14 +41,4 @@ export function loadBinding(): Binding {
     }
     throw err
   }
-}
-
-/**
- * The compiled path of one of our modules that runs on the miss worker. Worker code always runs
- * as plain compiled JavaScript with no loader hooks, the way it ships: when this package runs from
- * its TypeScript sources (the tests), that is `dist/lib/<name>.js`, built by `npm test` first.
- */
-export function runtimeModule(name: string): string {
-  if (__filename.endsWith('.js')) return path.join(__dirname, `${name}.js`)
-  return path.join(packageRoot(), 'dist', 'lib', `${name}.js`)
 }

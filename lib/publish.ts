@@ -17,13 +17,17 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isUtf8 } from 'node:buffer'
 import { Worker } from 'node:worker_threads'
-import { AysfsError } from './errors'
+import { AysfsError, fromSystemError } from './errors'
+import { fileKindOf, type FileKind } from './file-kind'
 import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
 import type { HashJob, HashReply, HashResult } from './hash-worker'
-import { runtimeModule } from './native'
+import { runtimeModule } from './package-root'
 import { signFlist } from './sign'
+import { sourceBlobRel, storeFlistRel } from './sources/source'
+import { systemIds } from './system-ids'
 import { createProgress } from './progress'
 import { createTempFile, writeAll } from './temp-file'
+import { flistPathProblem, forbiddenCharIn, isServiceId, normalisePrefix, SERVICE_ID_RULE } from './paths'
 
 /** Options of {@link publish}. */
 export interface PublishOptions {
@@ -88,7 +92,7 @@ export interface PublishResult {
   unchanged: boolean
 }
 
-type Kind = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev'
+type Kind = FileKind
 
 interface Item {
   /** Relative path, `/`-separated; '' for `dir` itself. */
@@ -132,19 +136,9 @@ const KIND_LABEL: Record<Kind, string> = {
   blockdev: 'block device',
 }
 
-function kindOf(st: fs.BigIntStats): Kind | undefined {
-  if (st.isFile()) return 'file'
-  if (st.isDirectory()) return 'dir'
-  if (st.isSymbolicLink()) return 'symlink'
-  if (st.isFIFO()) return 'fifo'
-  if (st.isSocket()) return 'socket'
-  if (st.isCharacterDevice()) return 'chardev'
-  if (st.isBlockDevice()) return 'blockdev'
-  return undefined
-}
 
 /** The directory a store argument names: a path or `file://`; HTTP stores are not written to. */
-export function storeRoot(store: string): string {
+function storeRoot(store: string): string {
   if (/^https?:\/\//i.test(store)) {
     throw new AysfsError(
       'EUSAGE',
@@ -163,35 +157,16 @@ export function storeRoot(store: string): string {
 }
 
 function checkId(id: string): void {
-  if (typeof id !== 'string' || id === '' || id === '.' || id === '..' || /[/\\\0-\x1f\x7f]/.test(id)) {
-    throw new AysfsError('EUSAGE', `--id ${JSON.stringify(id)}: a service id must be usable as a file name (no "/", "\\" or control characters, not "." or "..")`)
-  }
+  if (!isServiceId(id)) throw new AysfsError('EUSAGE', `--id ${JSON.stringify(id)}: a service id must be ${SERVICE_ID_RULE}`)
 }
 
 function checkPrefix(prefix: string): string {
-  const p = prefix.length > 1 ? prefix.replace(/\/+$/, '') : prefix
-  if (!p.startsWith('/') || (p !== '/' && p.slice(1).split('/').some((c) => c === '' || c === '.' || c === '..')) || /[|\r\n\0]/.test(p)) {
-    throw new AysfsError('EUSAGE', `--prefix ${JSON.stringify(prefix)}: must be an absolute path without empty, "." or ".." components, "|", CR, LF or NUL`)
+  const p = normalisePrefix(prefix)
+  const problem = flistPathProblem(p)
+  if (problem) {
+    throw new AysfsError('EUSAGE', `--prefix ${JSON.stringify(prefix)}: must be an absolute path without empty, "." or ".." components, "|", CR, LF or NUL (it ${problem.text})`)
   }
   return p
-}
-
-/** uid → name and gid → name from /etc/passwd and /etc/group (the first line for an id wins). */
-function idNames(file: string): Map<number, string> {
-  const m = new Map<number, string>()
-  let text = ''
-  try {
-    text = fs.readFileSync(file, 'utf8')
-  } catch {
-    return m
-  }
-  for (const line of text.split('\n')) {
-    const f = line.split(':')
-    if (f.length < 3 || f[0] === '' || f[0]!.startsWith('#') || /[|\r\n]/.test(f[0]!)) continue
-    const id = Number(f[2])
-    if (Number.isInteger(id) && !m.has(id)) m.set(id, f[0]!)
-  }
-  return m
 }
 
 const NS = 1_000_000_000n
@@ -212,9 +187,9 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
       // BigInt: device and inode numbers are compared exactly when the file is opened.
       st = fs.lstatSync(abs, { bigint: true })
     } catch (err) {
-      throw new AysfsError((err as NodeJS.ErrnoException).code ?? 'EIO', `${abs}: ${(err as Error).message}`, { cause: err })
+      throw fromSystemError(err, abs)
     }
-    const kind = kindOf(st)
+    const kind = fileKindOf(st)
     if (!kind) return
     const item: Item = {
       rel,
@@ -232,7 +207,8 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
     }
     if (kind === 'symlink') {
       item.target = fs.readlinkSync(abs)
-      if (/[\r\n\0]/.test(item.target)) refused.push(`${abs}: its symlink target contains CR or LF`)
+      const bad = forbiddenCharIn(item.target, { pipe: false })
+      if (bad !== undefined) refused.push(`${abs}: its symlink target contains ${bad}`)
     }
     items.push(item)
     if (kind !== 'dir') return
@@ -240,7 +216,7 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
     try {
       names = fs.readdirSync(abs, { encoding: 'buffer' })
     } catch (err) {
-      throw new AysfsError((err as NodeJS.ErrnoException).code ?? 'EIO', `${abs}: ${(err as Error).message}`, { cause: err })
+      throw fromSystemError(err, abs)
     }
     names.sort(Buffer.compare)
     for (const raw of names) {
@@ -250,8 +226,8 @@ function walk(root: string, exclude: Set<string>): { items: Item[]; refused: str
         continue
       }
       const name = raw.toString('utf8')
-      const what = name.includes('|') ? 'a "|"' : name.includes('\r') ? 'a carriage return (CR)' : name.includes('\n') ? 'a line feed (LF)' : undefined
-      if (what) {
+      const what = forbiddenCharIn(name)
+      if (what !== undefined) {
         refused.push(`${JSON.stringify(childAbs)}: its name contains ${what}`)
         continue
       }
@@ -317,8 +293,8 @@ class HashPool {
         }
         for (const q of this.queue.splice(0)) q.reject(err)
       }
-      slot.worker.on('error', died)
-      slot.worker.on('exit', (code) => died(new Error(`publish: a hashing worker exited (code ${code})`)))
+      slot.worker.on('error', (err) => died(fromSystemError(err, 'publish: a hashing worker failed')))
+      slot.worker.on('exit', (code) => died(new AysfsError('EIO', `publish: a hashing worker exited (code ${code})`)))
       this.slots.push(slot)
     }
   }
@@ -354,7 +330,7 @@ class HashPool {
   }
 
   async close(): Promise<void> {
-    this.broken ??= new Error('publish: the hashing pool is closed')
+    this.broken ??= new AysfsError('EIO', 'publish: the hashing pool is closed')
     await Promise.all(this.slots.map((s) => s.worker.terminate()))
   }
 }
@@ -450,17 +426,47 @@ async function runTestHook(files: string[]): Promise<void> {
   await (typeof mod === 'function' ? mod : mod.default)(files)
 }
 
-interface SignModule {
-  signFlist(data: Buffer, privateKeyFile: string): Buffer
-}
-
-function loadSign(): SignModule {
+/**
+ * Puts `data` at `flistFile` and `sig` (or no signature) at `flistFile.sig`; returns whether the
+ * flist had these bytes already. Both files are written and fsynced under temp names first, then
+ * renamed back to back: the flist, then its signature. Until the first rename the old pair is
+ * whole (an interrupted run changes nothing); a node that reads the pair between the two renames
+ * gets the new flist with the old signature, refuses it, and fetches the pair once more
+ * (lib/pipeline/flists.ts).
+ */
+function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean): boolean {
+  const mdDir = path.dirname(flistFile)
+  const sigFile = `${flistFile}.sig`
+  fs.mkdirSync(mdDir, { recursive: true })
+  let old: Buffer | undefined
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return require('./sign') as SignModule
-  } catch (err) {
-    throw new AysfsError('ENOSYS', `signing is not available in this build: ${(err as Error).message}`, { cause: err })
+    old = fs.readFileSync(flistFile)
+  } catch {
+    // a new service
   }
+  const unchanged = old !== undefined && old.equals(data)
+  let flistTmp: string | undefined
+  let sigTmp: string | undefined
+  try {
+    if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
+    if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
+    if (flistTmp !== undefined) {
+      fs.renameSync(flistTmp, flistFile)
+      flistTmp = undefined
+    }
+    if (sigTmp !== undefined) {
+      fs.renameSync(sigTmp, sigFile)
+      sigTmp = undefined
+    } else if (!sig) {
+      // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
+      // Removed (one unlink) after the flist is in place, like a new signature would be renamed.
+      fs.rmSync(sigFile, { force: true })
+    }
+  } finally {
+    for (const tmp of [flistTmp, sigTmp]) if (tmp !== undefined) fs.rmSync(tmp, { force: true })
+  }
+  if (fsync) fsyncDir(mdDir)
+  return unchanged
 }
 
 /**
@@ -546,7 +552,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
         let stored = false
         try {
           held = false // the copy closes it, whatever happens
-          const c = await pool.runOn(slot, { op: 'copy', of: r.held, dest: path.join(root, 'files', md5[0]!, md5[1]!, md5), fsync })
+          const c = await pool.runOn(slot, { op: 'copy', of: r.held, dest: path.join(root, sourceBlobRel('store', md5)), fsync })
           if ('error' in c) fail(c, f.abs)
           if ('changed' in c) {
             f.changed = c.changed
@@ -580,7 +586,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
         const files = batch.map((f) => ({ file: f.abs, dev: f.dev, ino: f.ino, size: f.size }))
         const { reply, slot } = await pool.run({ op: 'hash', files, store: root })
         if ('error' in reply) fail(reply, batch[0]!.abs)
-        if (!('results' in reply)) throw new Error('hash worker: unexpected reply')
+        if (!('results' in reply)) throw new AysfsError('EIO', 'publish: a hashing worker gave an unexpected reply')
         await Promise.all(batch.map((f, i) => settleFile(f, reply.results[i]!, slot).catch((err: unknown) => void (firstError ??= err))))
       } catch (err) {
         firstError ??= err
@@ -607,8 +613,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const files = listed.filter((i) => i.kind === 'file')
 
   // 2. The flist.
-  const users = format === 'extended' ? idNames('/etc/passwd') : new Map<number, string>()
-  const groups = format === 'extended' ? idNames('/etc/group') : new Map<number, string>()
+  const { users: { byId: users }, groups: { byId: groups } } = systemIds()
   const flistPath = (rel: string): string => (rel === '' ? prefix : prefix === '/' ? `/${rel}` : `${prefix}/${rel}`)
   // Seed: a directory exists only as the parent of a file line.
   const implied = new Set<string>()
@@ -666,47 +671,18 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   // What we write must mount: check it with the parser the mount uses.
   parseFlist(data, { name: opts.id, prefix, file: `${opts.id}.flist` })
 
-  const mdDir = path.join(root, 'md')
-  fs.mkdirSync(mdDir, { recursive: true })
-  const flistFile = path.join(mdDir, `${opts.id}.flist`)
-  const sigFile = `${flistFile}.sig`
-  let old: Buffer | undefined
-  try {
-    old = fs.readFileSync(flistFile)
-  } catch {
-    // a new service
-  }
-  const unchanged = old !== undefined && old.equals(data)
+  const flistFile = path.join(root, storeFlistRel(opts.id))
   const sig = opts.sign !== undefined ? signFlist(data, path.resolve(opts.sign)) : undefined
-  // Both files are written and fsynced under temp names first, then renamed back to back: the
-  // flist, then its signature. Until the first rename the old pair is whole (an interrupted run
-  // changes nothing); a node that reads the pair between the two renames gets the new flist with
-  // the old signature, refuses it, and fetches the pair once more (lib/pipeline.ts, fetchFlist).
-  let flistTmp: string | undefined
-  let sigTmp: string | undefined
+  let unchanged: boolean
   try {
-    if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
-    if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
-    if (flistTmp !== undefined) {
-      fs.renameSync(flistTmp, flistFile)
-      flistTmp = undefined
-    }
-    if (sigTmp !== undefined) {
-      fs.renameSync(sigTmp, sigFile)
-      sigTmp = undefined
-    } else if (!sig) {
-      // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
-      // Removed (one unlink) after the flist is in place, like a new signature would be renamed.
-      fs.rmSync(sigFile, { force: true })
-    }
-  } finally {
-    for (const tmp of [flistTmp, sigTmp]) if (tmp !== undefined) fs.rmSync(tmp, { force: true })
+    unchanged = replaceFlist(flistFile, data, sig, fsync)
+  } catch (err) {
+    throw fromSystemError(err, `store ${root}: cannot write ${flistFile}`)
   }
-  if (fsync) fsyncDir(mdDir)
 
   return {
     flist: flistFile,
-    ...(sig ? { signature: sigFile } : {}),
+    ...(sig ? { signature: `${flistFile}.sig` } : {}),
     format,
     prefix,
     lines: lines.length,

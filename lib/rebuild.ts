@@ -1,10 +1,13 @@
+/**
+ * `aysfs-native rebuild`: compile the native addon where the package is installed, with the
+ * install script's own compile step (scripts/install.js).
+ */
 import path from 'node:path'
-import { packageRoot } from './native'
+import { packageRoot } from './package-root'
 
 /** The compile step shared with the install script (scripts/install.js, plain CommonJS). */
 interface InstallScript {
   compile(options?: { stdio?: 'inherit' | 'ignore' }): Promise<number>
-  missingPackages(env?: NodeJS.ProcessEnv): string[]
 }
 
 /**
@@ -19,11 +22,4 @@ export function rebuild(): Promise<number> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const script = require(path.join(packageRoot(), 'scripts', 'install.js')) as InstallScript
   return script.compile()
-}
-
-/** The Debian/Ubuntu packages a compile needs and this machine lacks (empty when it can compile). */
-export function missingBuildPackages(): string[] {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const script = require(path.join(packageRoot(), 'scripts', 'install.js')) as InstallScript
-  return script.missingPackages()
 }

@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import { loadConfig } from './config'
 import { mount, type AysfsMount } from './index'
-import { AysfsError } from './errors'
+import { AysfsError, fromSystemError } from './errors'
 import type { Logger } from './log'
 import { notifySystemd } from './systemd'
 
@@ -25,7 +25,7 @@ export interface ServeOptions {
  * Checks what the engine would refuse, with messages for a person at a shell; a missing or
  * wrong mountpoint is a usage error (exit status 2), a busy one is left to `mount()` (`EBUSY`).
  */
-export function checkMountpoint(mountpoint: string): void {
+function checkMountpoint(mountpoint: string): void {
   let st: fs.Stats
   try {
     st = fs.statSync(mountpoint)
@@ -36,7 +36,7 @@ export function checkMountpoint(mountpoint: string): void {
     }
     // ENOTCONN: a stale mount of a process that died; the engine clears it.
     if (code === 'ENOTCONN' || code === 'ECONNABORTED') return
-    throw new AysfsError(code ?? 'EIO', `mountpoint ${mountpoint}: ${(err as Error).message}`, { key: 'main.mount' })
+    throw fromSystemError(err, `mountpoint ${mountpoint}`, { key: 'main.mount' })
   }
   if (!st.isDirectory()) throw new AysfsError('EUSAGE', `mountpoint ${mountpoint} is not a directory`, { key: 'main.mount' })
 }

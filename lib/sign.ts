@@ -25,10 +25,10 @@
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { AysfsError } from './errors'
+import { AysfsError, fromSystemError } from './errors'
 
 /** The signature file format this module writes and reads. */
-export const SIGNATURE_VERSION = 1
+const SIGNATURE_VERSION = 1
 /** Largest signature file read (a v1 file is under 200 bytes; the pipeline caps it at 64 KiB). */
 const MAX_SIG_TEXT = 64 * 1024
 
@@ -102,10 +102,10 @@ export function generateKeyPair(dir: string, name = 'aysfs'): KeyPairFiles {
   checkName(name)
   const pubFile = path.resolve(dir, `${name}.pub`)
   const keyFile = path.resolve(dir, `${name}.key`)
-  const fsError = (err: unknown, file: string): AysfsError => {
-    const e = err as NodeJS.ErrnoException
-    return new AysfsError(e.code ?? 'EIO', `keygen: ${file}: ${e.code === 'EEXIST' ? 'already exists; refusing to overwrite a key' : e.message}`, { file, cause: err })
-  }
+  const fsError = (err: unknown, file: string): AysfsError =>
+    (err as NodeJS.ErrnoException).code === 'EEXIST'
+      ? new AysfsError('EEXIST', `keygen: ${file}: already exists; refusing to overwrite a key`, { file, cause: err })
+      : fromSystemError(err, `keygen: ${file}`, { file })
   try {
     fs.mkdirSync(path.resolve(dir), { recursive: true, mode: 0o700 })
   } catch (err) {

@@ -1,6 +1,6 @@
 /**
  * `aysfs-native status MOUNTPOINT`: the counters of a running mount, read from the
- * `user.aysfs.status` xattr of its root (docs/api.md), so any process can ask without a registry or a
+ * `user.aysfs.status` xattr of its root, so any process can ask without a registry or a
  * socket of its own.
  *
  * Node has no xattr API, and an addon call would load libfuse for nothing: the value is read with
@@ -12,7 +12,7 @@ import { AysfsError } from './errors'
 import { AYSFS_FSTYPE, canonicalMountpoint, findMount } from './mounts'
 import { formatBytes } from './progress'
 
-export const STATUS_XATTR = 'user.aysfs.status'
+const STATUS_XATTR = 'user.aysfs.status'
 
 /**
  * The status document of the mount at `mountpoint`.

@@ -14,7 +14,7 @@ import { execFile } from 'node:child_process'
 import type { Logger } from './log'
 
 /** Whether systemd (or anything else speaking the protocol) is listening. */
-export function notifyEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+function notifyEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return typeof env.NOTIFY_SOCKET === 'string' && env.NOTIFY_SOCKET !== ''
 }
 

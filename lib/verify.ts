@@ -6,8 +6,8 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { prepareCacheDir } from './cache-dir'
-import { cachedBlobs, checkCachedBlob, cleanTmp } from './pipeline'
+import { BAD_DIR, TMP_DIR, cachedBlobs, checkCachedBlob, cleanTmp, prepareCacheDir } from './local-cache'
+import { fromSystemError } from './errors'
 import { createProgress } from './progress'
 
 /** Options of {@link verify}. */
@@ -35,10 +35,11 @@ export interface VerifyResult {
 
 /**
  * Checks every blob of the cache (sync hashing, with a pause for the event loop every 100 ms so
- * progress lines come out). The cache directory must pass the checks a mount makes (lib/cache-dir.ts):
+ * progress lines come out). The cache directory must pass the checks a mount makes (lib/local-cache/dir.ts):
  * ours, not writable by group or others; it is set 0700.
  * @throws AysfsError `ENOENT` when the cache directory does not exist, `EINVAL` when another user
- *   owns it or group or others may write in it.
+ *   owns it or group or others may write in it; the fs error's code when a blob cannot be read
+ *   or moved aside.
  */
 export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   const cache = prepareCacheDir(opts.cache, { create: false }).dir
@@ -52,7 +53,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   }
   const bytes = list.reduce((n, b) => n + b.size, 0)
   const bar = opts.progress === false ? undefined : createProgress({ label: 'verify', files: list.length, bytes, ...(typeof opts.progress === 'object' ? opts.progress : {}) })
-  const result: VerifyResult = { cache, checked: 0, bytes: 0, ok: 0, bad: [], vanished: 0, tmpRemoved: 0, badDir: path.join(cache, 'bad') }
+  const result: VerifyResult = { cache, checked: 0, bytes: 0, ok: 0, bad: [], vanished: 0, tmpRemoved: 0, badDir: path.join(cache, BAD_DIR) }
   let paused = Date.now()
   try {
     for (const b of list) {
@@ -60,7 +61,12 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
         await new Promise((resolve) => setImmediate(resolve))
         paused = Date.now()
       }
-      const r = checkCachedBlob(cache, b.md5, { moveAside: true })
+      let r: ReturnType<typeof checkCachedBlob>
+      try {
+        r = checkCachedBlob(cache, b.md5, { moveAside: true })
+      } catch (err) {
+        throw fromSystemError(err, `verify: ${b.file}`)
+      }
       if (r === 'ok') result.ok++
       else if (r === 'bad') result.bad.push(b.md5)
       else result.vanished++
@@ -73,6 +79,6 @@ export async function verify(opts: VerifyOptions): Promise<VerifyResult> {
   } finally {
     bar?.stop()
   }
-  result.tmpRemoved = cleanTmp(path.join(cache, 'tmp'))
+  result.tmpRemoved = cleanTmp(path.join(cache, TMP_DIR))
   return result
 }

@@ -16,7 +16,9 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { redactUrl, type SourceConfig } from '../config'
-import { SourceFault, pushToDir, type GetResult, type Sink, type Source, type SourceRole } from './source'
+import { fileKindOf, kindWords } from '../file-kind'
+import { pushToDir } from '../local-cache/committer'
+import { SourceFault, type GetResult, type Sink, type Source, type SourceRole } from './source'
 
 /** How a source file is opened: read only, never through a symlink (ELOOP), never waiting for a
  * writer (a FIFO), never becoming our controlling terminal (a tty). */
@@ -38,16 +40,6 @@ export function dirRoot(url: string): string | undefined {
 function ioFault(err: unknown, what: string): SourceFault {
   const code = (err as NodeJS.ErrnoException).code ?? 'EIO'
   return new SourceFault(`io:${code}`, `${what}: ${(err as Error).message}`, err)
-}
-
-/** The kind of file `st` is, for messages. */
-function fileKind(st: fs.Stats): string {
-  if (st.isFIFO()) return 'a FIFO'
-  if (st.isCharacterDevice()) return 'a character device'
-  if (st.isBlockDevice()) return 'a block device'
-  if (st.isSocket()) return 'a socket'
-  if (st.isDirectory()) return 'a directory'
-  return 'not a regular file'
 }
 
 export class DirSource implements Source {
@@ -85,7 +77,7 @@ export class DirSource implements Source {
     }
     try {
       const st = fs.fstatSync(fd)
-      if (!st.isFile()) throw new SourceFault('not-a-file', `${file} is ${fileKind(st)}, not a regular file`)
+      if (!st.isFile()) throw new SourceFault('not-a-file', `${file} is a ${fileKindOf(st) === 'fifo' ? 'FIFO' : kindWords(st)}, not a regular file`)
       if (sink.exactBytes !== undefined && st.size !== sink.exactBytes) {
         throw new SourceFault(st.size > sink.exactBytes ? 'too-long' : 'too-short', `${file} has ${st.size} bytes, expected ${sink.exactBytes}`)
       }

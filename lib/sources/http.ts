@@ -44,8 +44,8 @@ import { AysfsError } from '../errors'
 import { lookup as defaultLookup, type LookupFunction } from './resolve'
 import { SourceFault, type GetResult, type Sink, type Source, type SourceRole } from './source'
 
-/** Bytes per second below which a source has failed (`main.timeout`, docs/config.md). */
-export const SPEED_FLOOR = 1024
+/** Bytes per second below which a source has failed (`main.timeout`). */
+const SPEED_FLOOR = 1024
 /** Redirects followed for one GET. */
 export const MAX_REDIRECTS = 5
 /** Error bodies up to this size are read to the end so the connection can be reused. */

@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { Engine } from '../../lib/engine'
-import { packageRoot } from '../../lib/native'
+import { packageRoot } from '../../lib/package-root'
 import { clearMounts, fixtureFetcher, mountEngine, mountsBelow, processCounts, tmpdir } from '../helpers/mount'
 import { md5, tableFor, type GenEntry } from '../helpers/tree'
 

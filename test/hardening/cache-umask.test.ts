@@ -4,7 +4,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
-import { BlobWriter } from '../../lib/sources/source'
+import { BlobWriter } from '../../lib/local-cache/blob-writer'
 import { SERVICE, config, files, mountHere, readAsync, until, writeStore } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
 import { md5hex, randomBytes } from '../helpers/store'

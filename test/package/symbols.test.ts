@@ -5,7 +5,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t from 'tap'
-import { packageRoot } from '../../lib/native'
+import { packageRoot } from '../../lib/package-root'
 import { dynamicInfo, floorViolations, objdumpFor } from '../helpers/elf'
 
 const root = packageRoot()

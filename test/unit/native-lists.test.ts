@@ -7,7 +7,8 @@ import path from 'node:path'
 import t from 'tap'
 import ts from 'typescript'
 import { ENGINE_DEFAULTS } from '../../lib/engine'
-import { loadBinding, packageRoot } from '../../lib/native'
+import { loadBinding } from '../../lib/native'
+import { packageRoot } from '../../lib/package-root'
 
 /** The property names of each interface of binding.d.ts, in the order they are written. */
 function bindingInterfaces(): Map<string, string[]> {

@@ -1,6 +1,7 @@
 /**
  * Who may own and write the local cache directory, and its mode: one check for every entry
- * point that uses a cache (mount, the pipeline, `prefetch`, `verify`, the engine).
+ * point that uses a cache (mount, the pipeline, `prefetch`, `verify`, the engine). Part of the
+ * local cache (lib/local-cache/).
  *
  * The local cache holds the content of every file anyone read through the mount, whatever that
  * file's mode in the flist: with `allow_other`, a 0600 file of root is refused to other users by
@@ -16,15 +17,16 @@
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { AysfsError } from './errors'
-import { systemIds } from './flist'
+import { AysfsError } from '../errors'
+import { systemIds } from '../system-ids'
+import { BAD_DIR, KEPT_DIR, TMP_DIR } from './layout'
 
 /** Mode of the cache's top directory and of the directories we make in it (`md/`, `tmp/`, `bad/`). */
-export const CACHE_DIR_MODE = 0o700
+const CACHE_DIR_MODE = 0o700
 /** Mode of the files we write in the cache (kept flists and signatures; blobs moved to `bad/`). */
 export const CACHE_FILE_MODE = 0o600
 /** The cache's own subdirectories other than the blob tree. */
-const SUBDIRS = ['md', 'tmp', 'bad']
+const SUBDIRS = [KEPT_DIR, TMP_DIR, BAD_DIR]
 
 /** What {@link prepareCacheDir} did. */
 export interface CacheDirResult {
@@ -38,8 +40,8 @@ export interface CacheDirResult {
 
 /** `uid 1000 (alice)`, or `uid 1000` for a uid that /etc/passwd does not name. */
 function describeUid(uid: number): string {
-  for (const [name, id] of systemIds().users) if (id === uid) return `uid ${uid} (${name})`
-  return `uid ${uid}`
+  const name = systemIds().users.byId.get(uid)
+  return name === undefined ? `uid ${uid}` : `uid ${uid} (${name})`
 }
 
 /** Permission bits as `ls` and `chmod` write them: `0755`, `1777`. */

@@ -1,5 +1,7 @@
 /**
- * The local cache's quota (`main.cache_size`) and its answer to a full disk.
+ * The local cache's quota (`main.cache_size`) and its answer to a full disk: which blobs go, and
+ * when (what CernVM-FS calls the cache manager's quota). Part of the local cache
+ * (lib/local-cache/index.ts asks it before and after every blob it writes).
  *
  * **The file system is the database.** There is no index file to keep in step, to lose in a
  * crash or to fight over: every pass stats the blobs under `<cache>/<h0>/<h1>/` (256 directories,
@@ -42,8 +44,9 @@
  *
  * **A full disk** (ENOSPC, EDQUOT) while a blob is written: {@link CacheQuota.makeRoomSync} first
  * unlinks what passes left to purge, then evicts least recently used blobs (pins still hold; no
- * grace), unlinking them at once, until the file system has room for it; the pipeline retries. A temp file is never renamed into place unless complete and checked,
- * so a full disk can never leave a half-written blob under its final name.
+ * grace), unlinking them at once, until the file system has room for it; the pipeline retries. A
+ * temp file is never renamed into place unless complete and checked, so a full disk can never
+ * leave a half-written blob under its final name.
  *
  * **A blob that can never fit evicts nothing.** Before a download, a blob larger than the quota
  * (or than the whole file system) is refused ({@link CacheQuota.neverFits}); on a full disk,
@@ -58,13 +61,16 @@
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
+import { BLOB_NAME } from '../blob'
+import type { Logger } from '../log'
+import { TMP_DIR } from './layout'
 
 /** Passes evict down to this fraction of the quota, so that one pass makes room for many blobs. */
 export const LOW_WATER = 0.95
 /** Blobs that arrived less than this long ago are left alone by quota passes (not on a full disk). */
-export const GRACE_MS = 2000
+const GRACE_MS = 2000
 /** A quota pass re-arms atimes and re-counts at least this often (if any blob was fetched). */
-export const REARM_EVERY_MS = 60_000
+const REARM_EVERY_MS = 60_000
 /** Two passes triggered by new blobs are at least this far apart. */
 const MIN_PASS_GAP_MS = 1000
 /** Room asked for beyond the blob itself when the disk is full (directories, the temp name). */
@@ -76,14 +82,6 @@ const PURGE_SLICE_MS = 10
 const HEX = '0123456789abcdef'
 /** One options object for every lstat of a pass (made once: a pass makes 100,000 calls). */
 const LSTAT: fs.StatSyncOptions & { bigint?: false; throwIfNoEntry: false } = { throwIfNoEntry: false }
-const BLOB_NAME = /^[0-9a-f]{32}$/
-
-/** Something to log to (pino's shape). */
-export interface QuotaLog {
-  info(obj: object, msg?: string): void
-  warn(obj: object, msg?: string): void
-  error(obj: object, msg?: string): void
-}
 
 /** Counters of the quota for `status`. */
 export interface QuotaStats {
@@ -144,7 +142,7 @@ function diskBytes(st: fs.Stats): number {
 }
 
 /** The on-disk size a blob of `size` bytes will roughly take (until a pass counts it). */
-export function estimateBytes(size: number): number {
+function estimateBytes(size: number): number {
   return Math.ceil(size / 4096) * 4096
 }
 
@@ -185,12 +183,12 @@ function listDir(dir: string): string[] {
 }
 
 /**
- * The quota of one cache directory, shared by every pipeline of a thread on that directory
+ * The quota of one cache directory, shared by every LocalCache of a thread on that directory
  * ({@link acquireQuota}): pins and passes must see each other.
  */
 export class CacheQuota {
   limit: number
-  private log: QuotaLog
+  private log: Logger
   private readonly pins = new Map<string, number>()
   private used: number | null = null
   private blobs: number | null = null
@@ -215,7 +213,7 @@ export class CacheQuota {
   private trash: string[] = []
   private purging = false
   private trashSeq = 0
-  /** Pipelines using this object ({@link acquireQuota} / {@link releaseQuota}). */
+  /** Local caches using this object ({@link acquireQuota} / {@link releaseQuota}). */
   refs = 0
   /** Quota passes leave blobs that arrived less than this long ago alone (tests set 0). */
   graceMs = GRACE_MS
@@ -229,14 +227,14 @@ export class CacheQuota {
   constructor(
     readonly cacheDir: string,
     limit: number,
-    log: QuotaLog,
+    log: Logger,
   ) {
     this.limit = limit
     this.log = log
   }
 
-  /** A later pipeline's settings (a reload with a new `cache_size`, or another logger). */
-  configure(limit: number, log: QuotaLog): void {
+  /** A later LocalCache's settings (a reload with a new `cache_size`, or another logger). */
+  configure(limit: number, log: Logger): void {
     const changed = limit !== this.limit
     this.limit = limit
     this.log = log
@@ -244,7 +242,7 @@ export class CacheQuota {
   }
 
   /**
-   * The pipeline calls this at every fetch. The first call starts the background passes: a
+   * Called at every fetch. The first call starts the background passes: a
    * count at once, then a pass whenever new blobs take the cache over the quota, and a
    * re-arming pass every {@link REARM_EVERY_MS} while fetches go on. A quiet mount (everything
    * cached) runs none: the cache does not grow, and reads keep their atimes until the next pass.
@@ -553,7 +551,7 @@ export class CacheQuota {
     const need = estimateBytes(size)
     const total = fsBytes(this.cacheDir)
     if (need > total) return `it is larger than the whole file system of the cache (${total} bytes, ${mib(total)})`
-    const tmp = path.join(this.cacheDir, 'tmp')
+    const tmp = path.join(this.cacheDir, TMP_DIR)
     for (let fresh = false; ; fresh = true) {
       let s = this.scan
       if (fresh || !s || Date.now() - s.at > SCAN_REUSE_MS) {
@@ -612,7 +610,7 @@ export class CacheQuota {
 const FS_CHECK_MIN = 1 << 20
 
 /** Size of the file system of `dir` in bytes; Infinity when it cannot be asked. */
-export function fsBytes(dir: string): number {
+function fsBytes(dir: string): number {
   try {
     const s = fs.statfsSync(dir)
     return s.blocks * s.bsize
@@ -647,7 +645,7 @@ function mib(n: number): string {
 }
 
 /** The error code of `err` or of an error in its `cause` chain. */
-export function errnoOf(err: unknown): string | undefined {
+function errnoOf(err: unknown): string | undefined {
   for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 8; e = e.cause as typeof e, depth++) {
     if (typeof e.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) && e.code !== 'EIO') return e.code
   }
@@ -664,10 +662,10 @@ const registry = new Map<string, CacheQuota>()
 
 /**
  * The quota of `cacheDir` for this thread (each worker thread has its own module registry):
- * made on first use, re-configured by later pipelines on the same directory, stopped when the
+ * made on first use, re-configured by later local caches on the same directory, stopped when the
  * last of them {@link releaseQuota releases} it.
  */
-export function acquireQuota(cacheDir: string, limit: number, log: QuotaLog): CacheQuota {
+export function acquireQuota(cacheDir: string, limit: number, log: Logger): CacheQuota {
   const key = path.resolve(cacheDir)
   let q = registry.get(key)
   if (q) q.configure(limit, log)

@@ -1,0 +1,20 @@
+/**
+ * How a blob is named: by the MD5 of its content, and under any root (a store's `files/`, a grid
+ * cache, the local cache) at `<h0>/<h1>/<md5>`, `h0` and `h1` its first two hex digits.
+ */
+
+/** The MD5 of empty content: a zero-size file never needs a source. */
+export const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
+
+/** A blob's file name: 32 lower-case hex digits. */
+export const BLOB_NAME = /^[0-9a-f]{32}$/
+
+/** Whether `s` is an MD5 as flists and callers may write it: 32 hex digits, either case. */
+export function isMd5(s: unknown): s is string {
+  return typeof s === 'string' && /^[0-9a-fA-F]{32}$/.test(s)
+}
+
+/** `<h0>/<h1>/<md5>`: where the blob sits under a root. */
+export function blobRel(md5: string): string {
+  return `${md5[0]}/${md5[1]}/${md5}`
+}

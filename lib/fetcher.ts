@@ -1,0 +1,45 @@
+/**
+ * The fetcher module contract: what the engine's miss worker (lib/miss-worker.ts) loads to put a
+ * missing blob in the local cache. lib/pipeline/ is the real one; tests load small fixture
+ * fetchers (test/fixtures/fetcher.js). docs/design.md, "The miss path", says what code that runs
+ * there may and may not do.
+ */
+
+/** What a caller of {@link Fetcher.fetch} may say besides the blob. */
+export interface FetchOptions {
+  /**
+   * The caller gives up when this aborts: its promise rejects at once (`EIO`). The download goes
+   * on while another caller of the same blob still waits for it; once the last one gave up it
+   * ends: its download slot (or its place in the queue) is freed at once, a source that is still
+   * sending has its next chunk refused (and drops the connection), no further source is tried,
+   * and nothing is put in the cache.
+   */
+  signal?: AbortSignal
+  /**
+   * Called whenever the download moves: bytes arrive from a source, or it moves on to the next
+   * source; while it waits for a download slot or for room in the cache, whenever another
+   * download moves (a few times a second at most). Called per chunk: keep it cheap. The engine's
+   * backstop of parked reads counts this as progress.
+   */
+  onProgress?: () => void
+}
+
+/** What a fetcher module's `createFetcher` makes. */
+export interface Fetcher {
+  /**
+   * Put a verified copy of the blob at `<cache>/<h0>/<h1>/<md5>`; reject (`EIO`) if no source can.
+   * `onVerified`, when given, may be called once with the blob's checked bytes before they are in
+   * the cache (the engine answers its waiting readers from them); the promise still settles
+   * only once the blob is in place.
+   */
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options?: FetchOptions): Promise<void>
+  /** Counters for `status`: a JSON-serialisable object, published as the status document's `pipeline`. */
+  stats(): object
+  /** Stop; resolves once what it put in hand is done (bounded: the engine does not wait long). */
+  close(): Promise<void>
+}
+
+/** A fetcher module: `require(module).createFetcher(data)`, `data` as the engine was given it. */
+export interface FetcherModule {
+  createFetcher(data: unknown): Fetcher | Promise<Fetcher>
+}

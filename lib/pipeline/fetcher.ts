@@ -1,0 +1,516 @@
+/**
+ * The pipeline's fetcher: merges concurrent fetches of a blob into one download and walks the
+ * sources for it. A miss goes local cache (the blob may have appeared meanwhile) → grid caches in
+ * config order → stores in config order, each store plain then `.bro`; the bytes are MD5- and
+ * size-checked as they arrive and put in the local cache (lib/local-cache/) only once checked. A
+ * source that fails or serves wrong bytes is skipped for the next one; when none is left the
+ * fetch rejects with an `AysfsError` coded `EIO`. What else the pipeline does has a file of its
+ * own: pushes to grid caches (pushes.ts), flists (flists.ts), per-source counters
+ * (source-stats.ts), the download's slot, sink and abandonment (download.ts).
+ *
+ * It runs on the miss worker (docs/design.md, "The miss path"): sync fs, in-thread crypto, the
+ * addon's brotli decoder and committer threads, host names through lib/sources/resolve.ts.
+ * Nothing in it needs libuv's threadpool or the main thread.
+ */
+import { EMPTY_MD5, isMd5 } from '../blob'
+import type { Config } from '../config'
+import { AysfsError } from '../errors'
+import type { Fetcher, FetchOptions } from '../fetcher'
+import { SourceHealth, isHealthFault, type Admission } from '../health'
+import { LocalCache, isNoSpace, type QuotaStats } from '../local-cache'
+import { createLogger, stderrLogger, type Logger, type LogOptions } from '../log'
+import { createSource } from '../sources'
+import { BroSink } from '../sources/bro'
+import type { LookupFunction } from '../sources/resolve'
+import { CONTENT_FAULTS, SourceFault, sourceBlobRel, type Source } from '../sources/source'
+import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './download'
+import { fetchFlist, type FlistContext, type FlistResult, type ValidateFlist } from './flists'
+import { PushQueue } from './pushes'
+import { SourceCounters, asFault, type SourceStats } from './source-stats'
+
+/** A download that finds the disk full while other fetches pin blobs waits this many times, at
+ * most, for one of them to settle before it gives up. */
+const MAX_ROOM_WAITS = 16
+/** Evictions in a row before a download that still finds the disk full waits or gives up. */
+const MAX_EVICTIONS = 2
+/** Downloads waiting for a slot or for room hear of the others' progress at most this often. */
+const WAITERS_EVERY_MS = 100
+
+/** What `stats()` returns: plain JSON. */
+export interface FetcherStats {
+  /** Calls to `fetch()`. */
+  fetches: number
+  /** Calls that joined a download already in flight for the same blob (single flight). */
+  merged: number
+  /** Downloads that ended with the blob in the local cache. */
+  served: number
+  /** Downloads that ended in EIO. */
+  failed: number
+  /** Misses that found the blob already in the local cache when they looked. */
+  alreadyCached: number
+  /** Zero-size blobs created without a source. */
+  empty: number
+  /** Downloads that failed because the local cache's disk was full, even after evicting. */
+  noSpace: number
+  /**
+   * Fetches refused because the blob can never fit in the local cache (larger than
+   * `main.cache_size`, or than its file system with everything evictable gone): nothing is
+   * evicted for them, and their reads fail with EIO.
+   */
+  tooLarge: number
+  /** The local cache: quota, usage, evictions. */
+  cache: QuotaStats
+  downloads: { active: number; queued: number; max: number }
+  pushes: { active: number; queued: number; dropped: number }
+  flists: { fetched: number; kept: number }
+  /** Grid caches in order, then stores in order. */
+  sources: SourceStats[]
+}
+
+/** What `createFetcher` takes: structured-cloneable (but `log`), so it can cross to a worker. */
+export interface FetcherData {
+  config: Config
+  /** Default: warnings and errors to stderr. Cannot cross a worker boundary: omit it there. */
+  log?: Logger
+  /** A logger to make (on the miss worker, where `log` cannot be passed); `log` wins. */
+  logging?: LogOptions
+  /** Uploads to grid caches at once; default `min(4, max_downloads)`. */
+  pushConcurrency?: number
+  /** fsync blobs before renaming them in; default true (tests may turn it off). */
+  fsync?: boolean
+  /** Host name resolution for HTTP sources; default `../sources/resolve`. */
+  lookup?: LookupFunction
+  /** Backoff of failing sources (lib/health.ts); `baseMs: 0` retries at once (tests). */
+  backoff?: { baseMs?: number; maxMs?: number }
+}
+
+/** How a try of one source ended: the blob is in the cache, the source does not have it, or it failed. */
+type Outcome = 'ok' | 'absent' | SourceFault
+
+/** The health verdict of a try: `undefined` when it ended for a reason of ours (the local disk). */
+function verdict(outcome: Outcome | undefined): boolean | undefined {
+  if (outcome === undefined) return undefined
+  return outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind)
+}
+
+/** The fetcher. Everything it does on the fetch path is sync fs, sockets and timers. */
+export class Pipeline implements Fetcher {
+  readonly cache: LocalCache
+  /** Grid caches in order, then stores in order. */
+  readonly sources: readonly Source[]
+  private readonly config: Config
+  private readonly log: Logger
+  private readonly slots: Slots
+  private readonly inflight = new Map<string, Download>()
+  /** Downloads waiting for a slot or for room: they move when any download moves. */
+  private readonly waiting = new Set<Download>()
+  private waitersToldAt = 0
+  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, tooLarge: 0 }
+  private readonly flistTally = { fetched: 0, kept: 0 }
+  private readonly perSource: SourceCounters
+  private readonly pushes: PushQueue
+  private readonly health: SourceHealth
+  private closed = false
+  /** The full-disk message is logged once a minute at most, with the count of the others. */
+  private noSpaceLog = { at: 0, suppressed: 0 }
+  /** Blobs whose "can never fit" line was logged: once per blob (then debug). */
+  private tooLargeLogged = new Set<string>()
+
+  constructor(data: FetcherData) {
+    if (data === null || typeof data !== 'object' || typeof data.config?.main?.cache !== 'string') {
+      throw new TypeError('createFetcher: data.config must be a checked Config')
+    }
+    const config = data.config
+    this.config = config
+    this.log = data.log ?? (data.logging ? createLogger(data.logging) : stderrLogger)
+    // The cache directory is checked first, before any source exists: refused (an AysfsError
+    // naming it) if another user owns it or may write in it.
+    this.cache = new LocalCache({ dir: config.main.cache, quota: config.main.cacheSize, log: this.log, fsync: data.fsync })
+    const opts = { timeoutMs: config.main.timeoutMs, lookup: data.lookup }
+    try {
+      this.sources = [...config.caches.map((c) => createSource(c, 'cache', opts)), ...config.stores.map((s) => createSource(s, 'store', opts))]
+    } catch (err) {
+      void this.cache.close()
+      throw err
+    }
+    this.slots = new Slots(Math.max(1, config.main.maxDownloads))
+    this.health = new SourceHealth({
+      ...data.backoff,
+      onChange: (key, up, failures, delayMs) => {
+        const src = this.sources.find((x) => x.key === key)
+        const fields = { source: key, url: src?.url }
+        if (up) this.log.info(fields, `${key} (${src?.url}) answers again after ${failures} failures in a row`)
+        // info: the failure itself was already logged as a warning, once per kind.
+        else this.log.info(fields, `${key} (${src?.url}) failed: backed off (first retry in ${(delayMs / 1000).toFixed(1)} s, then longer, up to a minute, while it keeps failing)`)
+      },
+    })
+    this.perSource = new SourceCounters(this.sources, this.health, this.log)
+    this.pushes = new PushQueue(Math.max(1, data.pushConcurrency ?? Math.min(4, config.main.maxDownloads)), this.perSource)
+  }
+
+  /** Where the blob lives (or will) in the local cache. */
+  path(md5: string): string {
+    return this.cache.path(md5)
+  }
+
+  /** Whether the local cache holds the blob with the right size. */
+  has(md5: string, size: number): boolean {
+    return this.cache.has(md5, size)
+  }
+
+  /**
+   * Make sure `<cache>/<h0>/<h1>/<md5>` holds the blob: at once if it is there, else from the
+   * first source that serves verified content. Concurrent calls for one blob share one download;
+   * at most `max_downloads` run at once, the rest queue. Rejects with `AysfsError` `EIO` when no
+   * source can serve it (or the local cache cannot be written), a `TypeError` for bad arguments.
+   */
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options: FetchOptions = {}): Promise<void> {
+    if (!isMd5(md5)) return Promise.reject(new TypeError('md5 must be a string of 32 hex digits'))
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      return Promise.reject(new TypeError('size must be a non-negative integer'))
+    }
+    this.counters.fetches++
+    const hash = md5.toLowerCase()
+    const key = `${hash}:${size}`
+    let dl = this.inflight.get(key)
+    if (dl) {
+      this.counters.merged++
+    } else {
+      const d = (dl = new Download())
+      // Pinned until the event-loop turn after it settled (LocalCache.releaseSoon).
+      this.cache.pin(hash)
+      d.promise = this.download(hash, size, onVerified, d).finally(() => {
+        if (this.inflight.get(key) === d) this.inflight.delete(key)
+        this.cache.releaseSoon(hash)
+      })
+      this.inflight.set(key, d)
+    }
+    return this.join(dl, key, options)
+  }
+
+  /** One caller's wait for a download: see {@link FetchOptions}. */
+  private join(dl: Download, key: string, { signal, onProgress }: FetchOptions): Promise<void> {
+    dl.callers++
+    if (onProgress) dl.listeners.add(onProgress)
+    let left = false
+    const leave = (): void => {
+      if (left) return
+      left = true
+      dl.callers--
+      if (onProgress) dl.listeners.delete(onProgress)
+    }
+    if (!signal) return dl.promise.finally(leave)
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => {
+        leave()
+        if (dl.callers === 0 && !dl.signal.aborted) {
+          // Nobody waits any more: end it, and let a new fetch of the blob start afresh.
+          if (this.inflight.get(key) === dl) this.inflight.delete(key)
+          dl.abort.abort(new Abandoned(`blob ${key.slice(0, 32)}: abandoned by every caller`))
+        }
+        reject(new AysfsError('EIO', `blob ${key.slice(0, 32)}: abandoned (${(signal.reason as Error | undefined)?.message ?? 'aborted'})`))
+      }
+      if (signal.aborted) return onAbort()
+      signal.addEventListener('abort', onAbort, { once: true })
+      dl.promise.then(resolve, reject).finally(() => {
+        signal.removeEventListener('abort', onAbort)
+        leave()
+      })
+    })
+  }
+
+  /** `dl` moved: its callers hear of it, and so do the downloads waiting for a slot or room. */
+  private moved(dl: Download): void {
+    dl.moved()
+    if (this.waiting.size === 0) return
+    const now = Date.now()
+    if (now - this.waitersToldAt < WAITERS_EVERY_MS) return
+    this.waitersToldAt = now
+    for (const w of this.waiting) if (w !== dl) w.moved()
+  }
+
+  /** Waits for `p` as a download that is not moving by itself (see {@link FetchOptions.onProgress}). */
+  private async waitFor<T>(dl: Download, p: Promise<T>): Promise<T> {
+    this.waiting.add(dl)
+    try {
+      return await p
+    } finally {
+      this.waiting.delete(dl)
+    }
+  }
+
+  /** The one download of a blob: an empty one is made, else a slot, then the sources. */
+  private async download(md5: string, size: number, onVerified: ((data: Buffer) => void) | undefined, dl: Download): Promise<void> {
+    if (size === 0) return this.putEmpty(md5)
+    try {
+      await this.waitFor(dl, this.slots.acquire(dl.signal))
+    } catch (err) {
+      this.counters.failed++
+      throw err
+    }
+    try {
+      if (this.closed) throw new AysfsError('EIO', `blob ${md5}: the fetcher is closed`)
+      if (this.cache.has(md5, size)) {
+        this.counters.alreadyCached++
+        return
+      }
+      // Larger than the quota or the whole disk: downloading it would evict every blob and fail.
+      const never = this.cache.neverFits(size)
+      if (never !== undefined) throw this.tooLarge(md5, size, never)
+      await this.walkSources(md5, size, onVerified, dl)
+    } catch (err) {
+      this.counters.failed++
+      throw err
+    } finally {
+      this.slots.release()
+    }
+  }
+
+  /** A zero-size blob needs no source: its MD5 is known, and it is made in place. */
+  private async putEmpty(md5: string): Promise<void> {
+    if (md5 !== EMPTY_MD5) {
+      this.counters.failed++
+      throw new AysfsError('EIO', `blob ${md5}: size 0, but ${EMPTY_MD5} is the MD5 of empty content`)
+    }
+    if (this.cache.has(md5, 0)) {
+      this.counters.alreadyCached++
+      return
+    }
+    const w = this.cache.writer(md5, 0)
+    try {
+      w.end()
+      await this.cache.commit(w)
+    } finally {
+      w.abort()
+    }
+    this.counters.empty++
+  }
+
+  /**
+   * Tries the sources in order until one puts the blob in the cache. The waiting readers are
+   * answered from the first checked copy, before it is in the cache, and the download is counted
+   * as served then (so a reader that has its bytes sees them counted); if that copy then never
+   * makes it into the cache, the count is taken back. Grid caches that missed the blob get it
+   * pushed once it is in.
+   */
+  private async walkSources(md5: string, size: number, onVerified: ((data: Buffer) => void) | undefined, dl: Download): Promise<void> {
+    const { signal } = dl
+    const tried: string[] = []
+    const missed: Source[] = []
+    let answered = false
+    for (const src of this.sources) {
+      if (this.closed) break
+      if (signal.aborted) throw signal.reason as Error
+      this.moved(dl) // on to the next source
+      // An admission that comes after the abort is settled with no verdict (it may be a probe
+      // other misses wait for).
+      const admission = await unlessAborted(this.health.admit(src.key, this.config.main.timeoutMs), signal, (late) => {
+        if (late) this.health.settle(src.key, undefined, late)
+      })
+      if (!admission) {
+        tried.push(`${src.key}: backed off`)
+        continue
+      }
+      this.moved(dl)
+      // Set when this source's checked bytes answered the readers: its verdict and the count
+      // are given then, not when the try ends.
+      let answeredHere = false
+      const answer = (data: Buffer): void => {
+        if (answered || !onVerified || signal.aborted) return // answered already, or nobody to give them to
+        answered = answeredHere = true
+        this.health.settle(src.key, true, admission)
+        this.counters.served++
+        onVerified(data)
+      }
+      let outcome: Outcome | undefined
+      try {
+        // Abandoned mid-try: the slot is freed now; the try ends at the source's next chunk (the
+        // sink refuses it) or by the source's own timeout, and its outcome is dropped.
+        outcome = await unlessAborted(this.tryWithRoom(src, md5, size, answer, dl), signal)
+      } finally {
+        this.endTry(src, admission, outcome, answeredHere)
+      }
+      if (outcome === 'ok') {
+        this.pushes.add(missed, md5, size, this.cache.path(md5))
+        return
+      }
+      tried.push(`${src.key}: ${outcome === 'absent' ? 'not found' : outcome.kind}`)
+      if (src.push && (outcome === 'absent' || CONTENT_FAULTS.has(outcome.kind))) missed.push(src)
+    }
+    throw new AysfsError('EIO', `blob ${md5} (${size} bytes): no source could serve it (${tried.length > 0 ? tried.join(', ') : 'no sources'})`)
+  }
+
+  /**
+   * A try of `src` ended with `outcome` (undefined: it threw). The source gets its health verdict
+   * and a blob now in the cache counts as served, unless both were done when its bytes answered
+   * the readers; then a try that did not end with the blob in the cache takes its count back.
+   */
+  private endTry(src: Source, admission: Admission, outcome: Outcome | undefined, answeredHere: boolean): void {
+    if (answeredHere) {
+      if (outcome !== 'ok') this.counters.served--
+      return
+    }
+    this.health.settle(src.key, verdict(outcome), admission)
+    if (outcome === 'ok') this.counters.served++
+  }
+
+  /**
+   * {@link trySource}, again while the local cache's disk is full and room can be made: evict
+   * least recently used blobs ({@link MAX_EVICTIONS} times in a row at most); when nothing more
+   * can go but other fetches pin blobs that will be let go, wait for one ({@link MAX_ROOM_WAITS}
+   * times at most) and evict again. A blob that can never fit fails at once; so does a full disk
+   * nothing can be freed on: EIO and one clear log line.
+   */
+  private async tryWithRoom(src: Source, md5: string, size: number, answer: (data: Buffer) => void, dl: Download): Promise<Outcome> {
+    let evictions = 0
+    let waits = 0
+    for (;;) {
+      let full: unknown
+      try {
+        return await this.trySource(src, md5, size, answer, dl)
+      } catch (err) {
+        if (!isNoSpace(err)) throw err
+        full = err
+      }
+      if (evictions < MAX_EVICTIONS) {
+        evictions++
+        const room = this.cache.makeRoom(size)
+        if (room.never !== undefined) throw this.tooLarge(md5, size, room.never, full)
+        if (room.evicted > 0 || room.room) continue
+      }
+      // Nothing can go now, but other fetches pin their blobs until the turn after they settle
+      // (readers are answered before the blob is written, so a single reader has several in
+      // flight): wait for one of them to let go, then evict again.
+      if (this.cache.othersPinned() && waits < MAX_ROOM_WAITS) {
+        waits++
+        await this.waitFor(dl, this.cache.nextRelease())
+        evictions = 0
+        continue
+      }
+      throw this.noSpace(md5, size, full)
+    }
+  }
+
+  /**
+   * One source, plain then (a store) `.bro`: its bytes checked as they arrive, the readers
+   * answered from a checked copy kept in memory, then the blob put in the cache. Resolves with
+   * how the source answered; rejects only for a failure of ours (the cache's `EIO`) or an
+   * abandoned download.
+   */
+  private async trySource(src: Source, md5: string, size: number, answer: (data: Buffer) => void, dl: Download): Promise<Outcome> {
+    const st = this.perSource.of(src)
+    const variants = src.role === 'store' ? [false, true] : [false]
+    for (const bro of variants) {
+      const writer = this.cache.writer(md5, size)
+      const broSink = bro ? new BroSink(writer) : undefined
+      let hit = false
+      try {
+        const sink = new MeteredSink(broSink ?? writer, dl, (d) => this.moved(d))
+        if ((await src.get(sourceBlobRel(src.role, md5, bro), sink)) === 'absent') continue
+        if (dl.signal.aborted) throw new Abandoned('the download was abandoned')
+        // Checked bytes: the source's hit counts before the readers get them.
+        st.hits++
+        st.bytes += size
+        hit = true
+        const checked = writer.verifiedBytes()
+        if (checked) answer(checked)
+        await this.cache.commit(writer)
+        return 'ok'
+      } catch (err) {
+        if (hit) {
+          // The cache could not keep what the source served: not a hit after all.
+          st.hits--
+          st.bytes -= size
+        }
+        if (err instanceof Abandoned) throw err
+        const local = this.cache.failureOf(err, writer)
+        if (local) throw local
+        const fault = asFault(err)
+        this.perSource.fault(src, fault)
+        return fault
+      } finally {
+        broSink?.abort() // its decoder's memory goes now, not when it is collected
+        writer.abort()
+      }
+    }
+    st.misses++
+    return 'absent'
+  }
+
+  private noSpace(md5: string, size: number, cause: unknown): AysfsError {
+    this.counters.noSpace++
+    const msg = `local cache ${this.cache.dir}: disk full (ENOSPC), no room for blob ${md5} (${size} bytes) even after evicting every blob not in use; reads of it fail with EIO until space is freed`
+    const now = Date.now()
+    if (now - this.noSpaceLog.at >= 60_000) {
+      const more = this.noSpaceLog.suppressed > 0 ? ` (and ${this.noSpaceLog.suppressed} other blobs since the last message)` : ''
+      this.log.error({ cache: this.cache.dir, md5, size, kind: 'ENOSPC' }, msg + more)
+      this.noSpaceLog = { at: now, suppressed: 0 }
+    } else {
+      this.noSpaceLog.suppressed++
+    }
+    return new AysfsError('EIO', msg, { cause })
+  }
+
+  /** A blob that can never be in the local cache: EIO, and one error line per blob. */
+  private tooLarge(md5: string, size: number, why: string, cause?: unknown): AysfsError {
+    this.counters.tooLarge++
+    const msg = `local cache ${this.cache.dir}: blob ${md5} (${size} bytes) can never fit: ${why}; reads of it fail with EIO, and no other blob was evicted for it`
+    if (this.tooLargeLogged.has(md5)) this.log.debug({ cache: this.cache.dir, md5, size }, msg)
+    else {
+      if (this.tooLargeLogged.size >= 10_000) this.tooLargeLogged.clear()
+      this.tooLargeLogged.add(md5)
+      this.log.error({ cache: this.cache.dir, md5, size, kind: 'too-large' }, msg)
+    }
+    return new AysfsError('EIO', msg, cause === undefined ? {} : { cause })
+  }
+
+  /** Resolves once no push is queued or running (a CLI waits for this before it exits). */
+  drain(): Promise<void> {
+    return this.pushes.drain()
+  }
+
+  /** The flist of service `id`, from the first store that has it, or the copy kept in the local
+   * cache: see lib/pipeline/flists.ts. */
+  fetchFlist<T>(id: string, validate: ValidateFlist<T>, opts: { signature?: boolean } = {}): Promise<FlistResult<T>> {
+    const ctx: FlistContext = {
+      stores: this.sources.filter((s) => s.role === 'store'),
+      maxFlistSize: this.config.main.maxFlistSize,
+      cache: this.cache,
+      counters: this.perSource,
+      log: this.log,
+      tally: this.flistTally,
+    }
+    return fetchFlist(ctx, id, validate, opts)
+  }
+
+  stats(): FetcherStats {
+    const c = this.counters
+    return {
+      fetches: c.fetches,
+      merged: c.merged,
+      served: c.served,
+      failed: c.failed,
+      alreadyCached: c.alreadyCached,
+      empty: c.empty,
+      noSpace: c.noSpace,
+      tooLarge: c.tooLarge,
+      cache: this.cache.stats(),
+      downloads: { active: this.slots.active, queued: this.slots.queued, max: this.slots.max },
+      pushes: this.pushes.stats(),
+      flists: { fetched: this.flistTally.fetched, kept: this.flistTally.kept },
+      sources: this.perSource.stats(),
+    }
+  }
+
+  /**
+   * Stop: new fetches and queued pushes are refused; running pushes get up to `timeout` to end,
+   * blobs already handed to the committer about a second to be in place; then every connection is
+   * closed (downloads still running fail with EIO). Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await Promise.all([this.cache.close(), this.pushes.close(this.config.main.timeoutMs)])
+    for (const s of this.sources) s.close()
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * Fetching a service's flist at mount and reload: from the first store that has it, checked by
+ * the caller's `validate` (its signature, then its lines), kept in the local cache for a later
+ * start without a store, and read from that kept copy when no store answers.
+ */
+import { AysfsError } from '../errors'
+import type { LocalCache } from '../local-cache'
+import type { Logger } from '../log'
+import { isServiceId, SERVICE_ID_RULE } from '../paths'
+import { BufferSink, storeFlistRel, type Source } from '../sources/source'
+import { asFault, type SourceCounters } from './source-stats'
+
+/** Largest `.flist.sig` accepted. */
+const MAX_SIG_SIZE = 64 * 1024
+
+/** What {@link fetchFlist} found. */
+export interface FlistResult<T> {
+  /** What `validate` returned. */
+  value: T
+  /** The flist's exact bytes. */
+  data: Buffer
+  /** The detached signature, when asked for and present. */
+  signature?: Buffer
+  /** `store[0]`… or `kept` for the copy in `<cache>/md/`. */
+  source: string
+  /** True when no store answered and the kept copy was used. */
+  kept: boolean
+}
+
+/** Checks a flist's bytes: returns what the caller wants of them, or throws (see {@link fetchFlist}). */
+export type ValidateFlist<T> = (data: Buffer, signature: Buffer | undefined, source: string) => T
+
+/** What {@link fetchFlist} works with: the pipeline's stores, cache and counters. */
+export interface FlistContext {
+  stores: readonly Source[]
+  /** `main.max_flist_size`. */
+  maxFlistSize: number
+  cache: LocalCache
+  counters: SourceCounters
+  log: Logger
+  /** Flists fetched from a store, and kept copies used. */
+  tally: { fetched: number; kept: number }
+}
+
+/**
+ * Fetch the flist of service `id`: `R/md/<id>.flist` from the first store that has it, checked
+ * with `validate` (which may parse it and return the result; a throw rejects the fetch as is:
+ * a store's invalid flist is an error, not a reason to fall back) and then kept under
+ * `<cache>/md/<id>.flist`. With `signature`, `R/md/<id>.flist.sig` from the same store is
+ * handed to `validate` and kept too.
+ *
+ * `validate`'s third argument says where the bytes came from, for messages:
+ * `store[0] (<url>)` or `the copy kept in <file>`.
+ *
+ * One kind of throw is not final: an `AysfsError` coded `EACCES` (the signature does not vouch
+ * for the flist). The pair is then fetched from that store once more and validated again: a
+ * `publish` renames the new flist and then its signature, and a fetch between the two renames
+ * gets a mismatched pair that the second fetch finds whole. A pair still refused marks that
+ * store's copy as refused, is logged and counted (`untrusted`), and the next store is tried. If
+ * no store has an accepted copy, the fetch rejects with `EACCES` and the kept copy is not used:
+ * a store answered, and what it says must be looked at.
+ *
+ * When no store answers, the kept copy is validated and used, with a warning. When every store
+ * answers 404, the service does not exist: `ENOENT`, whatever is kept. No store and no copy:
+ * `EIO`. An flist over `max_flist_size` is a failure of that store. An `id` that breaks the
+ * service-id rule (lib/paths.ts) is `EINVAL`, before any store or file is asked.
+ */
+export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: ValidateFlist<T>, opts: { signature?: boolean } = {}): Promise<FlistResult<T>> {
+  if (!isServiceId(id)) throw new AysfsError('EINVAL', `not a valid ays id: ${JSON.stringify(id)}: a service id must be ${SERVICE_ID_RULE}`)
+  const { stores } = ctx
+  const rel = storeFlistRel(id)
+  const failures: string[] = []
+  const refused: AysfsError[] = []
+  let absent = 0
+  stores: for (const store of stores) {
+    for (let attempt = 1; ; attempt++) {
+      let data: Buffer
+      let signature: Buffer | undefined
+      try {
+        const sink = new BufferSink(ctx.maxFlistSize, `flist ${id}`)
+        if ((await store.get(rel, sink)) === 'absent') {
+          absent++
+          failures.push(`${store.key}: not found`)
+          continue stores
+        }
+        data = sink.data()
+        if (opts.signature) {
+          const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
+          if ((await store.get(`${rel}.sig`, sigSink)) === 'ok') signature = sigSink.data()
+        }
+      } catch (err) {
+        const fault = asFault(err)
+        ctx.counters.fault(store, fault)
+        failures.push(`${store.key}: ${fault.kind}`)
+        continue stores
+      }
+      let value: T
+      try {
+        value = validate(data, signature, `${store.key} (${store.url})`)
+      } catch (err) {
+        if (!(err instanceof AysfsError && err.code === 'EACCES')) throw err
+        if (attempt === 1) {
+          // Perhaps a publish between its two renames (the new flist, the old signature): the
+          // pair once more from the same store, before this store's copy counts as refused.
+          ctx.log.info({ id, source: store.key, url: store.url }, `${err.message}; fetching the flist and its signature from ${store.key} once more`)
+          continue
+        }
+        // Refused (never kept): another store may have the genuine copy.
+        ctx.counters.untrusted(store, err, { id })
+        refused.push(err)
+        failures.push(`${store.key}: refused`)
+        continue stores
+      }
+      ctx.cache.keepFlist(id, data, opts.signature ? signature : null)
+      ctx.tally.fetched++
+      return { value, data, signature, source: store.key, kept: false }
+    }
+  }
+  if (refused.length > 0) {
+    if (refused.length === 1 && failures.length === 1) throw refused[0]
+    throw new AysfsError('EACCES', `flist ${id}: no store has a copy that can be trusted (${failures.join(', ')}): ${refused.map((e) => e.message).join('; ')}`, {
+      key: 'main.trusted_keys',
+    })
+  }
+  if (stores.length > 0 && absent === stores.length) {
+    throw new AysfsError('ENOENT', `flist ${id}: not found in any store (${stores.map((s) => s.key).join(', ')})`)
+  }
+  const why = stores.length === 0 ? 'no store is configured' : `no store answered (${failures.join(', ')})`
+  let kept
+  try {
+    kept = ctx.cache.readKeptFlist(id, opts.signature === true)
+  } catch (err) {
+    throw new AysfsError('EIO', `flist ${id}: ${why}, and no copy is kept in ${ctx.cache.keptFlistFile(id)}`, { cause: err })
+  }
+  const value = validate(kept.data, kept.signature, `the copy kept in ${kept.file}`)
+  ctx.tally.kept++
+  ctx.log.warn({ id, file: kept.file }, `flist ${id}: ${why}; using the copy kept in ${kept.file}`)
+  return { value, data: kept.data, signature: kept.signature, source: 'kept', kept: true }
+}
