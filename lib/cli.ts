@@ -13,6 +13,7 @@ import { AysfsError, exitCodeFor } from './errors'
 import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from './log'
 import { packageRoot } from './package-root'
 import { formatBytes } from './progress'
+import { closest } from './suggest'
 
 interface LogFlags {
   logLevel?: LogLevel
@@ -76,8 +77,10 @@ function buildProgram(): Command {
   )
   program.action(async (opts: { mount?: string; config?: string; allowOther?: boolean; debug?: boolean } & LogFlags, cmd: Command) => {
     if (cmd.args.length > 0) {
-      const names = program.commands.map((c) => c.name())
-      throw new AysfsError('EUSAGE', `unknown command '${cmd.args[0]}' (commands: ${names.join(', ')}; see aysfs-native --help)`)
+      const names = program.commands.flatMap((c) => [c.name(), ...c.aliases()])
+      const near = closest(cmd.args[0]!, names)
+      const hint = near.length > 0 ? `did you mean ${near.map((n) => `'${n}'`).join(' or ')}? ` : ''
+      throw new AysfsError('EUSAGE', `unknown command '${cmd.args[0]}' (${hint}commands: ${program.commands.map((c) => c.name()).join(', ')}; see aysfs-native --help)`)
     }
     const file = configPath(opts.config)
     // Before the logger: the config may set the log level. Its errors are logged all the same.
@@ -256,7 +259,8 @@ function mountError(err: unknown, mountpoint: string | undefined): string {
   const msg = err instanceof Error ? err.message : String(err)
   const code = (err as { code?: string })?.code
   if (code === 'EBUSY' && mountpoint) return `${msg}; if no process serves it any more: aysfs-native unmount ${mountpoint}`
-  if (code === 'EPERM' || code === 'EACCES') {
+  // A flist refused by its signature says what to do itself: the FUSE hint would mislead.
+  if ((code === 'EPERM' || code === 'EACCES') && (err as { key?: string }).key !== 'main.trusted_keys') {
     return `${msg} (mounting as a user other than root needs fusermount3 (package fuse3) and access to /dev/fuse; see docs/cli.md, Troubleshooting)`
   }
   return msg
