@@ -15,7 +15,7 @@ import { checkConfig, loadConfig, type Config } from './config'
 import { Engine, releaseMemory } from './engine'
 import { AysfsError } from './errors'
 import { mergeServices, parseFlist, type ParsedFlist } from './flist'
-import { createLogger, isLogger, levelOf, type Logger, type LogOptions } from './log'
+import { createLogger, formatOf, isLogger, levelOf, type Logger, type LogOptions } from './log'
 import { runtimeModule } from './package-root'
 import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
@@ -274,7 +274,8 @@ async function prefetchMarked(config: Config, blobs: Map<string, number> | undef
 export async function mount(options: MountOptions): Promise<AysfsMount> {
   if (options === null || typeof options !== 'object') throw new TypeError('mount() takes an options object')
   const log: Logger = isLogger(options.log) ? options.log : createLogger(options.log)
-  const logging: LogOptions | undefined = isLogger(options.log) ? { level: levelOf(options.log) } : options.log
+  // The miss worker makes its own logger: the same level and, for one of ours, the same format.
+  const logging: LogOptions | undefined = isLogger(options.log) ? { level: levelOf(options.log), format: formatOf(options.log) } : options.log
   // A relative config path is resolved once, here: a reload reads the same file whatever the
   // working directory has become.
   const configArg = typeof options.config === 'string' ? path.resolve(options.config) : options.config

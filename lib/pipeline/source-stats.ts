@@ -66,6 +66,12 @@ export class SourceCounters {
     this.logOnce(src, fault.kind, fault.message, `(further "${fault.kind}" failures of this source are counted, not logged)`)
   }
 
+  /** A push to `target` went through: counted, and logged at debug. */
+  pushed(target: Source, md5: string, size: number): void {
+    this.of(target).pushes++
+    this.log.debug({ md5, size, source: target.key, url: target.url }, `blob ${md5}: pushed to ${target.key} (${target.url})`)
+  }
+
   /** A push to `target` failed: counted, logged the first time it fails this way. */
   pushFailed(target: Source, fault: SourceFault): void {
     this.of(target).pushErrors++
