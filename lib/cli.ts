@@ -179,18 +179,19 @@ function buildProgram(): Command {
     .option('--prefix <path>', "flist path of <dir> (default: <dir>'s absolute path)")
     .addOption(new Option('--format <format>', 'extended keeps modes, owners, mtimes, symlinks, empty dirs and special files; seed lists regular files only').choices(['seed', 'extended']).default('extended'))
     .option('--sign <keyfile>', 'also write <id>.flist.sig, signed with this private key (aysfs-native keygen)')
+    .option('--revision <n>', "the revision the signature carries (with --sign): greater than the store's (default: the current Unix time in seconds)", (v) => revisionArg(v))
     .option('-j, --jobs <n>', 'files hashed at once (default: CPUs, at most 8)', (v) => positiveInt(v, '--jobs'))
     .option('--strict', 'a file that changes while it is published fails the run (exit status 1, naming it) instead of being left out with a warning')
-    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; jobs?: number; strict?: boolean }) => {
+    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; revision?: number; jobs?: number; strict?: boolean }) => {
       const { publish } = await import('./publish')
-      const r = await publish({ dir, id: opts.id, store: opts.store, prefix: opts.prefix, format: opts.format, sign: opts.sign, jobs: opts.jobs, strict: opts.strict ?? false })
+      const r = await publish({ dir, id: opts.id, store: opts.store, prefix: opts.prefix, format: opts.format, sign: opts.sign, revision: opts.revision, jobs: opts.jobs, strict: opts.strict ?? false })
       for (const c of r.changed) process.stderr.write(`aysfs-native: warning: ${c.file} left out: it ${c.reason}\n`)
       const lines = [
         `published ${opts.id} (${r.format}, prefix ${r.prefix}) to ${r.flist}${r.unchanged ? ' (unchanged)' : ''}`,
         `  ${r.files} files (${formatBytes(r.bytes)}), ${r.directories} directories, ${r.symlinks} symlinks, ${r.special} special files`,
         `  ${r.blobs} distinct contents: ${r.written} written (${formatBytes(r.writtenBytes)}), ${r.blobs - r.written} already in the store`,
       ]
-      if (r.signature) lines.push(`  signature: ${r.signature}`)
+      if (r.signature) lines.push(`  signature: ${r.signature} (revision ${r.revision})`)
       const skipped = Object.entries(r.skipped)
       if (skipped.length > 0) {
         const total = skipped.reduce((n, [, c]) => n + c, 0)
@@ -249,6 +250,11 @@ function positiveInt(v: string, flag: string): number {
   const n = Number(v)
   if (!Number.isInteger(n) || n < 1) throw new AysfsError('EUSAGE', `${flag} ${v}: expected a positive integer`)
   return n
+}
+
+function revisionArg(v: string): number {
+  if (!/^(0|[1-9][0-9]*)$/.test(v) || !Number.isSafeInteger(Number(v))) throw new AysfsError('EUSAGE', `--revision ${v}: expected an integer from 0 to ${Number.MAX_SAFE_INTEGER}`)
+  return Number(v)
 }
 
 /** A mount failure with what to do about it. */
