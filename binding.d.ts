@@ -230,5 +230,11 @@ export class BrotliDecoder {
  * {@link NativeStats} after `ops` and before `mounted`.
  */
 export const statNames: { readonly ops: readonly string[]; readonly stats: readonly string[] }
+/**
+ * What each name of `statNames.stats` is, in the same order (native/counters.h): its C++ name
+ * (snake_case: the Prometheus metric's), whether it is a count since the mount or a value of
+ * right now, and what it counts.
+ */
+export const statMeta: readonly { readonly name: string; readonly kind: 'counter' | 'gauge'; readonly help: string }[]
 /** The keys of {@link NativeMountOptions}, in the order of the native list (native/options.h). */
 export const mountOptionNames: readonly string[]

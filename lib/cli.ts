@@ -69,12 +69,13 @@ function buildProgram(): Command {
     .option('-c, --config <file>', `config file (default: $AYSFS_CONFIG, else ${DEFAULT_CONFIG_PATH})`)
     .option('--allow-other', 'let other users see the mount (non-root: needs user_allow_other in /etc/fuse.conf)')
     .option('--debug', "libfuse's debug output on stderr")
+    .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9469 (default: main.metrics; off)')
   withLogOptions(program, 'info')
   program.addHelpText(
     'after',
     '\nExit status: 0 success, 1 failure at run time, 2 usage or configuration error.\nReference and troubleshooting: docs/cli.md of the package.',
   )
-  program.action(async (opts: { mount?: string; config?: string; allowOther?: boolean; debug?: boolean } & LogFlags, cmd: Command) => {
+  program.action(async (opts: { mount?: string; config?: string; allowOther?: boolean; debug?: boolean; metrics?: string } & LogFlags, cmd: Command) => {
     if (cmd.args.length > 0) {
       const names = program.commands.map((c) => c.name())
       throw new AysfsError('EUSAGE', `unknown command '${cmd.args[0]}' (commands: ${names.join(', ')}; see aysfs-native --help)`)
@@ -99,7 +100,7 @@ function buildProgram(): Command {
         throw new AysfsError('EUSAGE', `no mountpoint: pass --mount DIR, or set main.mount in ${file}`, { key: 'main.mount', file })
       }
       const { serve } = await import('./serve')
-      status = await serve({ mountpoint, config: file, log, allowOther: opts.allowOther ?? false, debug: opts.debug ?? false })
+      status = await serve({ mountpoint, config: file, log, allowOther: opts.allowOther ?? false, debug: opts.debug ?? false, ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}) })
     } catch (err) {
       log.fatal(mountError(err, mountpoint))
       status = exitCodeFor(err)

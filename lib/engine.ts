@@ -416,6 +416,15 @@ export function createCommitter(done: ConstructorParameters<Binding['Committer']
   return new (loadBinding().Committer)(done)
 }
 
+/**
+ * The engine's counters and gauges as the native list declares them (native/counters.h): C++
+ * name, `stats()` key, counter or gauge, what it counts. The metrics are generated from it.
+ */
+export function engineStatMeta(): { name: string; js: string; kind: 'counter' | 'gauge'; help: string }[] {
+  const b = loadBinding()
+  return b.statMeta.map((m, i) => ({ ...m, js: b.statNames.stats[i]! }))
+}
+
 /** A new streaming brotli decoder, on the calling thread (never libuv's threadpool). */
 export function createBrotliDecoder(): NativeBrotliDecoder {
   return new (loadBinding().BrotliDecoder)()

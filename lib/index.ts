@@ -11,14 +11,15 @@
  */
 import path from 'node:path'
 import type { NativeStats } from '../binding'
-import { checkConfig, loadConfig, type Config } from './config'
-import { Engine, releaseMemory } from './engine'
+import { checkConfig, loadConfig, parseListenAddress, type Config } from './config'
+import { Engine, engineStatMeta, releaseMemory } from './engine'
 import { AysfsError } from './errors'
 import { mergeServices, parseFlist, type ParsedFlist } from './flist'
 import { createLogger, isLogger, levelOf, type Logger, type LogOptions } from './log'
 import { runtimeModule } from './package-root'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
-import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type RefreshEvent, type ServiceRefresh } from './refresh'
+import type { MetricsServer } from './metrics'
+import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
 import { Revisions, sha256, type RollbackRefusal } from './revisions'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import type { Validators } from './sources/source'
@@ -74,6 +75,12 @@ export interface MountOptions {
    * for a refresh that found nothing new, nor for one whose stores did not answer.
    */
   onRefresh?: (event: RefreshEvent) => void
+  /**
+   * Serve Prometheus metrics at `http://<this>/metrics` (`host:port`, e.g. `127.0.0.1:9469`);
+   * wins over `main.metrics`. Default: `main.metrics`, else no listener ({@link
+   * AysfsMount.metrics} works either way).
+   */
+  metrics?: string
 }
 
 /** One service of a mount, as it was last loaded. */
@@ -166,6 +173,14 @@ export interface AysfsMount {
    * a store or flist problem (that is a result).
    */
   refresh(): Promise<({ id: string } & ServiceRefresh)[]>
+  /**
+   * The mount's metrics in Prometheus' text format (what the `main.metrics` listener serves at
+   * `/metrics`), for a Node service that serves its own `/metrics`. Read at the call, on this
+   * thread; never enters the FUSE path.
+   */
+  metrics(): Promise<string>
+  /** Where the metrics listener listens (`host:port`), when there is one. */
+  readonly metricsAddress?: string
   /** Unmounts; returns within about a second even with files held open. */
   unmount(): Promise<void>
 }
@@ -298,6 +313,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   const log: Logger = isLogger(options.log) ? options.log : createLogger(options.log)
   const logging: LogOptions | undefined = isLogger(options.log) ? { level: levelOf(options.log) } : options.log
   let config = readConfig(options.config)
+  if (options.metrics !== undefined) parseListenAddress(options.metrics, 'metrics')
   const mountpoint = options.mountpoint ?? config.main.mount
   if (mountpoint === undefined) {
     throw new AysfsError('EINVAL', 'no mountpoint: pass one, or set main.mount in the config', { key: 'main.mount', file: config.file })
@@ -341,6 +357,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       stallTimeoutMs: stallTimeoutMs(config.main.timeoutMs),
       onExit: () => {
         schedule.stop()
+        void metricsServer?.close()
         void meta.close()
         options.onExit?.()
       },
@@ -374,6 +391,8 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   }
   recordPairs(loaded, meta)
   const refreshed = new Map<string, ServiceRefresh>()
+  /** Service checks by refreshes, by result (metrics). */
+  const refreshCounts: Partial<Record<RefreshResult, number>> = {}
   /** Sets the `mount` part of the status document from `info` and the refresh state. */
   const publishStatus = (): void => {
     info.services = info.services.map((s) => {
@@ -446,7 +465,10 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       }
     }
     const at = new Date().toISOString()
-    for (const [id, r] of results) refreshed.set(id, { checkedAt: at, ...r })
+    for (const [id, r] of results) {
+      refreshed.set(id, { checkedAt: at, ...r })
+      refreshCounts[r.result] = (refreshCounts[r.result] ?? 0) + 1
+    }
     info.refresh = { intervalMs: c.main.refreshMs ?? 0, checks: (info.refresh?.checks ?? 0) + 1, lastAt: at }
     publishStatus()
     if (event) {
@@ -460,6 +482,37 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   }
   const schedule = new RefreshSchedule(config.main.refreshMs ?? 0, () => enqueue(refreshOnce))
   schedule.start()
+
+  // Metrics: the registry is made at the first scrape (or now, for a listener).
+  let registry: import('prom-client').Registry | undefined
+  const metricsRegistry = async (): Promise<import('prom-client').Registry> => {
+    if (registry) return registry
+    const { createRegistry } = await import('./metrics')
+    registry = createRegistry({
+      mountpoint,
+      meta: engineStatMeta(),
+      engine: () => engine.stats(),
+      pipeline: () => (engine.mounted ? (engine.status().pipeline as FetcherStats | undefined) : undefined),
+      services: () => info.services,
+      refreshes: () => refreshCounts,
+      rollbacksRefused: () => [...revisionStores.values()].reduce((n, r) => n + r.refusedCount, 0),
+    })
+    return registry
+  }
+  let metricsServer: MetricsServer | undefined
+  const metricsAddr = options.metrics ?? config.main.metrics
+  if (metricsAddr !== undefined) {
+    try {
+      const { serveMetrics } = await import('./metrics')
+      metricsServer = await serveMetrics(metricsAddr, await metricsRegistry())
+      log.info({ mountpoint, metrics: `http://${metricsServer.address}/metrics` }, 'serving metrics')
+    } catch (err) {
+      schedule.stop()
+      await engine.unmount()
+      await meta.close()
+      throw err
+    }
+  }
 
   const reload = async (): Promise<ReloadResult> => {
     let next: Config | undefined
@@ -508,8 +561,15 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     // One reload or refresh at a time; a call while one runs waits for it and starts another.
     reload: () => enqueue(reload),
     refresh: () => enqueue(refreshOnce),
+    metrics: async () => {
+      if (!engine.mounted) throw new AysfsError('ENOTCONN', `${mountpoint} is not mounted`)
+      const { scrape } = await import('./metrics')
+      return scrape(await metricsRegistry())
+    },
+    ...(metricsServer ? { metricsAddress: metricsServer.address } : {}),
     unmount: async () => {
       schedule.stop()
+      await metricsServer?.close()
       await engine.unmount()
       await meta.close()
       log.info({ mountpoint }, 'unmounted')

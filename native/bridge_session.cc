@@ -7,6 +7,7 @@
 #include <sys/mount.h>
 
 #include <cmath>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -437,6 +438,15 @@ void ExportSessionFunctions(Napi::Env env, Napi::Object exports) {
   stat_names.Set("ops", Names(env, kOpNames));
   stat_names.Set("stats", Names(env, kStatNames));
   exports.Set("statNames", stat_names);
+  Napi::Array stat_meta = Napi::Array::New(env, std::size(kStatMeta));
+  for (size_t i = 0; i < std::size(kStatMeta); i++) {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("name", kStatMeta[i].name);
+    m.Set("kind", kStatMeta[i].kind);
+    m.Set("help", kStatMeta[i].help);
+    stat_meta.Set(static_cast<uint32_t>(i), m);
+  }
+  exports.Set("statMeta", stat_meta);
   exports.Set("mountOptionNames", Names(env, kMountOptionNames));
 }
 

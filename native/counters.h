@@ -1,7 +1,8 @@
 // The engine's counters, one list: every counter and gauge is declared once below, and the
 // Counters struct, the JavaScript object of `stats()` (bridge_session.cc StatsObject), the
-// status document's `engine` part (status.cc) and the addon's `statNames` export (which a unit
-// test checks binding.d.ts against) are generated from it.
+// status document's `engine` part (status.cc), the addon's `statNames` export (which a unit
+// test checks binding.d.ts against) and its `statMeta` export (the Prometheus metrics) are
+// generated from it.
 //
 // To add a counter: one X(...) line in AYSFS_STATS (its C++ name, its JavaScript name, what it
 // counts), the code that counts it, and its line in NativeStats (binding.d.ts), which
@@ -89,5 +90,19 @@ constexpr const char* kOpNames[] = {AYSFS_OPS(AYSFS_OP_NAME)};
 #define AYSFS_STAT_NAME(name, js, what) js,
 constexpr const char* kStatNames[] = {AYSFS_STATS(AYSFS_STAT_NAME, AYSFS_STAT_NAME)};
 #undef AYSFS_STAT_NAME
+
+// What each stat is, in list order (the addon's `statMeta` export, which the Prometheus metrics
+// are generated from: lib/metrics.ts): its C++ name (the metric's name), counter or gauge, and
+// what it counts (the metric's help).
+struct StatMeta {
+  const char* name;
+  const char* kind;
+  const char* help;
+};
+#define AYSFS_STAT_META_COUNTER(name, js, what) {#name, "counter", what},
+#define AYSFS_STAT_META_GAUGE(name, js, what) {#name, "gauge", what},
+constexpr StatMeta kStatMeta[] = {AYSFS_STATS(AYSFS_STAT_META_COUNTER, AYSFS_STAT_META_GAUGE)};
+#undef AYSFS_STAT_META_COUNTER
+#undef AYSFS_STAT_META_GAUGE
 
 }  // namespace aysfs
