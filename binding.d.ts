@@ -158,6 +158,18 @@ export function stats(id: number): NativeStats
 export function setStatus(id: number, part: string, json: string): void
 /** The whole `user.aysfs.status` document, as the mount's root serves it. */
 export function status(id: number): string
+/**
+ * The miss-latency histogram (native/counters.h): how long parked reads waited until they were
+ * answered. `counts` has one count per bucket of `boundsUs` (upper bounds, µs), then the count
+ * above the last bound; not cumulative. `sumUs`: the waits added up.
+ */
+export function missLatency(id: number): MissLatency
+/** What {@link missLatency} returns. */
+export interface MissLatency {
+  boundsUs: number[]
+  counts: number[]
+  sumUs: number
+}
 /** Unmounts; returns within about a second even with files held open. Idempotent. */
 export function unmount(id: number): void
 /** Validates a table without mounting it. */

@@ -4,7 +4,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import { Worker } from 'node:worker_threads'
 import { onExit } from 'signal-exit'
-import type { NativeMountOptions, NativeStats, SwapResult } from '../binding'
+import type { MissLatency, NativeMountOptions, NativeStats, SwapResult } from '../binding'
 import { prepareCacheDir } from './local-cache/dir'
 import { AysfsError } from './errors'
 import { loadBinding, type Binding } from './native'
@@ -282,6 +282,12 @@ export class Engine {
   stats(): NativeStats {
     if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
     return loadBinding().stats(this.#id)
+  }
+
+  /** The miss-latency histogram (binding.d.ts `missLatency`). */
+  missLatency(): MissLatency {
+    if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
+    return loadBinding().missLatency(this.#id)
   }
 
   /** The document the mount's root serves as the `user.aysfs.status` xattr. */

@@ -492,6 +492,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       mountpoint,
       meta: engineStatMeta(),
       engine: () => engine.stats(),
+      missLatency: () => engine.missLatency(),
       pipeline: () => (engine.mounted ? (engine.status().pipeline as FetcherStats | undefined) : undefined),
       services: () => info.services,
       refreshes: () => refreshCounts,

@@ -15,7 +15,7 @@
  */
 import * as http from 'node:http'
 import { Registry } from 'prom-client'
-import type { NativeStats } from '../binding'
+import type { MissLatency, NativeStats } from '../binding'
 import { splitListenAddress } from './config'
 import { AysfsError } from './errors'
 import type { FetcherStats } from './pipeline'
@@ -49,6 +49,8 @@ export interface MetricsSource {
   mountpoint: string
   /** The native counters (`Engine.stats()`). */
   engine(): NativeStats
+  /** The miss-latency histogram (native buckets). */
+  missLatency(): MissLatency
   /** The engine's counters and gauges (the addon's `statMeta`, with their `stats()` keys). */
   meta: readonly EngineStatMeta[]
   /** The pipeline's counters as the miss worker last published them; undefined before it did. */
@@ -83,7 +85,7 @@ export function engineMetricName(meta: { name: string; kind: 'counter' | 'gauge'
 export function createRegistry(src: MetricsSource): Registry {
   const registry = new Registry()
   registry.setDefaultLabels({ mountpoint: src.mountpoint })
-  const add = (name: string, help: string, type: 'counter' | 'gauge', samples: () => Sample[]): void =>
+  const add = (name: string, help: string, type: 'counter' | 'gauge' | 'histogram', samples: () => Sample[]): void =>
     registry.registerMetric(new Family(name, help, type, samples) as never)
   // One engine read per scrape, shared by the engine's families.
   let engine: NativeStats | undefined
@@ -96,6 +98,21 @@ export function createRegistry(src: MetricsSource): Registry {
   const stats = (): Record<string, number> => (engine ?? (engine = src.engine())) as unknown as Record<string, number>
   // Generated from the native list.
   for (const m of src.meta) add(engineMetricName(m), m.help, m.kind, () => [{ value: stats()[m.js] ?? 0 }])
+
+  add('aysfs_miss_latency_seconds', 'how long reads of uncached blobs waited until they were answered (served, or EIO)', 'histogram', () => {
+    const h = src.missLatency()
+    const out: Sample[] = []
+    let cumulative = 0
+    h.boundsUs.forEach((us, i) => {
+      cumulative += h.counts[i] ?? 0
+      out.push({ metricName: 'aysfs_miss_latency_seconds_bucket', labels: { le: us / 1e6 }, value: cumulative })
+    })
+    cumulative += h.counts[h.boundsUs.length] ?? 0
+    out.push({ metricName: 'aysfs_miss_latency_seconds_bucket', labels: { le: '+Inf' }, value: cumulative })
+    out.push({ metricName: 'aysfs_miss_latency_seconds_sum', value: h.sumUs / 1e6 })
+    out.push({ metricName: 'aysfs_miss_latency_seconds_count', value: cumulative })
+    return out
+  })
 
   const sources = (): FetcherStats['sources'] => (pipeline ?? src.pipeline())?.sources ?? []
   const perSource = (name: string, help: string, type: 'counter' | 'gauge', value: (s: FetcherStats['sources'][number]) => number): void =>

@@ -343,6 +343,24 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return StatsObject(env, *b->session);
 }
 
+// The miss-latency histogram: bucket bounds (µs), counts per bucket then +Inf, the sum (µs).
+Napi::Value MissLatency(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto b = BridgeArg(info, "missLatency");
+  if (!b) return env.Undefined();
+  const Counters& c = b->session->counters;
+  Napi::Array bounds = Napi::Array::New(env, kMissBuckets);
+  Napi::Array counts = Napi::Array::New(env, kMissBuckets + 1);
+  for (uint32_t i = 0; i < kMissBuckets; i++) bounds.Set(i, static_cast<double>(kMissBucketsUs[i]));
+  for (uint32_t i = 0; i <= kMissBuckets; i++)
+    counts.Set(i, static_cast<double>(c.miss_latency[i].load()));
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("boundsUs", bounds);
+  out.Set("counts", counts);
+  out.Set("sumUs", static_cast<double>(c.miss_latency_sum_us.load()));
+  return out;
+}
+
 Napi::Value SetStatus(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!CheckArgs(info, "setStatus", {napi_number, napi_string, napi_string}))
@@ -426,12 +444,19 @@ void DetachAllMounts() {
 void ExportSessionFunctions(Napi::Env env, Napi::Object exports) {
   using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
   static const std::pair<const char*, Fn> kFunctions[] = {
-      {"mount", Mount},           {"attach", Attach},
-      {"complete", Complete},     {"serveVerified", ServeVerified},
-      {"progress", Progress},     {"swap", Swap},
-      {"stats", Stats},           {"setStatus", SetStatus},
-      {"status", Status},         {"unmount", Unmount},
-      {"checkTable", CheckTable}, {"trimMemory", TrimMemory},
+      {"mount", Mount},
+      {"attach", Attach},
+      {"complete", Complete},
+      {"serveVerified", ServeVerified},
+      {"progress", Progress},
+      {"swap", Swap},
+      {"stats", Stats},
+      {"setStatus", SetStatus},
+      {"status", Status},
+      {"unmount", Unmount},
+      {"checkTable", CheckTable},
+      {"trimMemory", TrimMemory},
+      {"missLatency", MissLatency},
   };
   for (const auto& [name, fn] : kFunctions) exports.Set(name, Napi::Function::New(env, fn, name));
   Napi::Object stat_names = Napi::Object::New(env);

@@ -45,6 +45,20 @@ namespace aysfs {
 
 #define AYSFS_IGNORE(...)
 
+// The miss-latency histogram: how long a parked read waited until it was answered (served, or
+// EIO when its fetch failed), by the upper bound of its bucket in microseconds; one more bucket
+// (+Inf) holds what is above the last bound. Counted per bucket (not cumulative); the metrics
+// (lib/metrics.ts, the addon's `missLatency`) add them up as Prometheus wants.
+// clang-format off
+#define AYSFS_MISS_BUCKETS_US(X) \
+  X(1000) X(5000) X(10000) X(25000) X(50000) X(100000) X(250000) X(500000) X(1000000) \
+  X(2500000) X(5000000) X(10000000)
+// clang-format on
+#define AYSFS_BUCKET_BOUND(us) uint64_t{us},
+constexpr uint64_t kMissBucketsUs[] = {AYSFS_MISS_BUCKETS_US(AYSFS_BUCKET_BOUND)};
+#undef AYSFS_BUCKET_BOUND
+constexpr size_t kMissBuckets = sizeof(kMissBucketsUs) / sizeof(kMissBucketsUs[0]);
+
 // Counted from any thread without a lock, read one by one: a snapshot is not consistent across
 // counters, and needs not be.
 struct Counters {
@@ -54,6 +68,17 @@ struct Counters {
 #define AYSFS_COUNTER_FIELD(name, js, what) std::atomic<uint64_t> name{0};
   AYSFS_STATS(AYSFS_COUNTER_FIELD, AYSFS_IGNORE)
 #undef AYSFS_COUNTER_FIELD
+  // The miss-latency histogram: one count per bucket of kMissBucketsUs, then +Inf; the sum of
+  // the waits in microseconds.
+  std::atomic<uint64_t> miss_latency[kMissBuckets + 1] = {};
+  std::atomic<uint64_t> miss_latency_sum_us{0};
+
+  void ObserveMissLatency(uint64_t us) {
+    size_t i = 0;
+    while (i < kMissBuckets && us > kMissBucketsUs[i]) i++;
+    miss_latency[i]++;
+    miss_latency_sum_us += us;
+  }
 };
 
 // The gauges' values at one moment. Session::gauges() fills them with one aggregate initializer,

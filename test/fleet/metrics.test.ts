@@ -104,6 +104,13 @@ t.test('metrics at /metrics: every native counter, reads and misses move them, n
   t.equal(sample(text, 'aysfs_source_bytes_total', { ...mp, source: 'store[1]', role: 'store' }), 14)
   t.ok(sample(text, 'aysfs_source_errors_total', { ...mp, source: 'store[0]', kind: 'net:ECONNREFUSED' })! >= 1, 'the dead store failed, by kind')
   t.equal(sample(text, 'aysfs_refresh_results_total', { ...mp, result: 'applied' }), 0)
+  // The miss-latency histogram (native buckets): one miss, in some bucket, and in +Inf.
+  t.match(text, /^# TYPE aysfs_miss_latency_seconds histogram$/m)
+  t.equal(sample(text, 'aysfs_miss_latency_seconds_count', mp), 1)
+  t.equal(sample(text, 'aysfs_miss_latency_seconds_bucket', { ...mp, le: '+Inf' }), 1)
+  const buckets = [...text.matchAll(/^aysfs_miss_latency_seconds_bucket\{le="([^"]+)".*\} (\d+)$/gm)].map((x) => Number(x[2]))
+  t.same([...buckets].sort((a, b) => a - b), buckets, 'cumulative')
+  t.ok(sample(text, 'aysfs_miss_latency_seconds_sum', mp)! > 0)
 
   // No credential: not the URL's user or password, not the query, not a header, not the token.
   const api = await m.metrics()
