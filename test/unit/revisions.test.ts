@@ -166,3 +166,26 @@ t.test('the refresh schedule: interval plus up to 10% jitter, never two runs at 
   off.start()
   t.equal(armed.length, 2, 'interval 0: off')
 })
+
+t.test('status text: the revision in force, the last refresh, and a rollback refused', async (t) => {
+  const { formatStatus } = await import('../../lib/status')
+  const engine = { ops: { read: 1 }, bytesRead: 0, hits: 0, misses: 0, missCalls: 0, missFailures: 0, missTimeouts: 0, errors: 0, parked: 0, fetching: 0, entries: 3 }
+  const message = `service ${ID}: rollback refused: store[0] (http://s) offers revision 1, older than revision 2 this node has accepted`
+  const text = formatStatus({
+    version: 1,
+    mountpoint: '/mnt',
+    engine: engine as never,
+    mount: {
+      prefix: '/opt',
+      services: [{ id: ID, source: 'store[0]', entries: 3, ignored: 0, droppedDevices: 0, revision: 2, refresh: { checkedAt: '2026-01-01T00:00:00.000Z', result: 'refused', error: message } }],
+      signed: true,
+      mountedAt: '2026-01-01T00:00:00.000Z',
+      reloads: 0,
+      refresh: { intervalMs: 300_000, checks: 4, lastAt: '2026-01-01T00:00:00.000Z' },
+      rollbacks: [{ id: ID, have: 2, offered: 1, source: 'store[0] (http://s)', at: '2026-01-01T00:00:00.000Z', message }],
+    },
+  })
+  t.match(text, /refresh +every 300s; 4 run, last 2026-01-01T00:00:00.000Z/)
+  t.match(text, new RegExp(`${ID} +store\\[0\\] +2 +3 +0 +refused at 2026-01-01`))
+  t.match(text, /rollback refused: store\[0\] \(http:\/\/s\) offers revision 1, older than revision 2/)
+})
