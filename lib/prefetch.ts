@@ -10,6 +10,7 @@ import { parseFlist } from './flist'
 import type { Logger } from './log'
 import { createFetcher } from './pipeline'
 import { createProgress } from './progress'
+import { Revisions } from './revisions'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import { forEachLimit } from './publish'
 
@@ -62,14 +63,20 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
   // With trusted_keys, only verified flists are used (and kept in <cache>/md/, replacing the copy
   // a mount would remount from): the same check as mount().
   const keys = loadTrustedKeys(config.main.trustedKeys)
+  // Never an older signed revision than a mount of this cache accepted: it would replace the
+  // kept copy a mount falls back on (lib/revisions.ts).
+  const revisions = new Revisions({ cacheDir: config.main.cache, log })
   const pipeline = createFetcher({ config, log })
   try {
     const blobs = new Map<string, number>()
     for (const id of ids) {
       const { value, source } = await pipeline.fetchFlist(
         id,
-        verifyThenParse(keys, id, (data) =>
-          parseFlist(data, { name: id, prefix, file: `${id}.flist`, maxEntries: config.main.maxEntries, maxSize: config.main.maxFlistSize }),
+        verifyThenParse(
+          keys,
+          id,
+          (data) => parseFlist(data, { name: id, prefix, file: `${id}.flist`, maxEntries: config.main.maxEntries, maxSize: config.main.maxFlistSize }),
+          (verified, data, source) => revisions.check(id, verified.revision, data, source),
         ),
         { signature: keys.length > 0 },
       )
