@@ -158,6 +158,18 @@ export function stats(id: number): NativeStats
 export function setStatus(id: number, part: string, json: string): void
 /** The whole `user.aysfs.status` document, as the mount's root serves it. */
 export function status(id: number): string
+/**
+ * The miss-latency histogram (native/counters.h): how long parked reads waited until they were
+ * answered. `counts` has one count per bucket of `boundsUs` (upper bounds, µs), then the count
+ * above the last bound; not cumulative. `sumUs`: the waits added up.
+ */
+export function missLatency(id: number): MissLatency
+/** What {@link missLatency} returns. */
+export interface MissLatency {
+  boundsUs: number[]
+  counts: number[]
+  sumUs: number
+}
 /** Unmounts; returns within about a second even with files held open. Idempotent. */
 export function unmount(id: number): void
 /** Validates a table without mounting it. */
@@ -230,5 +242,11 @@ export class BrotliDecoder {
  * {@link NativeStats} after `ops` and before `mounted`.
  */
 export const statNames: { readonly ops: readonly string[]; readonly stats: readonly string[] }
+/**
+ * What each name of `statNames.stats` is, in the same order (native/counters.h): its C++ name
+ * (snake_case: the Prometheus metric's), whether it is a count since the mount or a value of
+ * right now, and what it counts.
+ */
+export const statMeta: readonly { readonly name: string; readonly kind: 'counter' | 'gauge'; readonly help: string }[]
 /** The keys of {@link NativeMountOptions}, in the order of the native list (native/options.h). */
 export const mountOptionNames: readonly string[]

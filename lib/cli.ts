@@ -70,12 +70,13 @@ function buildProgram(): Command {
     .option('-c, --config <file>', `config file (default: $AYSFS_CONFIG, else ${DEFAULT_CONFIG_PATH})`)
     .option('--allow-other', 'let other users see the mount (non-root: needs user_allow_other in /etc/fuse.conf)')
     .option('--debug', "libfuse's debug output on stderr")
+    .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9469 (default: main.metrics; off)')
   withLogOptions(program, 'info')
   program.addHelpText(
     'after',
     '\nExit status: 0 success, 1 failure at run time, 2 usage or configuration error.\nReference and troubleshooting: docs/cli.md of the package.',
   )
-  program.action(async (opts: { mount?: string; config?: string; allowOther?: boolean; debug?: boolean } & LogFlags, cmd: Command) => {
+  program.action(async (opts: { mount?: string; config?: string; allowOther?: boolean; debug?: boolean; metrics?: string } & LogFlags, cmd: Command) => {
     if (cmd.args.length > 0) {
       const names = program.commands.flatMap((c) => [c.name(), ...c.aliases()])
       const near = closest(cmd.args[0]!, names)
@@ -102,7 +103,7 @@ function buildProgram(): Command {
         throw new AysfsError('EUSAGE', `no mountpoint: pass --mount DIR, or set main.mount in ${file}`, { key: 'main.mount', file })
       }
       const { serve } = await import('./serve')
-      status = await serve({ mountpoint, config: file, log, allowOther: opts.allowOther ?? false, debug: opts.debug ?? false })
+      status = await serve({ mountpoint, config: file, log, allowOther: opts.allowOther ?? false, debug: opts.debug ?? false, ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}) })
     } catch (err) {
       log.fatal(mountError(err, mountpoint))
       status = exitCodeFor(err)
@@ -184,18 +185,20 @@ function buildProgram(): Command {
     .addOption(new Option('--format <format>', 'extended keeps modes, owners, mtimes, symlinks, empty dirs and special files; seed lists regular files only').choices(['seed', 'extended']).default('extended'))
     .option('--sign <keyfile>', 'also write <id>.flist.sig, signed with this private key (aysfs-native keygen)')
     .option('--unsign', 'remove the signature of the older flist (without it, publishing unsigned over a signed flist is refused)')
+    .option('--revision <n>', "the revision the signature carries (with --sign): greater than the store's (default: the current Unix time in seconds)", (v) => revisionArg(v))
     .option('-j, --jobs <n>', 'files hashed at once (default: CPUs, at most 8)', (v) => positiveInt(v, '--jobs'))
     .option('--strict', 'a file that changes while it is published fails the run (exit status 1, naming it) instead of being left out with a warning')
-    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; jobs?: number; strict?: boolean }) => {
+    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; revision?: number; jobs?: number; strict?: boolean }) => {
       const { publish } = await import('./publish')
-      const r = await publish({ dir, id: opts.id, store: opts.store, prefix: opts.prefix, format: opts.format, sign: opts.sign, unsign: opts.unsign ?? false, jobs: opts.jobs, strict: opts.strict ?? false })
+      const { id, store, prefix, format, sign, revision, jobs } = opts
+      const r = await publish({ dir, id, store, prefix, format, sign, unsign: opts.unsign ?? false, revision, jobs, strict: opts.strict ?? false })
       for (const c of r.changed) process.stderr.write(`aysfs-native: warning: ${c.file} left out: it ${c.reason}\n`)
       const lines = [
         `published ${opts.id} (${r.format}, prefix ${r.prefix}) to ${r.flist}${r.unchanged ? ' (unchanged)' : ''}`,
         `  ${r.files} files (${formatBytes(r.bytes)}), ${r.directories} directories, ${r.symlinks} symlinks, ${r.special} special files`,
         `  ${r.blobs} distinct contents: ${r.written} written (${formatBytes(r.writtenBytes)}), ${r.blobs - r.written} already in the store`,
       ]
-      if (r.signature) lines.push(`  signature: ${r.signature}`)
+      if (r.signature) lines.push(`  signature: ${r.signature} (revision ${r.revision})`)
       if (r.removedSignature) lines.push(`  signature: removed ${r.removedSignature} (--unsign): nodes with main.trusted_keys refuse ${opts.id} from now on`)
       const skipped = Object.entries(r.skipped)
       if (skipped.length > 0) {
@@ -255,6 +258,11 @@ function positiveInt(v: string, flag: string): number {
   const n = Number(v)
   if (!Number.isInteger(n) || n < 1) throw new AysfsError('EUSAGE', `${flag} ${v}: expected a positive integer`)
   return n
+}
+
+function revisionArg(v: string): number {
+  if (!/^(0|[1-9][0-9]*)$/.test(v) || !Number.isSafeInteger(Number(v))) throw new AysfsError('EUSAGE', `--revision ${v}: expected an integer from 0 to ${Number.MAX_SAFE_INTEGER}`)
+  return Number(v)
 }
 
 /** A mount failure with what to do about it. */

@@ -74,6 +74,10 @@ export interface MainConfig {
   dev: boolean
   /** Log level name (pino's: trace, debug, info, warn, error, fatal, silent). */
   logLevel?: LogLevel
+  /** Check the stores for new flists this often, in ms (plus up to 10% jitter); absent = off (the default). */
+  refreshMs?: number
+  /** Serve Prometheus metrics at `http://<this>/metrics` (`host:port`); absent = off (the default). */
+  metrics?: string
 }
 
 /** A checked configuration. */
@@ -105,7 +109,7 @@ const MAX_DOWNLOADS_LIMIT = 1024
 
 const MAIN_KEYS = [
   'mount', 'prefix', 'cache', 'cache_size', 'timeout', 'trusted_keys', 'max_entries',
-  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level',
+  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'refresh', 'metrics',
 ]
 const TOP_KEYS = ['main', 'ays', 'cache', 'store']
 const AYS_KEYS = ['id', 'prefetch']
@@ -312,6 +316,33 @@ export function parseDuration(v: unknown, key: string, file?: string): number {
 }
 
 /**
+ * A listen address `HOST:PORT` (`127.0.0.1:9469`, `[::1]:9469`, `localhost:9469`, `0.0.0.0:9469`):
+ * a host is required, so serving to every interface is always written out.
+ * @throws AysfsError `EINVAL` naming `key` (and `file`).
+ */
+export function parseListenAddress(v: unknown, key: string, file?: string): string {
+  return listenAddressIn({ file, base: process.cwd() }, v, key)
+}
+
+/** Splits a checked listen address into the host to bind and the port. */
+export function splitListenAddress(addr: string): { host: string; port: number } {
+  const cut = addr.lastIndexOf(':')
+  return { host: addr.slice(0, cut).replace(/^\[|\]$/g, ''), port: Number(addr.slice(cut + 1)) }
+}
+
+function listenAddressIn(ctx: Ctx, v: unknown, key: string): string {
+  const bad = (why = ''): never => fail(ctx, key, `expected an address like "127.0.0.1:9469" (host and port)${why}, got ${describe(v)}`)
+  if (typeof v !== 'string') return bad()
+  const m = /^(\[[0-9a-fA-F:.]+\]|[0-9.]+|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})$/.exec(v)
+  if (!m) return bad()
+  const port = Number(m[2])
+  if (port < 1 || port > 65535) bad(': the port is from 1 to 65535')
+  const host = m[1]!.replace(/^\[|\]$/g, '')
+  if (/^[0-9.]+$/.test(host) && !/^(\d{1,3})(\.\d{1,3}){3}$/.test(host)) bad(': not an IPv4 address')
+  return v
+}
+
+/**
  * A prefix in flist path space (not a file system path: never resolved against anything): a flist
  * path (lib/paths.ts); a trailing `/` is dropped.
  */
@@ -445,6 +476,13 @@ function check(obj: unknown, ctx: Ctx): Config {
   if (m.prefix !== undefined) {
     const prefix = c(() => prefixIn(ctx, m.prefix, 'main.prefix'))
     if (prefix !== undefined) main.prefix = prefix
+  }
+  // 0 (a number or a duration) is off, like an absent key.
+  const refreshMs = m.refresh === undefined || m.refresh === 0 ? 0 : c(() => durationIn(ctx, m.refresh, 'main.refresh')) ?? 0
+  if (refreshMs > 0) main.refreshMs = refreshMs
+  if (m.metrics !== undefined) {
+    const metrics = c(() => listenAddressIn(ctx, m.metrics, 'main.metrics'))
+    if (metrics !== undefined) main.metrics = metrics
   }
   if (m.trusted_keys !== undefined) {
     const keys = m.trusted_keys

@@ -4,7 +4,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import { Worker } from 'node:worker_threads'
 import { onExit } from 'signal-exit'
-import type { NativeMountOptions, NativeStats, SwapResult } from '../binding'
+import type { MissLatency, NativeMountOptions, NativeStats, SwapResult } from '../binding'
 import { prepareCacheDir } from './local-cache/dir'
 import { AysfsError } from './errors'
 import { loadBinding, type Binding } from './native'
@@ -284,6 +284,12 @@ export class Engine {
     return loadBinding().stats(this.#id)
   }
 
+  /** The miss-latency histogram (binding.d.ts `missLatency`). */
+  missLatency(): MissLatency {
+    if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
+    return loadBinding().missLatency(this.#id)
+  }
+
   /** The document the mount's root serves as the `user.aysfs.status` xattr. */
   status(): StatusDocument {
     if (this.#gone) throw new AysfsError('ENOTCONN', `${this.mountpoint} is not mounted`)
@@ -414,6 +420,15 @@ export type MissWorkerBinding = Pick<Binding, 'attach' | 'progress' | 'complete'
 /** A committer for this thread; `done` runs on this thread when a job ends (binding.d.ts). */
 export function createCommitter(done: ConstructorParameters<Binding['Committer']>[0]): NativeCommitter {
   return new (loadBinding().Committer)(done)
+}
+
+/**
+ * The engine's counters and gauges as the native list declares them (native/counters.h): C++
+ * name, `stats()` key, counter or gauge, what it counts. The metrics are generated from it.
+ */
+export function engineStatMeta(): { name: string; js: string; kind: 'counter' | 'gauge'; help: string }[] {
+  const b = loadBinding()
+  return b.statMeta.map((m, i) => ({ ...m, js: b.statNames.stats[i]! }))
 }
 
 /** A new streaming brotli decoder, on the calling thread (never libuv's threadpool). */

@@ -11,8 +11,8 @@
  */
 import path from 'node:path'
 import type { NativeStats } from '../binding'
-import { checkConfig, loadConfig, type Config } from './config'
-import { Engine, releaseMemory } from './engine'
+import { checkConfig, loadConfig, parseListenAddress, type Config } from './config'
+import { Engine, engineStatMeta, releaseMemory } from './engine'
 import { AysfsError } from './errors'
 import { mergeServices, parseFlist, type ParsedFlist } from './flist'
 import { createLogger, formatOf, isLogger, levelOf, type Logger, type LogOptions } from './log'
@@ -20,7 +20,11 @@ import { runtimeModule } from './package-root'
 import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
 import { prefixWarning } from './prefix-warning'
+import type { MetricsServer } from './metrics'
+import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
+import { Revisions, sha256, type RollbackRefusal } from './revisions'
 import { loadTrustedKeys, verifyThenParse } from './sign'
+import type { Validators } from './sources/source'
 import { buildTable } from './table'
 
 /** Tables at least this big (about 80,000 entries) are followed by {@link releaseMemory}. */
@@ -43,6 +47,8 @@ export type { Config } from './config'
 export type { FetcherStats, SourceStats } from './pipeline'
 export type { NativeStats } from '../binding'
 export type { LogOptions, LogLevel, LogFormat } from './log'
+export type { RefreshEvent, RefreshResult, ServiceRefresh } from './refresh'
+export type { RollbackRefusal } from './revisions'
 
 /** Options of {@link mount}. */
 export interface MountOptions {
@@ -65,6 +71,18 @@ export interface MountOptions {
   debug?: boolean
   /** Called when the mount goes away from outside (someone ran `umount`). */
   onExit?: () => void
+  /**
+   * Called when a refresh (`main.refresh`, or {@link AysfsMount.refresh}) applies a new flist or
+   * revision, refuses one (an older signed revision: "rollback refused"), or fails. Not called
+   * for a refresh that found nothing new, nor for one whose stores did not answer.
+   */
+  onRefresh?: (event: RefreshEvent) => void
+  /**
+   * Serve Prometheus metrics at `http://<this>/metrics` (`host:port`, e.g. `127.0.0.1:9469`);
+   * wins over `main.metrics`. Default: `main.metrics`, else no listener ({@link
+   * AysfsMount.metrics} works either way).
+   */
+  metrics?: string
 }
 
 /** One service of a mount, as it was last loaded. */
@@ -89,6 +107,13 @@ export interface ServiceInfo {
    * (published under another path): what is wrong, with a path of the flist. Also logged.
    */
   warning?: string
+  /**
+   * The revision in force, from its signature (only with `main.trusted_keys`; 0 for a signature
+   * made before revisions existed).
+   */
+  revision?: number
+  /** What the last refresh found for this service (once a refresh has run). */
+  refresh?: ServiceRefresh
 }
 
 /** Flists fetched for the mount and its reloads (counted from the mount, over every reload). */
@@ -117,6 +142,13 @@ export interface MountInfo {
   flists: FlistCounts
   reloads: number
   lastReload?: { at: string; ok: boolean; error?: string }
+  /** `main.refresh` in ms, and refreshes run so far (present when refresh is on or one ran). */
+  refresh?: { intervalMs: number; checks: number; lastAt?: string }
+  /**
+   * Signed flists refused because this node has accepted a higher revision, or the same one
+   * with other bytes: the last refusal per service, until a newer revision is accepted.
+   */
+  rollbacks?: RollbackRefusal[]
 }
 
 /** What {@link AysfsMount.stats} and `aysfs-native status` report. */
@@ -153,6 +185,21 @@ export interface AysfsMount {
    * Files already open keep reading what they opened.
    */
   reload(): Promise<ReloadResult>
+  /**
+   * Asks the stores now whether a flist changed (what `main.refresh` does on its schedule) and
+   * applies a change as {@link reload} does, without re-reading the config. Waits for a reload or
+   * refresh that runs. Resolves with each service's result (also in `status`); never rejects for
+   * a store or flist problem (that is a result).
+   */
+  refresh(): Promise<({ id: string } & ServiceRefresh)[]>
+  /**
+   * The mount's metrics in Prometheus' text format (what the `main.metrics` listener serves at
+   * `/metrics`), for a Node service that serves its own `/metrics`. Read at the call, on this
+   * thread; never enters the FUSE path.
+   */
+  metrics(): Promise<string>
+  /** Where the metrics listener listens (`host:port`), when there is one. */
+  readonly metricsAddress?: string
   /** Unmounts; returns within about a second even with files held open. */
   unmount(): Promise<void>
 }
@@ -165,10 +212,22 @@ function readConfig(config: MountOptions['config']): Config {
   return checkConfig(config)
 }
 
+/** The pair (flist and signature) a load accepted for one service. */
+interface LoadedPair {
+  id: string
+  /** `store[N]` or `kept`. */
+  source: string
+  /** SHA-256 of the flist and of the signature (when checked). */
+  flist: string
+  signature?: string
+  validators?: { flist: Validators; signature?: Validators }
+}
+
 interface Loaded {
   table: Buffer
   entries: number
   services: ServiceInfo[]
+  pairs: LoadedPair[]
   prefix: string
   /** Blobs of the services marked `prefetch`, when asked for. */
   prefetch?: Map<string, number>
@@ -177,13 +236,23 @@ interface Loaded {
 /**
  * Fetches, checks and merges the flists of every service: all or nothing. With
  * `main.trusted_keys`, each flist's signature is checked before a byte of it is parsed, on the
- * copy from a store and on the copy kept in `<cache>/md/` alike; the key files are read again
- * on every call, so a reload picks up a rotation.
+ * copy from a store and on the copy kept in `<cache>/md/` alike, and so is its revision: a
+ * signed revision lower than the highest this node accepted (or the same with other bytes) is
+ * refused (lib/revisions.ts) and the next store tried. The key files are read again on every
+ * call, so a reload picks up a rotation. The revisions are recorded once the whole tree is built.
  */
-async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log: Logger, counts: FlistCounts, opts: { prefetch?: boolean } = {}): Promise<Loaded> {
+async function loadTree(
+  config: Config,
+  mountpoint: string,
+  meta: Pipeline,
+  log: Logger,
+  counts: FlistCounts,
+  revisions: Revisions,
+  opts: { prefetch?: boolean } = {},
+): Promise<Loaded> {
   const before = flistCounts(meta)
   try {
-    return await loadFlists(config, mountpoint, meta, log, opts)
+    return await loadFlists(config, mountpoint, meta, log, revisions, opts)
   } finally {
     // Counted whether or not the load succeeded: a refusal that fails a reload counts.
     const after = flistCounts(meta)
@@ -199,14 +268,16 @@ function flistCounts(meta: Pipeline): FlistCounts {
   return { ...s.flists, refused: s.sources.reduce((n, src) => n + (src.errorKinds.untrusted ?? 0), 0) }
 }
 
-async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, log: Logger, opts: { prefetch?: boolean }): Promise<Loaded> {
+async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, log: Logger, revisions: Revisions, opts: { prefetch?: boolean }): Promise<Loaded> {
   const prefix = config.main.prefix ?? mountpoint
   const keys = loadTrustedKeys(config.main.trustedKeys)
   const parsed: ParsedFlist[] = []
   const services: ServiceInfo[] = []
+  const pairs: LoadedPair[] = []
   const prefetch = opts.prefetch ? new Map<string, number>() : undefined
   for (const ays of config.ays) {
     let signer: string | undefined
+    let revision: number | undefined
     const result = await meta.fetchFlist(
       ays.id,
       verifyThenParse(
@@ -220,7 +291,11 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
             maxEntries: config.main.maxEntries,
             maxSize: config.main.maxFlistSize,
           }),
-        (keyId) => (signer = keyId),
+        (verified, data, source) => {
+          revisions.check(ays.id, verified.revision, data, source)
+          signer = verified.keyId
+          revision = verified.revision
+        },
       ),
       { signature: keys.length > 0 },
     )
@@ -235,6 +310,14 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
       droppedDevices: 0,
       ...(signer !== undefined ? { key: signer } : {}),
       ...(warning !== undefined ? { warning } : {}),
+      ...(revision !== undefined ? { revision } : {}),
+    })
+    pairs.push({
+      id: ays.id,
+      source: result.source,
+      flist: sha256(result.data),
+      ...(result.signature !== undefined ? { signature: sha256(result.signature) } : {}),
+      ...(result.validators !== undefined ? { validators: result.validators } : {}),
     })
     if (prefetch && ays.prefetch) result.value.tree.forEachFile((md5, size) => prefetch.set(md5, size))
   }
@@ -248,7 +331,10 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
       `service ${services[i]!.id}: ${n} device ${n === 1 ? 'entry' : 'entries'} (block or char) left out: main.dev is off, so flists cannot create device nodes (set main.dev = true to serve them)`,
     )
   })
-  return { table: buffer, entries: count, services, prefix, ...(prefetch ? { prefetch } : {}) }
+  services.forEach((s, i) => {
+    if (s.revision !== undefined) revisions.accept(s.id, s.revision, pairs[i]!.flist)
+  })
+  return { table: buffer, entries: count, services, pairs, prefix, ...(prefetch ? { prefetch } : {}) }
 }
 
 /**
@@ -280,6 +366,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   // working directory has become.
   const configArg = typeof options.config === 'string' ? path.resolve(options.config) : options.config
   let config = readConfig(configArg)
+  if (options.metrics !== undefined) parseListenAddress(options.metrics, 'metrics')
   const mountpoint = options.mountpoint ?? config.main.mount
   if (mountpoint === undefined) {
     throw new AysfsError('EINVAL', 'no mountpoint: pass one, or set main.mount in the config', { key: 'main.mount', file: config.file })
@@ -292,11 +379,19 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   const fetcherData = (c: Config): FetcherData => ({ config: c, ...(logging ? { logging } : {}) })
   const flists: FlistCounts = { fetched: 0, kept: 0, refused: 0 }
 
+  // The highest revision accepted per service, per cache directory (a reload may move it).
+  const revisionStores = new Map<string, Revisions>()
+  const revisionsFor = (c: Config): Revisions => {
+    let r = revisionStores.get(c.main.cache)
+    if (r === undefined) revisionStores.set(c.main.cache, (r = new Revisions({ cacheDir: c.main.cache, log })))
+    return r
+  }
+
   // The main thread's own pipeline: flists at mount and reload, and prefetch.
   let meta = createFetcher({ config, log })
   let loaded: Loaded
   try {
-    loaded = await loadTree(config, mountpoint, meta, log, flists, { prefetch: true })
+    loaded = await loadTree(config, mountpoint, meta, log, flists, revisionsFor(config), { prefetch: true })
     await prefetchMarked(config, loaded.prefetch, meta, log)
     delete loaded.prefetch
   } catch (err) {
@@ -317,6 +412,8 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       debug: options.debug ?? false,
       stallTimeoutMs: stallTimeoutMs(config.main.timeoutMs),
       onExit: () => {
+        schedule.stop()
+        void metricsServer?.close()
         void meta.close()
         options.onExit?.()
       },
@@ -341,10 +438,140 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     flists,
     reloads: 0,
   }
-  engine.setStatus('mount', info)
+  // What a refresh compares the stores with: the pairs in force and their validators.
+  const pairs = new AcceptedPairs()
+  const recordPairs = (l: Loaded, stores: Pipeline): void => {
+    for (const p of l.pairs) {
+      const store = stores.stores().find((s) => s.key === p.source)
+      pairs.applied(p.id, { flist: p.flist, ...(p.signature !== undefined ? { signature: p.signature } : {}) }, store ? { store, ...(p.validators ? { validators: p.validators } : {}) } : undefined)
+    }
+  }
+  recordPairs(loaded, meta)
+  const refreshed = new Map<string, ServiceRefresh>()
+  /** Service checks by refreshes, by result (metrics). */
+  const refreshCounts: Partial<Record<RefreshResult, number>> = {}
+  /** Sets the `mount` part of the status document from `info` and the refresh state. */
+  const publishStatus = (): void => {
+    info.services = info.services.map((s) => {
+      const r = refreshed.get(s.id)
+      return r ? { ...s, refresh: r } : s
+    })
+    const rollbacks = revisionsFor(config).refusals()
+    if (rollbacks.length > 0) info.rollbacks = rollbacks
+    else delete info.rollbacks
+    engine.setStatus('mount', info)
+  }
+  if (config.main.refreshMs) info.refresh = { intervalMs: config.main.refreshMs, checks: 0 }
+  publishStatus()
   log.info({ mountpoint, entries: loaded.entries, services: loaded.services.map((s) => s.id) }, 'mounted')
 
-  let reloading: Promise<ReloadResult> | undefined
+  // Reloads and refreshes run one at a time, in the order asked.
+  let queue: Promise<unknown> | undefined
+  const enqueue = <T>(task: () => Promise<T>): Promise<T> => {
+    const run = (queue ?? Promise.resolve()).catch(() => undefined).then(task)
+    queue = run
+    return run
+  }
+
+  const refreshOnce = async (): Promise<({ id: string } & ServiceRefresh)[]> => {
+    if (!engine.mounted) return []
+    const c = config
+    const revisions = revisionsFor(c)
+    const signed = c.main.trustedKeys.length > 0
+    const outcomes = new Map<string, CheckOutcome>()
+    for (const a of c.ays) outcomes.set(a.id, await checkService(meta.stores(), a.id, signed, pairs, c.main.maxFlistSize))
+    const changed = c.ays.map((a) => a.id).filter((id) => outcomes.get(id)!.result === 'changed')
+    let event: RefreshEvent | undefined
+    const results = new Map<string, Omit<ServiceRefresh, 'checkedAt'>>()
+    for (const [id, o] of outcomes) {
+      if (o.result !== 'changed') results.set(id, o.error !== undefined ? { result: o.result, error: o.error } : { result: o.result })
+    }
+    if (changed.length > 0) {
+      const before = new Map(c.ays.map((a) => [a.id, pairs.get(a.id)]))
+      const revisionBefore = new Map(info.services.map((s) => [s.id, s.revision]))
+      const refusedBefore = revisions.refusedCount
+      try {
+        const fresh = await loadTree(c, mountpoint, meta, log, flists, revisions)
+        const differs = fresh.pairs.filter((p) => before.get(p.id)?.flist !== p.flist || before.get(p.id)?.signature !== p.signature).map((p) => p.id)
+        let invalidated = 0
+        // New revisions of the same bytes change no entry: the table stays.
+        if (fresh.pairs.some((p) => before.get(p.id)?.flist !== p.flist)) invalidated = engine.swap(fresh.table).invalidatedEntries
+        recordPairs(fresh, meta)
+        info.services = fresh.services
+        info.prefix = fresh.prefix
+        for (const id of changed) results.set(id, { result: differs.includes(id) ? 'applied' : 'unchanged' })
+        if (differs.length > 0) {
+          const revised = fresh.services.filter((s) => differs.includes(s.id))
+          event = {
+            type: 'applied',
+            at: new Date().toISOString(),
+            services: revised.map((s) => {
+              const previous = revisionBefore.get(s.id)
+              return { id: s.id, ...(s.revision !== undefined ? { revision: s.revision } : {}), ...(previous !== undefined ? { previous } : {}) }
+            }),
+          }
+          log.info({ mountpoint, entries: fresh.entries, invalidated, services: event.services }, 'refreshed: new flists applied')
+        }
+      } catch (err) {
+        const refused = revisions.refusedCount > refusedBefore
+        const error = (err as Error).message
+        for (const id of changed) results.set(id, { result: refused ? 'refused' : 'failed', error })
+        event = { type: refused ? 'refused' : 'failed', at: new Date().toISOString(), services: changed.map((id) => ({ id })), error }
+        // A refusal was logged once per pair where it was made; a failure is logged each time.
+        if (!refused) log.error({ err: error }, 'refresh failed; the tree stays')
+      }
+    }
+    const at = new Date().toISOString()
+    for (const [id, r] of results) {
+      refreshed.set(id, { checkedAt: at, ...r })
+      refreshCounts[r.result] = (refreshCounts[r.result] ?? 0) + 1
+    }
+    info.refresh = { intervalMs: c.main.refreshMs ?? 0, checks: (info.refresh?.checks ?? 0) + 1, lastAt: at }
+    publishStatus()
+    if (event) {
+      try {
+        options.onRefresh?.(event)
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'onRefresh threw')
+      }
+    }
+    return c.ays.map((a) => ({ id: a.id, ...refreshed.get(a.id)! }))
+  }
+  const schedule = new RefreshSchedule(config.main.refreshMs ?? 0, () => enqueue(refreshOnce))
+  schedule.start()
+
+  // Metrics: the registry is made at the first scrape (or now, for a listener).
+  let registry: import('prom-client').Registry | undefined
+  const metricsRegistry = async (): Promise<import('prom-client').Registry> => {
+    if (registry) return registry
+    const { createRegistry } = await import('./metrics')
+    registry = createRegistry({
+      mountpoint,
+      meta: engineStatMeta(),
+      engine: () => engine.stats(),
+      missLatency: () => engine.missLatency(),
+      pipeline: () => (engine.mounted ? (engine.status().pipeline as FetcherStats | undefined) : undefined),
+      services: () => info.services,
+      refreshes: () => refreshCounts,
+      rollbacksRefused: () => [...revisionStores.values()].reduce((n, r) => n + r.refusedCount, 0),
+    })
+    return registry
+  }
+  let metricsServer: MetricsServer | undefined
+  const metricsAddr = options.metrics ?? config.main.metrics
+  if (metricsAddr !== undefined) {
+    try {
+      const { serveMetrics } = await import('./metrics')
+      metricsServer = await serveMetrics(metricsAddr, await metricsRegistry())
+      log.info({ mountpoint, metrics: `http://${metricsServer.address}/metrics` }, 'serving metrics')
+    } catch (err) {
+      schedule.stop()
+      await engine.unmount()
+      await meta.close()
+      throw err
+    }
+  }
+
   const reload = async (): Promise<ReloadResult> => {
     let next: Config | undefined
     let nextMeta: Pipeline | undefined
@@ -358,27 +585,30 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
         )
       }
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
-      const fresh = await loadTree(next, mountpoint, nextMeta, log, flists)
+      const fresh = await loadTree(next, mountpoint, nextMeta, log, flists, revisionsFor(next))
       const swapped = engine.swap(fresh.table)
       if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next), next.main.timeoutMs * 3)
       if (nextMeta !== meta) {
         void meta.close()
         meta = nextMeta
       }
+      if (nextMeta !== meta || next.main.cache !== config.main.cache) pairs.clear()
+      recordPairs(fresh, nextMeta)
+      if ((next.main.refreshMs ?? 0) !== schedule.interval) schedule.start(next.main.refreshMs ?? 0)
       config = next
       info.services = fresh.services
       info.prefix = fresh.prefix
       info.signed = next.main.trustedKeys.length > 0
       info.reloads++
       info.lastReload = { at: new Date().toISOString(), ok: true }
-      engine.setStatus('mount', info)
+      publishStatus()
       log.info({ mountpoint, entries: fresh.entries, invalidated: swapped.invalidatedEntries }, 'reloaded')
       return { entries: fresh.entries, invalidated: swapped.invalidatedEntries, services: fresh.services }
     } catch (err) {
       // A bad config is reported like a bad flist: logged, recorded in status, old tree kept.
       if (nextMeta && nextMeta !== meta) void nextMeta.close()
       info.lastReload = { at: new Date().toISOString(), ok: false, error: (err as Error).message }
-      engine.setStatus('mount', info)
+      publishStatus()
       log.error({ err: (err as Error).message }, 'reload failed; the old tree stays')
       throw err
     }
@@ -393,13 +623,18 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       return engine.mounted
     },
     stats: () => engine.status() as unknown as MountStats,
-    reload: () => {
-      // One reload at a time; a second call while one runs waits for it and starts another.
-      const run = (reloading ?? Promise.resolve()).catch(() => undefined).then(reload)
-      reloading = run
-      return run
+    // One reload or refresh at a time; a call while one runs waits for it and starts another.
+    reload: () => enqueue(reload),
+    refresh: () => enqueue(refreshOnce),
+    metrics: async () => {
+      if (!engine.mounted) throw new AysfsError('ENOTCONN', `${mountpoint} is not mounted`)
+      const { scrape } = await import('./metrics')
+      return scrape(await metricsRegistry())
     },
+    ...(metricsServer ? { metricsAddress: metricsServer.address } : {}),
     unmount: async () => {
+      schedule.stop()
+      await metricsServer?.close()
       await engine.unmount()
       await meta.close()
       log.info({ mountpoint }, 'unmounted')

@@ -11,6 +11,7 @@ import type { Logger } from './log'
 import { createFetcher } from './pipeline'
 import { prefixWarning } from './prefix-warning'
 import { createProgress } from './progress'
+import { Revisions } from './revisions'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import { forEachLimit } from './publish'
 
@@ -65,6 +66,9 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
   // With trusted_keys, only verified flists are used (and kept in <cache>/md/, replacing the copy
   // a mount would remount from): the same check as mount().
   const keys = loadTrustedKeys(config.main.trustedKeys)
+  // Never an older signed revision than a mount of this cache accepted: it would replace the
+  // kept copy a mount falls back on (lib/revisions.ts).
+  const revisions = new Revisions({ cacheDir: config.main.cache, log })
   const pipeline = createFetcher({ config, log })
   try {
     const blobs = new Map<string, number>()
@@ -72,8 +76,11 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
     for (const id of ids) {
       const { value, source } = await pipeline.fetchFlist(
         id,
-        verifyThenParse(keys, id, (data) =>
-          parseFlist(data, { name: id, prefix, file: `${id}.flist`, maxEntries: config.main.maxEntries, maxSize: config.main.maxFlistSize }),
+        verifyThenParse(
+          keys,
+          id,
+          (data) => parseFlist(data, { name: id, prefix, file: `${id}.flist`, maxEntries: config.main.maxEntries, maxSize: config.main.maxFlistSize }),
+          (verified, data, source) => revisions.check(id, verified.revision, data, source),
         ),
         { signature: keys.length > 0 },
       )

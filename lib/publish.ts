@@ -22,7 +22,7 @@ import { fileKindOf, type FileKind } from './file-kind'
 import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
 import type { HashJob, HashReply, HashResult } from './hash-worker'
 import { runtimeModule } from './package-root'
-import { loadSigningKey, signFlist } from './sign'
+import { isRevision, loadSigningKey, MAX_REVISION, parseSignature, signFlist } from './sign'
 import { sourceBlobRel, storeFlistRel } from './sources/source'
 import { systemIds } from './system-ids'
 import { createProgress } from './progress'
@@ -49,6 +49,14 @@ export interface PublishOptions {
    * service at their next reload.
    */
   unsign?: boolean
+  /**
+   * The revision the signature carries (needs `sign`): greater than the revision of this id in
+   * the store. Default: the current Unix time in seconds, or the store's revision + 1 if that is
+   * not greater.
+   */
+  revision?: number
+  /** The current time in ms (tests); default `Date.now`. */
+  now?: () => number
   /** Files hashed at once; default the number of CPUs, at most 8. */
   jobs?: number
   /** fsync blobs and the flist before renaming them in; default true. */
@@ -76,6 +84,8 @@ export interface PublishResult {
   signature?: string
   /** The older flist's signature that was removed (`unsign`): nodes with `main.trusted_keys` now refuse the service. */
   removedSignature?: string
+  /** The revision the signature carries (with `sign`). */
+  revision?: number
   format: 'seed' | 'extended'
   prefix: string
   /** Lines in the flist. */
@@ -434,6 +444,51 @@ async function runTestHook(files: string[]): Promise<void> {
   await (typeof mod === 'function' ? mod : mod.default)(files)
 }
 
+/** Sets `tmp`'s mtime to `now`, or to a whole second after `old`'s if `now` is not later than that. */
+function setLaterMtime(tmp: string, old: string, now: number): void {
+  let mtime = Math.floor(now / 1000)
+  try {
+    const before = Math.floor(fs.lstatSync(old).mtimeMs / 1000)
+    if (mtime <= before) mtime = before + 1
+  } catch {
+    // nothing there yet
+  }
+  fs.utimesSync(tmp, mtime, mtime)
+}
+
+/**
+ * The revision of service `id` in the store now: what its signature carries (0 for a signature
+ * made before revisions); undefined when it has no readable signature.
+ */
+function storeRevision(flistFile: string): number | undefined {
+  try {
+    return parseSignature(fs.readFileSync(`${flistFile}.sig`)).revision
+  } catch {
+    return undefined
+  }
+}
+
+/** The revision to sign with: see {@link PublishOptions.revision}. */
+function chooseRevision(opts: PublishOptions, flistFile: string, now: number): number | undefined {
+  if (opts.revision === undefined) {
+    if (opts.sign === undefined) return undefined
+    const current = storeRevision(flistFile) ?? -1
+    return Math.max(Math.floor(now / 1000), current + 1)
+  }
+  if (!isRevision(opts.revision) || opts.revision > MAX_REVISION) {
+    throw new AysfsError('EUSAGE', `--revision ${String(opts.revision)}: expected an integer from 0 to ${MAX_REVISION}`)
+  }
+  if (opts.sign === undefined) throw new AysfsError('EUSAGE', '--revision needs --sign: the revision is carried by the signature')
+  const current = storeRevision(flistFile)
+  if (current !== undefined && opts.revision <= current) {
+    throw new AysfsError(
+      'EUSAGE',
+      `--revision ${opts.revision}: the store has revision ${current} of ${opts.id} (${flistFile}.sig); a new revision must be greater, or nodes that have revision ${current} refuse it (leave --revision out for the current time in seconds)`,
+    )
+  }
+  return opts.revision
+}
+
 /**
  * Puts `data` at `flistFile` and `sig` (or no signature) at `flistFile.sig`; returns whether the
  * flist had these bytes already. Both files are written and fsynced under temp names first, then
@@ -442,7 +497,7 @@ async function runTestHook(files: string[]): Promise<void> {
  * gets the new flist with the old signature, refuses it, and fetches the pair once more
  * (lib/pipeline/flists.ts).
  */
-function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean): { unchanged: boolean; removedSignature: boolean } {
+function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean, now: number): { unchanged: boolean; removedSignature: boolean } {
   const mdDir = path.dirname(flistFile)
   const sigFile = `${flistFile}.sig`
   fs.mkdirSync(mdDir, { recursive: true })
@@ -459,6 +514,12 @@ function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, 
   try {
     if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
     if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
+    // A web server's validators are the mtime in whole seconds (and the size): a file replaced
+    // within the second its predecessor was written, at the same size, would keep its ETag and
+    // Last-Modified, and nodes asking "changed since?" would be told no. So each new file is
+    // given an mtime later than the one it replaces.
+    if (flistTmp !== undefined) setLaterMtime(flistTmp, flistFile, now)
+    if (sigTmp !== undefined) setLaterMtime(sigTmp, sigFile, now)
     if (flistTmp !== undefined) {
       fs.renameSync(flistTmp, flistFile)
       flistTmp = undefined
@@ -541,6 +602,9 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
       `${flistFile}.sig: the flist in the store is signed; publishing without --sign would remove its signature, and nodes with main.trusted_keys would refuse ${opts.id}: sign it (--sign KEY), or pass --unsign to remove the signature`,
     )
   }
+  const now = opts.now ?? Date.now
+  // An explicit revision is checked before any work: one that nodes would refuse fails at once.
+  if (opts.revision !== undefined) chooseRevision(opts, flistFile, now())
 
   // The store may live inside the tree (publish . --store ./store): never publish it into itself.
   const exclude = new Set<string>([root])
@@ -720,18 +784,19 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   // What we write must mount: check it with the parser the mount uses.
   parseFlist(data, { name: opts.id, prefix, file: `${opts.id}.flist` })
 
-  const sig = signingKey !== undefined ? signFlist(data, signingKey) : undefined
+  const revision = chooseRevision(opts, flistFile, now())
+  const sig = signingKey !== undefined ? signFlist(data, signingKey, { id: opts.id, revision: revision! }) : undefined
   let unchanged: boolean
   let removedSignature: boolean
   try {
-    ;({ unchanged, removedSignature } = replaceFlist(flistFile, data, sig, fsync))
+    ;({ unchanged, removedSignature } = replaceFlist(flistFile, data, sig, fsync, now()))
   } catch (err) {
     throw fromSystemError(err, `store ${root}: cannot write ${flistFile}`)
   }
 
   return {
     flist: flistFile,
-    ...(sig ? { signature: `${flistFile}.sig` } : {}),
+    ...(sig ? { signature: `${flistFile}.sig`, revision } : {}),
     ...(removedSignature ? { removedSignature: `${flistFile}.sig` } : {}),
     format,
     prefix,

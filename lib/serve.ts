@@ -17,6 +17,8 @@ export interface ServeOptions {
   log: Logger
   allowOther?: boolean
   debug?: boolean
+  /** `--metrics ADDR`: serve Prometheus metrics there (wins over `main.metrics`). */
+  metrics?: string
   /** Called once the tree is visible (after systemd was told). */
   onReady?: (m: AysfsMount) => void
 }
@@ -118,6 +120,7 @@ export async function serve(opts: ServeOptions): Promise<number> {
     log,
     allowOther: opts.allowOther ?? false,
     debug: opts.debug ?? false,
+    ...(opts.metrics !== undefined ? { metrics: opts.metrics } : {}),
     onExit: () => {
       if (stopping) return
       stopping = true

@@ -9,14 +9,25 @@
  * hex digits; anyone can recompute it with
  * `openssl pkey -pubin -in KEY.pub -outform DER | tail -c 32 | sha256sum | cut -c1-32`.
  *
- * `<id>.flist.sig` (format version 1) is UTF-8 text, one `name: value` a line (LF or CRLF; blank
- * lines and lines starting with `#` are skipped; names this version does not know are ignored):
+ * `<id>.flist.sig` is UTF-8 text, one `name: value` a line (LF or CRLF; blank lines and lines
+ * starting with `#` are skipped; names a version does not know are ignored). Version 2, what
+ * `publish --sign` writes, carries the service id and a revision, and signs them with the bytes:
  *
  *     # aysfs-native flist signature
- *     version: 1
+ *     version: 2
  *     algorithm: ed25519
  *     key: 0f1e2d3c4b5a69788796a5b4c3d2e1f0
- *     signature: <base64 of the 64-byte ed25519 signature (RFC 8032, pure) of the flist's bytes>
+ *     id: jumpscale__base
+ *     revision: 1764657000
+ *     signature: <base64 of the 64-byte ed25519 signature (RFC 8032, pure) of the signed message>
+ *
+ * The signed message is `aysfs-native flist\0<id>\0<revision>\0` followed by the flist's exact
+ * bytes (the revision in decimal, no leading zeros): neither an id (lib/paths.ts) nor a number
+ * can hold a NUL, so no two (id, revision, bytes) make the same message, and a store cannot pass
+ * service A's flist off as service B's, nor an old revision as a new one.
+ *
+ * Version 1 (before revisions) has no `id` or `revision`; its signature covers the flist's bytes
+ * alone, and it counts as revision 0 (lib/revisions.ts).
  *
  * Only `signature` is cryptographic; `key` only says which trusted key to check it with.
  *
@@ -27,8 +38,10 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { AysfsError, fromSystemError } from './errors'
 
-/** The signature file format this module writes and reads. */
-const SIGNATURE_VERSION = 1
+/** The signature file format this module writes (it reads this one and version 1). */
+const SIGNATURE_VERSION = 2
+/** Largest revision: an integer a double holds exactly. */
+export const MAX_REVISION = Number.MAX_SAFE_INTEGER
 /** Largest signature file read (a v1 file is under 200 bytes; the pipeline caps it at 64 KiB). */
 const MAX_SIG_TEXT = 64 * 1024
 
@@ -42,14 +55,38 @@ export interface TrustedKey {
   key: crypto.KeyObject
 }
 
-/** What a `.flist.sig` says (format version 1). */
+/** What a `.flist.sig` says. */
 export interface SignatureInfo {
+  /** 1 (bytes only, revision 0) or 2 (id, revision and bytes). */
   version: number
   algorithm: 'ed25519'
   /** Key id of the signing key. */
   keyId: string
+  /** The service id it was made for (version 2). */
+  id?: string
+  /** The revision it carries: 0 for version 1. */
+  revision: number
   /** The 64-byte ed25519 signature. */
   signature: Buffer
+}
+
+/** What {@link signFlist} binds into a version 2 signature besides the bytes. */
+export interface SignedRevision {
+  /** The service id (`md/<id>.flist`). */
+  id: string
+  /** A non-negative integer, at most {@link MAX_REVISION}. */
+  revision: number
+}
+
+/** The bytes a version 2 signature signs: see the module comment. */
+function signedMessage(data: Buffer, rev: SignedRevision | undefined): Buffer {
+  if (rev === undefined) return data
+  return Buffer.concat([Buffer.from(`aysfs-native flist\0${rev.id}\0${rev.revision}\0`), data])
+}
+
+/** Whether `n` can be a revision. */
+export function isRevision(n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0
 }
 
 /** What {@link generateKeyPair} wrote. */
@@ -151,14 +188,23 @@ function readKeyText(file: string, fail: (msg: string, cause?: unknown) => never
 /**
  * Sign an flist: the contents of `<id>.flist.sig` for exactly these bytes (format in the module
  * comment), made with the ed25519 private key in `privateKeyFile` (PKCS#8 PEM, as written by
- * {@link generateKeyPair}).
+ * {@link generateKeyPair}). With `rev`, a version 2 signature that binds the service id and the
+ * revision too (what `publish` writes); without, a version 1 signature (revision 0).
  * @throws AysfsError `EINVAL` naming the key file when it cannot be read or is not an ed25519
  *   private key.
  */
-export function signFlist(data: Buffer, privateKeyFile: string | crypto.KeyObject): Buffer {
+export function signFlist(data: Buffer, privateKeyFile: string | crypto.KeyObject, rev?: SignedRevision): Buffer {
   if (!Buffer.isBuffer(data)) throw new TypeError('data must be a Buffer (the flist\'s exact bytes)')
+  if (rev !== undefined && (typeof rev.id !== 'string' || rev.id === '' || /[\0\n\r]/.test(rev.id) || !isRevision(rev.revision))) {
+    throw new TypeError('rev must be { id: a service id, revision: a non-negative safe integer }')
+  }
   const key = typeof privateKeyFile === 'string' ? loadSigningKey(privateKeyFile) : privateKeyFile
-  return formatSignature({ version: SIGNATURE_VERSION, algorithm: 'ed25519', keyId: keyIdOf(key), signature: crypto.sign(null, data, key) })
+  const signature = crypto.sign(null, signedMessage(data, rev), key)
+  return formatSignature(
+    rev === undefined
+      ? { version: 1, algorithm: 'ed25519', keyId: keyIdOf(key), revision: 0, signature }
+      : { version: SIGNATURE_VERSION, algorithm: 'ed25519', keyId: keyIdOf(key), id: rev.id, revision: rev.revision, signature },
+  )
 }
 
 /**
@@ -186,10 +232,11 @@ export function loadSigningKey(privateKeyFile: string): crypto.KeyObject {
   return key
 }
 
-/** The text of a `.flist.sig` (format version 1). */
+/** The text of a `.flist.sig` (version 1, or 2 with `id` and `revision`). */
 export function formatSignature(sig: SignatureInfo): Buffer {
+  const bound = sig.version >= 2 ? `id: ${sig.id ?? ''}\nrevision: ${sig.revision}\n` : ''
   return Buffer.from(
-    `# aysfs-native flist signature\nversion: ${sig.version}\nalgorithm: ${sig.algorithm}\nkey: ${sig.keyId}\nsignature: ${sig.signature.toString('base64')}\n`,
+    `# aysfs-native flist signature\nversion: ${sig.version}\nalgorithm: ${sig.algorithm}\nkey: ${sig.keyId}\n${bound}signature: ${sig.signature.toString('base64')}\n`,
   )
 }
 
@@ -212,14 +259,21 @@ export function parseSignature(buf: Buffer): SignatureInfo {
   }
   const version = fields.get('version')
   if (version === undefined) throw new Error('no "version" line (not an aysfs-native signature file?)')
-  if (version !== String(SIGNATURE_VERSION)) throw new Error(`version ${JSON.stringify(version.slice(0, 20))}; this aysfs-native reads version ${SIGNATURE_VERSION}`)
+  if (version !== '1' && version !== '2') throw new Error(`version ${JSON.stringify(version.slice(0, 20))}; this aysfs-native reads versions 1 and 2`)
   const algorithm = fields.get('algorithm')
   if (algorithm !== 'ed25519') throw new Error(algorithm === undefined ? 'no "algorithm" line' : `algorithm ${JSON.stringify(algorithm.slice(0, 20))}; only ed25519 is supported`)
   const keyId = fields.get('key')?.toLowerCase()
   if (keyId === undefined || !/^[0-9a-f]{32}$/.test(keyId)) throw new Error('"key" is not a key id of 32 hex digits')
   const b64 = fields.get('signature')
   if (b64 === undefined || !/^[A-Za-z0-9+/]{86}==$/.test(b64)) throw new Error('"signature" is not the base64 of 64 bytes')
-  return { version: SIGNATURE_VERSION, algorithm: 'ed25519', keyId, signature: Buffer.from(b64, 'base64') }
+  const signature = Buffer.from(b64, 'base64')
+  if (version === '1') return { version: 1, algorithm: 'ed25519', keyId, revision: 0, signature }
+  const id = fields.get('id')
+  if (id === undefined || id === '') throw new Error('version 2 without an "id" line')
+  const rev = fields.get('revision')
+  if (rev === undefined) throw new Error('version 2 without a "revision" line')
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(rev) || !isRevision(Number(rev))) throw new Error(`"revision" ${JSON.stringify(rev.slice(0, 24))} is not an integer from 0 to ${MAX_REVISION}`)
+  return { version: 2, algorithm: 'ed25519', keyId, id, revision: Number(rev), signature }
 }
 
 /**
@@ -259,12 +313,13 @@ export function loadTrustedKeys(files: string[]): TrustedKey[] {
  * `keys`.
  * @param where `id`: the service; `source`: where the flist came from (`store[0] (https://…)`, or
  *   `the copy kept in /var/cache/aysfs/md/x.flist`), for the message.
- * @returns the id of the key that signed it.
+ * @returns the id of the key that signed it, and the revision the signature carries (0 for a
+ *   version 1 signature).
  * @throws AysfsError `EACCES` (key `main.trusted_keys`) whose message names the service, the
  *   source and the reason: no signature, an unreadable signature file, a key that is not trusted,
- *   or a signature that does not match the bytes.
+ *   a signature made for another service, or a signature that does not match the bytes.
  */
-export function verifyFlist(data: Buffer, signature: Buffer | undefined, keys: TrustedKey[], where: { id: string; source: string }): { keyId: string } {
+export function verifyFlist(data: Buffer, signature: Buffer | undefined, keys: TrustedKey[], where: { id: string; source: string }): Verified {
   if (!Buffer.isBuffer(data)) throw new TypeError('data must be a Buffer')
   if (!Array.isArray(keys) || keys.length === 0) throw new TypeError('keys must list at least one trusted key')
   const refuse = (reason: string): never => {
@@ -281,18 +336,30 @@ export function verifyFlist(data: Buffer, signature: Buffer | undefined, keys: T
   } catch (err) {
     return refuse(`its signature file ${where.id}.flist.sig is not valid: ${(err as Error).message}; publish it again with --sign`)
   }
+  if (sig.id !== undefined && sig.id !== where.id) {
+    return refuse(`its signature was made for service ${JSON.stringify(sig.id.slice(0, 200))}, not ${where.id} (a store cannot serve one service's flist as another's)`)
+  }
   const candidates = keys.filter((k) => k.id === sig.keyId)
   if (candidates.length === 0) {
     return refuse(
       `signed by key ${sig.keyId}, which is not trusted (main.trusted_keys: ${keys.map((k) => `${k.file} = ${k.id}`).join(', ')}): if that key is yours, add its .pub file to main.trusted_keys; if not, the store holds a flist you did not sign`,
     )
   }
+  const message = signedMessage(data, sig.id === undefined ? undefined : { id: sig.id, revision: sig.revision })
   for (const k of candidates) {
-    if (crypto.verify(null, data, k.key, sig.signature)) return { keyId: k.id }
+    if (crypto.verify(null, message, k.key, sig.signature)) return { keyId: k.id, revision: sig.revision }
   }
   return refuse(
     `bad signature: its bytes are not what key ${sig.keyId} (${candidates[0]!.file}) signed (changed after signing, or the signature is another flist's): publish it again with --sign, and find out what changed the store's copy`,
   )
+}
+
+/** What {@link verifyFlist} vouches for. */
+export interface Verified {
+  /** The id of the trusted key that signed it. */
+  keyId: string
+  /** The revision the signature carries (0: a version 1 signature). */
+  revision: number
 }
 
 /**
@@ -300,18 +367,20 @@ export function verifyFlist(data: Buffer, signature: Buffer | undefined, keys: T
  * flist is fetched for use: with trusted keys, the signature is checked before `parse` sees a
  * byte (a refusal is the `EACCES` of {@link verifyFlist}, which makes `fetchFlist` try the next
  * store and never keep the copy); without keys, it only parses.
- * @param onVerified called with the id of the key that signed it.
+ * @param onVerified called with what the signature vouches for, and the bytes and their source,
+ *   before `parse`; it may refuse them with a throw (an older revision: lib/revisions.ts).
  */
 export function verifyThenParse<T>(
   keys: TrustedKey[],
   id: string,
   parse: (data: Buffer) => T,
-  onVerified?: (keyId: string) => void,
+  onVerified?: (verified: Verified, data: Buffer, source: string) => void,
 ): (data: Buffer, signature: Buffer | undefined, source: string) => T {
   return (data, signature, source) => {
     if (keys.length > 0) {
-      const { keyId } = verifyFlist(data, signature, keys, { id, source })
-      onVerified?.(keyId)
+      // Not `onVerified?.(verifyFlist(…))`: an absent callback would skip the check with it.
+      const verified = verifyFlist(data, signature, keys, { id, source })
+      onVerified?.(verified, data, source)
     }
     return parse(data)
   }

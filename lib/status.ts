@@ -86,12 +86,28 @@ export function formatStatus(doc: MountStats): string {
     let reloads = String(m.reloads)
     if (m.lastReload) reloads += `; last ${m.lastReload.at} ${m.lastReload.ok ? 'ok' : `FAILED: ${m.lastReload.error ?? ''}`}`
     facts.push(['reloads', reloads])
+    if (m.refresh) {
+      const every = m.refresh.intervalMs > 0 ? `every ${m.refresh.intervalMs / 1000}s` : 'off'
+      facts.push(['refresh', `${every}; ${m.refresh.checks} run${m.refresh.lastAt ? `, last ${m.refresh.lastAt}` : ''}`])
+    }
     facts.push(['entries', String(e.entries)])
     out.push(table(facts))
     out.push('', 'Services')
-    out.push(table([['id', 'from', 'entries', 'ignored (outside prefix)'], ...m.services.map((s) => [s.id, s.source, s.entries, s.ignored])]))
+    const revisions = m.services.some((s) => s.revision !== undefined || s.refresh !== undefined)
+    out.push(
+      table(
+        revisions
+          ? [
+              ['id', 'from', 'revision', 'entries', 'ignored (outside prefix)', 'last refresh'],
+              ...m.services.map((s) => [s.id, s.source, s.revision ?? '-', s.entries, s.ignored, s.refresh ? `${s.refresh.result} at ${s.refresh.checkedAt}` : '-']),
+            ]
+          : [['id', 'from', 'entries', 'ignored (outside prefix)'], ...m.services.map((s) => [s.id, s.source, s.entries, s.ignored])],
+      ),
+    )
+    for (const s of m.services) if (s.refresh?.error) out.push(`  ${s.id}: ${s.refresh.error}`)
     for (const s of m.services) if (s.warning) out.push(`  warning: ${s.warning}`)
     if (m.flists) out.push(`  flists: ${m.flists.fetched} fetched from stores, ${m.flists.kept} kept copies used, ${m.flists.refused} refused (untrusted)`)
+    for (const r of m.rollbacks ?? []) out.push(`  ${r.message} (last at ${r.at})`)
   } else {
     out.push(table([['entries', String(e.entries)]]))
   }

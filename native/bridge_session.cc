@@ -7,6 +7,7 @@
 #include <sys/mount.h>
 
 #include <cmath>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -342,6 +343,24 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return StatsObject(env, *b->session);
 }
 
+// The miss-latency histogram: bucket bounds (µs), counts per bucket then +Inf, the sum (µs).
+Napi::Value MissLatency(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto b = BridgeArg(info, "missLatency");
+  if (!b) return env.Undefined();
+  const Counters& c = b->session->counters;
+  Napi::Array bounds = Napi::Array::New(env, kMissBuckets);
+  Napi::Array counts = Napi::Array::New(env, kMissBuckets + 1);
+  for (uint32_t i = 0; i < kMissBuckets; i++) bounds.Set(i, static_cast<double>(kMissBucketsUs[i]));
+  for (uint32_t i = 0; i <= kMissBuckets; i++)
+    counts.Set(i, static_cast<double>(c.miss_latency[i].load()));
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("boundsUs", bounds);
+  out.Set("counts", counts);
+  out.Set("sumUs", static_cast<double>(c.miss_latency_sum_us.load()));
+  return out;
+}
+
 Napi::Value SetStatus(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!CheckArgs(info, "setStatus", {napi_number, napi_string, napi_string}))
@@ -425,18 +444,34 @@ void DetachAllMounts() {
 void ExportSessionFunctions(Napi::Env env, Napi::Object exports) {
   using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
   static const std::pair<const char*, Fn> kFunctions[] = {
-      {"mount", Mount},           {"attach", Attach},
-      {"complete", Complete},     {"serveVerified", ServeVerified},
-      {"progress", Progress},     {"swap", Swap},
-      {"stats", Stats},           {"setStatus", SetStatus},
-      {"status", Status},         {"unmount", Unmount},
-      {"checkTable", CheckTable}, {"trimMemory", TrimMemory},
+      {"mount", Mount},
+      {"attach", Attach},
+      {"complete", Complete},
+      {"serveVerified", ServeVerified},
+      {"progress", Progress},
+      {"swap", Swap},
+      {"stats", Stats},
+      {"setStatus", SetStatus},
+      {"status", Status},
+      {"unmount", Unmount},
+      {"checkTable", CheckTable},
+      {"trimMemory", TrimMemory},
+      {"missLatency", MissLatency},
   };
   for (const auto& [name, fn] : kFunctions) exports.Set(name, Napi::Function::New(env, fn, name));
   Napi::Object stat_names = Napi::Object::New(env);
   stat_names.Set("ops", Names(env, kOpNames));
   stat_names.Set("stats", Names(env, kStatNames));
   exports.Set("statNames", stat_names);
+  Napi::Array stat_meta = Napi::Array::New(env, std::size(kStatMeta));
+  for (size_t i = 0; i < std::size(kStatMeta); i++) {
+    Napi::Object m = Napi::Object::New(env);
+    m.Set("name", kStatMeta[i].name);
+    m.Set("kind", kStatMeta[i].kind);
+    m.Set("help", kStatMeta[i].help);
+    stat_meta.Set(static_cast<uint32_t>(i), m);
+  }
+  exports.Set("statMeta", stat_meta);
   exports.Set("mountOptionNames", Names(env, kMountOptionNames));
 }
 

@@ -1,7 +1,8 @@
 // The engine's counters, one list: every counter and gauge is declared once below, and the
 // Counters struct, the JavaScript object of `stats()` (bridge_session.cc StatsObject), the
-// status document's `engine` part (status.cc) and the addon's `statNames` export (which a unit
-// test checks binding.d.ts against) are generated from it.
+// status document's `engine` part (status.cc), the addon's `statNames` export (which a unit
+// test checks binding.d.ts against) and its `statMeta` export (the Prometheus metrics) are
+// generated from it.
 //
 // To add a counter: one X(...) line in AYSFS_STATS (its C++ name, its JavaScript name, what it
 // counts), the code that counts it, and its line in NativeStats (binding.d.ts), which
@@ -44,6 +45,20 @@ namespace aysfs {
 
 #define AYSFS_IGNORE(...)
 
+// The miss-latency histogram: how long a parked read waited until it was answered (served, or
+// EIO when its fetch failed), by the upper bound of its bucket in microseconds; one more bucket
+// (+Inf) holds what is above the last bound. Counted per bucket (not cumulative); the metrics
+// (lib/metrics.ts, the addon's `missLatency`) add them up as Prometheus wants.
+// clang-format off
+#define AYSFS_MISS_BUCKETS_US(X) \
+  X(1000) X(5000) X(10000) X(25000) X(50000) X(100000) X(250000) X(500000) X(1000000) \
+  X(2500000) X(5000000) X(10000000)
+// clang-format on
+#define AYSFS_BUCKET_BOUND(us) uint64_t{us},
+constexpr uint64_t kMissBucketsUs[] = {AYSFS_MISS_BUCKETS_US(AYSFS_BUCKET_BOUND)};
+#undef AYSFS_BUCKET_BOUND
+constexpr size_t kMissBuckets = sizeof(kMissBucketsUs) / sizeof(kMissBucketsUs[0]);
+
 // Counted from any thread without a lock, read one by one: a snapshot is not consistent across
 // counters, and needs not be.
 struct Counters {
@@ -53,6 +68,17 @@ struct Counters {
 #define AYSFS_COUNTER_FIELD(name, js, what) std::atomic<uint64_t> name{0};
   AYSFS_STATS(AYSFS_COUNTER_FIELD, AYSFS_IGNORE)
 #undef AYSFS_COUNTER_FIELD
+  // The miss-latency histogram: one count per bucket of kMissBucketsUs, then +Inf; the sum of
+  // the waits in microseconds.
+  std::atomic<uint64_t> miss_latency[kMissBuckets + 1] = {};
+  std::atomic<uint64_t> miss_latency_sum_us{0};
+
+  void ObserveMissLatency(uint64_t us) {
+    size_t i = 0;
+    while (i < kMissBuckets && us > kMissBucketsUs[i]) i++;
+    miss_latency[i]++;
+    miss_latency_sum_us += us;
+  }
 };
 
 // The gauges' values at one moment. Session::gauges() fills them with one aggregate initializer,
@@ -89,5 +115,19 @@ constexpr const char* kOpNames[] = {AYSFS_OPS(AYSFS_OP_NAME)};
 #define AYSFS_STAT_NAME(name, js, what) js,
 constexpr const char* kStatNames[] = {AYSFS_STATS(AYSFS_STAT_NAME, AYSFS_STAT_NAME)};
 #undef AYSFS_STAT_NAME
+
+// What each stat is, in list order (the addon's `statMeta` export, which the Prometheus metrics
+// are generated from: lib/metrics.ts): its C++ name (the metric's name), counter or gauge, and
+// what it counts (the metric's help).
+struct StatMeta {
+  const char* name;
+  const char* kind;
+  const char* help;
+};
+#define AYSFS_STAT_META_COUNTER(name, js, what) {#name, "counter", what},
+#define AYSFS_STAT_META_GAUGE(name, js, what) {#name, "gauge", what},
+constexpr StatMeta kStatMeta[] = {AYSFS_STATS(AYSFS_STAT_META_COUNTER, AYSFS_STAT_META_GAUGE)};
+#undef AYSFS_STAT_META_COUNTER
+#undef AYSFS_STAT_META_GAUGE
 
 }  // namespace aysfs

@@ -42,7 +42,15 @@ void MissPath::OnInterrupt(fuse_req_t req, void* self) {
   fuse_reply_err(req, EINTR);  // the fetch goes on for the other readers
 }
 
-void MissPath::Park(const std::string& md5, uint64_t size, const ParkedRead& read) {
+// How long `r` waited since it parked, into the miss-latency histogram.
+void MissPath::Observe(const ParkedRead& r, MissTable::Clock::time_point now) {
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(now - r.parked).count();
+  counters_.ObserveMissLatency(us > 0 ? static_cast<uint64_t>(us) : 0);
+}
+
+void MissPath::Park(const std::string& md5, uint64_t size, const ParkedRead& in) {
+  ParkedRead read = in;
+  read.parked = MissTable::Clock::now();
   if (RecentlyFailed(md5)) {
     counters_.errors++;
     fuse_reply_err(read.req, EIO);
@@ -52,7 +60,7 @@ void MissPath::Park(const std::string& md5, uint64_t size, const ParkedRead& rea
   table_.Expect(read.req);
   // May run OnInterrupt at once, under libfuse's lock of this request: no lock of ours is held.
   fuse_req_interrupt_func(read.req, &MissPath::OnInterrupt, this);
-  switch (table_.Park(md5, read, MissTable::Clock::now())) {
+  switch (table_.Park(md5, read, read.parked)) {
     case MissTable::Parked::kInterrupted:
       counters_.interrupted++;
       fuse_reply_err(read.req, EINTR);
@@ -100,7 +108,9 @@ void MissPath::Complete(const std::string& md5, int err) {
     counters_.miss_failures++;
     RememberFailure(md5);
   }
+  auto now = MissTable::Clock::now();
   for (const ParkedRead& r : reads) {
+    Observe(r, now);
     Node node;
     if (err != 0 || !tables_.Resolve(r.ino, &node)) {
       counters_.errors++;
@@ -114,7 +124,9 @@ void MissPath::Complete(const std::string& md5, int err) {
 void MissPath::ServeVerified(const std::string& md5, const char* data, size_t len) {
   std::shared_lock<std::shared_mutex> serving(complete_mu_);
   std::vector<ParkedRead> reads = table_.Take(md5);
+  auto now = MissTable::Clock::now();
   for (const ParkedRead& r : reads) {
+    Observe(r, now);
     Node node;
     if (!tables_.Resolve(r.ino, &node)) {
       counters_.errors++;

@@ -58,6 +58,7 @@ class MissPath {
   static void OnInterrupt(fuse_req_t req, void* self);
   bool RecentlyFailed(const std::string& md5);
   void RememberFailure(const std::string& md5);
+  void Observe(const ParkedRead& r, MissTable::Clock::time_point now);
 
   // A blob whose fetch just failed fails again at once for this long: the kernel retries a
   // failed readahead with a plain read straight away, which would otherwise wait a second time.

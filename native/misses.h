@@ -29,6 +29,8 @@ struct ParkedRead {
   uint64_t ino;
   off_t off;
   size_t size;
+  // When it parked (set by MissPath::Park): the miss-latency histogram.
+  std::chrono::steady_clock::time_point parked{};
 };
 
 struct StalledMiss {

@@ -488,6 +488,11 @@ export class Pipeline implements Fetcher {
     return fetchFlist(ctx, id, validate, opts)
   }
 
+  /** The stores, in order (a refresh asks them whether a flist changed: lib/refresh.ts). */
+  stores(): readonly Source[] {
+    return this.sources.filter((s) => s.role === 'store')
+  }
+
   stats(): FetcherStats {
     const c = this.counters
     return {

@@ -7,7 +7,8 @@ import { AysfsError } from '../errors'
 import type { LocalCache } from '../local-cache'
 import type { Logger } from '../log'
 import { isServiceId, SERVICE_ID_RULE } from '../paths'
-import { BufferSink, storeFlistRel, type Source } from '../sources/source'
+import { RollbackRefused } from '../revisions'
+import { BufferSink, storeFlistRel, type Source, type Validators } from '../sources/source'
 import { asFault, type SourceCounters } from './source-stats'
 
 /** Largest `.flist.sig` accepted. */
@@ -25,6 +26,11 @@ export interface FlistResult<T> {
   source: string
   /** True when no store answered and the kept copy was used. */
   kept: boolean
+  /**
+   * What the store's responses said of the pair accepted (HTTP stores: `ETag`, `Last-Modified`),
+   * for a later conditional request; absent for the kept copy.
+   */
+  validators?: { flist: Validators; signature?: Validators }
 }
 
 /** Checks a flist's bytes: returns what the caller wants of them, or throws (see {@link fetchFlist}). */
@@ -56,7 +62,9 @@ export interface FlistContext {
  * for the flist). The pair is then fetched from that store once more and validated again: a
  * `publish` renames the new flist and then its signature, and a fetch between the two renames
  * gets a mismatched pair that the second fetch finds whole. A pair still refused marks that
- * store's copy as refused, is logged and counted (`untrusted`), and the next store is tried. If
+ * store's copy as refused, is logged and counted (`untrusted`), and the next store is tried. A
+ * `RollbackRefused` (lib/revisions.ts: a signed older revision) is not fetched again nor counted
+ * here: the next store is tried at once. If
  * no store has an accepted copy, the fetch rejects with `EACCES` and the kept copy is not used:
  * a store answered, and what it says must be looked at.
  *
@@ -77,6 +85,7 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
     for (let attempt = 1; ; attempt++) {
       let data: Buffer
       let signature: Buffer | undefined
+      const validators: { flist: Validators; signature?: Validators } = { flist: {} }
       try {
         const sink = new BufferSink(ctx.maxFlistSize, `flist ${id}`)
         if ((await store.get(rel, sink)) === 'absent') {
@@ -85,9 +94,11 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
           continue stores
         }
         data = sink.data()
+        validators.flist = sink.received ?? {}
         if (opts.signature) {
           const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
           if ((await store.get(`${rel}.sig`, sigSink)) === 'ok') signature = sigSink.data()
+          validators.signature = sigSink.received ?? {}
         }
       } catch (err) {
         const fault = asFault(err)
@@ -100,6 +111,14 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
         value = validate(data, signature, `${store.key} (${store.url})`)
       } catch (err) {
         if (!(err instanceof AysfsError && err.code === 'EACCES')) throw err
+        if (err instanceof RollbackRefused) {
+          // A signed older revision (a mirror that lags, or an attack): no second fetch, since a
+          // publish between its renames cannot look like this; logged once per pair by whoever
+          // refused it. The next store may have the revision in force or a newer one.
+          refused.push(err)
+          failures.push(`${store.key}: rollback refused`)
+          continue stores
+        }
         if (attempt === 1) {
           // Perhaps a publish between its two renames (the new flist, the old signature): the
           // pair once more from the same store, before this store's copy counts as refused.
@@ -118,7 +137,7 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
       for (const e of refused) ctx.log.warn({ id, source: store.key, kind: 'untrusted' }, `${e.message}; ${store.key} served a trusted copy`)
       ctx.cache.keepFlist(id, data, opts.signature ? signature : null)
       ctx.tally.fetched++
-      return { value, data, signature, source: store.key, kept: false }
+      return { value, data, signature, source: store.key, kept: false, validators }
     }
   }
   if (refused.length > 0) {

@@ -42,7 +42,7 @@ import axios, { type AxiosInstance, type AxiosResponse } from 'axios'
 import { redactUrl, type SourceConfig } from '../config'
 import { AysfsError } from '../errors'
 import { lookup as defaultLookup, type LookupFunction } from './resolve'
-import { SourceFault, type GetResult, type Sink, type Source, type SourceRole } from './source'
+import { SourceFault, type GetResult, type RevalidateResult, type Sink, type Source, type SourceRole, type Validators } from './source'
 
 /** Bytes per second below which a source has failed (`main.timeout`). */
 const SPEED_FLOOR = 1024
@@ -160,6 +160,15 @@ function discard(stream: Readable, headers: Response['headers'], timeoutMs: numb
   stream.resume()
 }
 
+/** The validators of a response: its `ETag` and `Last-Modified`, when present and sane. */
+function validatorsOf(headers: Record<string, unknown>): Validators {
+  const v: Validators = {}
+  const ok = (x: unknown): x is string => typeof x === 'string' && x.length > 0 && x.length <= 256 && !/[\r\n\0]/.test(x)
+  if (ok(headers.etag)) v.etag = headers.etag
+  if (ok(headers['last-modified'])) v.lastModified = headers['last-modified']
+  return v
+}
+
 export class HttpSource implements Source {
   readonly key: string
   readonly url: string
@@ -263,7 +272,7 @@ export class HttpSource implements Source {
   }
 
   /** One direct request; resolves with the response head (the body not read yet). */
-  private requestOnce(u: URL, signal: AbortSignal, credentials: boolean): Promise<http.IncomingMessage> {
+  private requestOnce(u: URL, signal: AbortSignal, credentials: boolean, extra: Record<string, string> = {}): Promise<http.IncomingMessage> {
     return new Promise((resolve, reject) => {
       const https_ = u.protocol === 'https:'
       const req = (https_ ? https : http).request({
@@ -272,7 +281,7 @@ export class HttpSource implements Source {
         port: u.port === '' ? undefined : Number(u.port),
         path: `${u.pathname}${u.search}`,
         method: 'GET',
-        headers: this.directHeaders(credentials),
+        headers: { ...this.directHeaders(credentials), ...extra },
         agent: https_ ? this.httpsAgent : this.httpAgent,
         signal,
       })
@@ -284,12 +293,12 @@ export class HttpSource implements Source {
 
   /** A GET, direct where no proxy may apply, following redirects; else (or from a hop that may
    * be proxied) through axios. */
-  private async request(url: string, signal: AbortSignal): Promise<Response> {
+  private async request(url: string, signal: AbortSignal, extra: Record<string, string> = {}): Promise<Response> {
     let current = new URL(url)
     let credentials = true
     for (let hop = 0; ; hop++) {
-      if (mayBeProxied(current)) return this.viaAxios(current.toString(), signal, MAX_REDIRECTS - hop, credentials)
-      const res = await this.requestOnce(current, signal, credentials)
+      if (mayBeProxied(current)) return this.viaAxios(current.toString(), signal, MAX_REDIRECTS - hop, credentials, extra)
+      const res = await this.requestOnce(current, signal, credentials, extra)
       const status = res.statusCode ?? 0
       const location = res.headers.location
       if (!REDIRECTS.has(status) || location === undefined) return { status, headers: res.headers, stream: res }
@@ -313,12 +322,12 @@ export class HttpSource implements Source {
     }
   }
 
-  private async viaAxios(url: string, signal: AbortSignal, maxRedirects: number, credentials: boolean): Promise<Response> {
+  private async viaAxios(url: string, signal: AbortSignal, maxRedirects: number, credentials: boolean, extra: Record<string, string> = {}): Promise<Response> {
     const client = credentials ? this.client : this.anonClient
     const res = await client.get<Readable>(url, {
       signal,
       maxRedirects,
-      headers: credentials ? this.requestHeaders() : this.directHeaders(false),
+      headers: { ...(credentials ? this.requestHeaders() : this.directHeaders(false)), ...extra },
       beforeRedirect: this.redirectGuard(url),
     })
     return { status: res.status, headers: res.headers, stream: res.data }
@@ -402,9 +411,41 @@ export class HttpSource implements Source {
           throw new SourceFault('too-long', `${what}: Content-Length ${len}, more than ${sink.maxBytes}`)
         }
       }
+      sink.validators?.(validatorsOf(res.headers))
       await this.consume(stream, sink, dog, what, () => (slow ? slowFault() : undefined))
       sink.end()
       return 'ok'
+    } finally {
+      dog.stop()
+    }
+  }
+
+  /** A conditional GET (`If-None-Match`, else `If-Modified-Since`); a 200's body is not read. */
+  async revalidate(rel: string, v: Validators): Promise<RevalidateResult> {
+    const url = this.urlFor(rel)
+    const what = `GET ${redactUrl(url)} (conditional)`
+    const extra: Record<string, string> = v.etag !== undefined ? { 'If-None-Match': v.etag } : v.lastModified !== undefined ? { 'If-Modified-Since': v.lastModified } : {}
+    const ac = new AbortController()
+    let slow = false
+    const dog = new Watchdog(this.timeoutMs, () => {
+      slow = true
+      ac.abort()
+    })
+    try {
+      let res: Response
+      try {
+        res = await this.request(url, ac.signal, extra)
+      } catch (err) {
+        throw slow ? new SourceFault('timeout', `${what}: no answer for ${this.timeoutMs} ms`) : faultFrom(err, what)
+      }
+      if (res.status === 200) {
+        res.stream.destroy()
+        return 'changed'
+      }
+      discard(res.stream, res.headers, this.timeoutMs)
+      if (res.status === 304) return 'unchanged'
+      if (res.status === 404 || res.status === 410) return 'absent'
+      throw new SourceFault(`http-${res.status}`, `${what}: HTTP ${res.status}`)
     } finally {
       dog.stop()
     }

@@ -37,6 +37,19 @@ export class SourceFault extends Error {
 export const CONTENT_FAULTS: ReadonlySet<string> = new Set(['md5', 'too-long', 'too-short', 'bro-corrupt', 'bro-too-long', 'not-a-file'])
 
 /**
+ * What identifies one version of an object at an HTTP source, from the response that delivered
+ * it: `ETag`, else `Last-Modified`. A conditional request (`If-None-Match`, `If-Modified-Since`)
+ * with them is answered 304 while the object is the same.
+ */
+export interface Validators {
+  etag?: string
+  lastModified?: string
+}
+
+/** What a conditional request ({@link Source.revalidate}) found. */
+export type RevalidateResult = 'unchanged' | 'changed' | 'absent'
+
+/**
  * Where a source writes a body. `write` throws a {@link SourceFault} when the body is already
  * wrong (longer than allowed); the source must then stop reading and rethrow it. `end` checks
  * what arrived and throws likewise.
@@ -48,6 +61,8 @@ export interface Sink {
   readonly maxBytes: number
   write(chunk: Buffer): void
   end(): void
+  /** Told the validators of the response before its body, when the source has them (HTTP). */
+  validators?(v: Validators): void
 }
 
 /** One place blobs and flists come from: a directory (or file:// URL) or an http(s) URL. */
@@ -65,6 +80,12 @@ export interface Source {
    * {@link SourceFault} for anything else, never hangs past the source's timeout.
    */
   get(rel: string, sink: Sink): Promise<GetResult>
+  /**
+   * A conditional GET of `rel` with validators an earlier `get` reported: `unchanged` (304),
+   * `changed` (the body is not read), `absent` (404). Rejects with a {@link SourceFault} like
+   * `get`. Only sources that have validators (HTTP) implement it.
+   */
+  revalidate?(rel: string, v: Validators): Promise<RevalidateResult>
   /** Store the local file `file` (`size` bytes) at `rel`, atomically where the source allows. */
   put(rel: string, file: string, size: number): Promise<void>
   /** Release sockets; pending requests fail. */
@@ -87,6 +108,8 @@ export function storeFlistRel(id: string): string {
 export class BufferSink implements Sink {
   private chunks: Buffer[] | undefined = []
   private bytes = 0
+  /** What the response that delivered the body said, when the source has validators. */
+  received?: Validators
   constructor(
     readonly maxBytes: number,
     private readonly what = 'body',
@@ -102,6 +125,10 @@ export class BufferSink implements Sink {
   }
 
   end(): void {}
+
+  validators(v: Validators): void {
+    this.received = v
+  }
 
   /**
    * The bytes received. Once only: the sink lets go of them, since a finished response's

@@ -126,6 +126,7 @@ t.test('the flist and its signature: both written and fsynced first, then rename
   events.length = 0
   await publish({ dir: s.src, id: 'svc', store: s.store, sign: s.key, progress: false })
   t.same(events, [
+    'open svc.flist.sig', // the old signature, for the store's revision
     'open svc.flist', // the old one, read to compare
     'open flist-temp',
     'fsync flist-temp',

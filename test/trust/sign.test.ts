@@ -62,10 +62,10 @@ t.test('sign and verify; the signature file format', async (t) => {
   t.ok(crypto.verify(null, FLIST, pub, parsed.signature))
 
   const keys = loadTrustedKeys([kp.publicKey])
-  t.same(verifyFlist(FLIST, sig, keys, where), { keyId: kp.keyId })
+  t.same(verifyFlist(FLIST, sig, keys, where), { keyId: kp.keyId, revision: 0 })
   // CRLF, comments, blank lines, upper-case hex, unknown fields: still the same signature.
   const loose = Buffer.from(`\r\n# made by hand\r\nversion: 1\r\nalgorithm: ed25519\r\ncomment: ops key\r\nkey: ${kp.keyId.toUpperCase()}\r\nsignature: ${parsed.signature.toString('base64')}\r\n`)
-  t.same(verifyFlist(FLIST, loose, keys, where), { keyId: kp.keyId })
+  t.same(verifyFlist(FLIST, loose, keys, where), { keyId: kp.keyId, revision: 0 })
 })
 
 t.test('refusals name the service, the source and the reason', async (t) => {
@@ -89,7 +89,8 @@ t.test('refusals name the service, the source and the reason', async (t) => {
   t.throws(() => verifyFlist(FLIST, undefined, keys, where), refused(new RegExp(`${head.source}it has no signature \\(jumpscale__base.flist.sig\\)`)))
   t.throws(() => verifyFlist(FLIST, Buffer.from('hello'), keys, where), refused(/signature file jumpscale__base.flist.sig is not valid: line 1 is not "name: value"/))
   t.throws(() => verifyFlist(FLIST, Buffer.alloc(0), keys, where), refused(/not valid: no "version" line/))
-  t.throws(() => verifyFlist(FLIST, Buffer.from(sig.toString().replace('version: 1', 'version: 2')), keys, where), refused(/version "2"; this aysfs-native reads version 1/))
+  t.throws(() => verifyFlist(FLIST, Buffer.from(sig.toString().replace('version: 1', 'version: 3')), keys, where), refused(/version "3"; this aysfs-native reads versions 1 and 2/))
+  t.throws(() => verifyFlist(FLIST, Buffer.from(sig.toString().replace('version: 1', 'version: 2')), keys, where), refused(/version 2 without an "id" line/))
   // The key line only says which trusted key to check with: claiming a trusted key with another
   // key's signature is a bad signature, not a pass.
   const strangerSig = parseSignature(signFlist(FLIST, stranger.privateKey))

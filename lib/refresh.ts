@@ -1,0 +1,231 @@
+/**
+ * Automatic refresh (`main.refresh`): every interval, plus up to a tenth of it at random (so a
+ * fleet does not ask its stores all at once), a mount asks its stores whether any service's flist
+ * changed, and applies a change in place as a reload does (lib/index.ts).
+ *
+ * This module holds the two parts that are not the reload itself: {@link RefreshSchedule}, the
+ * timer (injected, so tests advance it instead of sleeping), and {@link checkService}, the cheap
+ * question "is the pair this node accepted still what the stores serve?". For an HTTP store that
+ * answered with validators, that is a conditional GET of the flist and of its signature: an
+ * unchanged pair costs two 304s and nothing else. Validators are only ever those of the responses
+ * that delivered a pair this node accepted and applied ({@link AcceptedPairs}); for a store
+ * without them (a directory, a server that sends neither `ETag` nor `Last-Modified`, a store
+ * never asked yet) the pair is fetched and compared by hash.
+ *
+ * Main thread only.
+ */
+import { sha256 } from './revisions'
+import { BufferSink, storeFlistRel, type Source, type Validators } from './sources/source'
+
+/** Largest `.flist.sig` read (as the pipeline's flist fetch). */
+const MAX_SIG_SIZE = 64 * 1024
+
+/** What the last refresh found for one service (`status`: `mount.services[].refresh.result`). */
+export type RefreshResult = 'unchanged' | 'applied' | 'refused' | 'unreachable' | 'failed'
+
+/** One service's refresh state, in `status`. */
+export interface ServiceRefresh {
+  /** When a refresh last asked the stores about it (ISO 8601). */
+  checkedAt: string
+  result: RefreshResult
+  /** Why, for `refused`, `unreachable` and `failed`. */
+  error?: string
+}
+
+/** What {@link MountOptions.onRefresh} is told: a refresh applied, refused or failed. */
+export interface RefreshEvent {
+  type: 'applied' | 'refused' | 'failed'
+  /** When the refresh ended (ISO 8601). */
+  at: string
+  /** The services whose flist changed (applied), or whose new flist was refused or failed. */
+  services: { id: string; revision?: number; previous?: number }[]
+  /** For `refused` and `failed`: the message (also in the log and in `status`). */
+  error?: string
+}
+
+/** A pair (flist and signature) in force for one service. */
+export interface InForce {
+  flist: string
+  /** SHA-256 of the signature, when signatures are checked (undefined: none). */
+  signature?: string
+}
+
+/**
+ * What a refresh knows of the pairs in force: per service their hashes, and per (store, service)
+ * the validators of the responses that delivered an accepted pair.
+ */
+export class AcceptedPairs {
+  private readonly inForce = new Map<string, InForce>()
+  private readonly validators = new Map<string, { flist: Validators; signature?: Validators }>()
+
+  private static key(store: Source, id: string): string {
+    return `${store.key}\0${store.url}\0${id}`
+  }
+
+  /** The pair of `id` applied now; `from` and `validators` when it came from a store that gave them. */
+  applied(id: string, pair: InForce, from?: { store: Source; validators?: { flist: Validators; signature?: Validators } }): void {
+    const before = this.inForce.get(id)
+    if (before === undefined || before.flist !== pair.flist || before.signature !== pair.signature) {
+      // Validators of another pair would answer 304 for bytes no longer in force.
+      for (const k of [...this.validators.keys()]) if (k.endsWith(`\0${id}`)) this.validators.delete(k)
+    }
+    this.inForce.set(id, pair)
+    if (from?.validators && hasValidators(from.validators.flist)) this.validators.set(AcceptedPairs.key(from.store, id), from.validators)
+  }
+
+  /** The pair in force for `id`. */
+  get(id: string): InForce | undefined {
+    return this.inForce.get(id)
+  }
+
+  /** Validators of the accepted pair at `store`. */
+  validatorsAt(store: Source, id: string): { flist: Validators; signature?: Validators } | undefined {
+    return this.validators.get(AcceptedPairs.key(store, id))
+  }
+
+  remember(store: Source, id: string, v: { flist: Validators; signature?: Validators }): void {
+    if (hasValidators(v.flist)) this.validators.set(AcceptedPairs.key(store, id), v)
+  }
+
+  /** Forget everything (the stores changed with a reload). */
+  clear(): void {
+    this.inForce.clear()
+    this.validators.clear()
+  }
+}
+
+function hasValidators(v: Validators | undefined): boolean {
+  return v !== undefined && (v.etag !== undefined || v.lastModified !== undefined)
+}
+
+/** What {@link checkService} found. */
+export interface CheckOutcome {
+  result: 'unchanged' | 'changed' | 'unreachable'
+  /** For `unreachable`: what each store said. */
+  error?: string
+}
+
+/**
+ * Asks the stores, in order, whether service `id`'s pair changed since the one in force: the
+ * first store that answers decides (as a reload takes the flist from the first store that has
+ * it). `changed` also stands for "this store cannot say" (it lacks the flist, or serves other
+ * bytes): the reload that follows decides, with every check a reload makes.
+ */
+export async function checkService(stores: readonly Source[], id: string, signed: boolean, pairs: AcceptedPairs, maxFlistSize: number): Promise<CheckOutcome> {
+  const inForce = pairs.get(id)
+  if (inForce === undefined) return { result: 'changed' }
+  const rel = storeFlistRel(id)
+  const failures: string[] = []
+  for (const store of stores) {
+    try {
+      const v = pairs.validatorsAt(store, id)
+      if (v !== undefined && store.revalidate !== undefined) {
+        const flist = await store.revalidate(rel, v.flist)
+        if (flist !== 'unchanged') return { result: 'changed' }
+        if (!signed) return { result: 'unchanged' }
+        // The signature is a file of its own: a new revision of the same bytes changes only it.
+        if (!hasValidators(v.signature)) return { result: 'changed' }
+        const sig = await store.revalidate(`${rel}.sig`, v.signature!)
+        return { result: sig === 'unchanged' ? 'unchanged' : 'changed' }
+      }
+      // No validators: fetch the pair and compare it with the one in force.
+      const sink = new BufferSink(maxFlistSize, `flist ${id}`)
+      if ((await store.get(rel, sink)) === 'absent') return { result: 'changed' }
+      if (sha256(sink.data()) !== inForce.flist) return { result: 'changed' }
+      const got: { flist: Validators; signature?: Validators } = { flist: sink.received ?? {} }
+      if (signed) {
+        const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
+        const sig = (await store.get(`${rel}.sig`, sigSink)) === 'ok' ? sha256(sigSink.data()) : undefined
+        if (sig !== inForce.signature) return { result: 'changed' }
+        got.signature = sigSink.received ?? {}
+      }
+      // This store serves the pair in force: its validators are those of an accepted pair.
+      pairs.remember(store, id, got)
+      return { result: 'unchanged' }
+    } catch (err) {
+      failures.push(`${store.key}: ${(err as Error & { kind?: string }).kind ?? (err as Error).message}`)
+    }
+  }
+  return { result: 'unreachable', error: stores.length === 0 ? 'no store is configured' : `no store answered (${failures.join(', ')})` }
+}
+
+/** The timer a {@link RefreshSchedule} uses; tests pass their own. */
+export interface RefreshTimers {
+  setTimeout(fn: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+  /** A number in [0, 1): the jitter. */
+  random(): number
+}
+
+const REAL_TIMERS: RefreshTimers = {
+  setTimeout: (fn, ms) => {
+    const h = setTimeout(fn, ms)
+    // A refresh alone never keeps a process alive (the mount does, while it is mounted).
+    h.unref()
+    return h
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  random: Math.random,
+}
+
+/** The most jitter added to an interval: a tenth of it. */
+export const REFRESH_JITTER = 0.1
+
+/** The delay before the next refresh: `intervalMs` plus up to {@link REFRESH_JITTER} of it. */
+export function refreshDelay(intervalMs: number, random: number): number {
+  return Math.round(intervalMs * (1 + REFRESH_JITTER * Math.min(Math.max(random, 0), 1)))
+}
+
+/**
+ * Runs `run` every interval (plus jitter), the next run armed only when the last one has ended:
+ * two refreshes never overlap. (`run` itself queues behind a reload: lib/index.ts.)
+ */
+export class RefreshSchedule {
+  private handle: unknown
+  private stopped = true
+  /** Bumped by start and stop: a run that ends after them does not arm the old schedule again. */
+  private generation = 0
+  private readonly timers: RefreshTimers
+
+  constructor(
+    private intervalMs: number,
+    private readonly run: () => Promise<unknown>,
+    timers?: Partial<RefreshTimers>,
+  ) {
+    this.timers = { ...REAL_TIMERS, ...timers }
+  }
+
+  /** The interval in force (0: off). */
+  get interval(): number {
+    return this.intervalMs
+  }
+
+  /** Starts (or restarts, with a new interval) the schedule; 0 stops it. */
+  start(intervalMs = this.intervalMs): void {
+    this.stop()
+    this.intervalMs = intervalMs
+    if (intervalMs <= 0) return
+    this.stopped = false
+    this.arm()
+  }
+
+  stop(): void {
+    this.generation++
+    this.stopped = true
+    if (this.handle !== undefined) this.timers.clearTimeout(this.handle)
+    this.handle = undefined
+  }
+
+  private arm(): void {
+    if (this.stopped) return
+    const generation = this.generation
+    this.handle = this.timers.setTimeout(() => {
+      this.handle = undefined
+      void this.run()
+        .catch(() => undefined)
+        .then(() => {
+          if (generation === this.generation) this.arm()
+        })
+    }, refreshDelay(this.intervalMs, this.timers.random()))
+  }
+}
