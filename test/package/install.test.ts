@@ -44,7 +44,9 @@ function tail(r: Result): string {
  * TypeScript loader): PATH as given, plus what reaching the registry may need.
  */
 function cleanEnv(PATH: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { PATH, HOME: os.homedir(), LANG: 'C.UTF-8' }
+  // Compiles (prepack's prebuild, the install script, rebuild()) use every CPU: cmake-js runs
+  // `cmake --build` without -j, and make alone compiles one file at a time.
+  const env: NodeJS.ProcessEnv = { PATH, HOME: os.homedir(), LANG: 'C.UTF-8', CMAKE_BUILD_PARALLEL_LEVEL: String(os.cpus().length) }
   for (const [k, v] of Object.entries(process.env)) {
     if (/^(TMPDIR|SSL_CERT_\w+|NODE_EXTRA_CA_CERTS|https?_proxy|no_proxy|npm_config_(registry|cache|userconfig))$/i.test(k)) env[k] = v
   }
