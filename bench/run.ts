@@ -2,7 +2,7 @@
 // same files in the same run, with min/median/max, the ratio and whether each target is met.
 //
 //   node dist/bench/run.js [--quick] [--runs N] [--json] [--tree DIR] [--data DIR]
-//                          [--only stat,read,big,rand,startup,cold,million,bro,wan]
+//                          [--only stat,read,big,rand,startup,cold,million,bro,quota,wan]
 //                          [--rtt D] [--rate R]
 //
 // Data: a generated tree (or --tree DIR), published to a store that a local nginx serves
@@ -15,13 +15,14 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import { mount, type AysfsMount } from '../lib/index'
 import { measureBro } from './bro'
+import { measureQuota } from './quota'
 import { startNginx, type Nginx } from './nginx'
 import { judge, summarize, table, wanTable, type Summary, type Target, type WorkloadResult } from './report'
 import { runWan } from './wan'
 import { parseDuration, parseRate } from './wan-proxy'
 import { blobPath, describeTree, makeTree, publishTree, pythonExecutable, writeSyntheticFlist, type Blob, type TreeInfo, type TreeSpec } from './tree'
 
-const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'wan'] as const
+const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'quota', 'wan'] as const
 type Group = (typeof GROUPS)[number]
 
 interface Options {
@@ -33,6 +34,8 @@ interface Options {
   only: Set<Group>
   spec: TreeSpec
   million: number
+  /** Blob files of the cache quota's rows. */
+  quotaBlobs: number
   randReads: number
   /** The WAN rows' link: round trip (ms) and rate (bits/s) of the proxy. */
   rttMs: number
@@ -49,6 +52,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --files N        files in the generated tree (default 50000)
   --big-size B     bytes of the large file (default 1 GiB)
   --million N      entries of the synthetic flist (default 1000000)
+  --quota-blobs N  blob files the cache quota's passes walk (default 100000)
   --rand-reads N   4 KiB random reads (default: every block of the large file once)
   --rtt D          round trip the WAN rows' proxy adds (default 40ms; 10ms with --quick)
   --rate R         the WAN rows' link, each way (default 100mbit)`
@@ -62,6 +66,7 @@ function parseArgs(argv: string[]): Options {
     only: new Set(GROUPS),
     spec: quick ? { files: 1500, mbFiles: 3, bigSize: 16 << 20, pyModules: 60, nodeModules: 60 } : { files: 50_000, mbFiles: 40, bigSize: 1 << 30, pyModules: 600, nodeModules: 600 },
     million: quick ? 20_000 : 1_000_000,
+    quotaBlobs: quick ? 5_000 : 100_000,
     randReads: 0,
     rttMs: quick ? 10 : 40,
     rateBits: 100e6,
@@ -86,6 +91,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--files') o.spec.files = int()
     else if (a === '--big-size') o.spec.bigSize = int()
     else if (a === '--million') o.million = int()
+    else if (a === '--quota-blobs') o.quotaBlobs = int()
     else if (a === '--rand-reads') o.randReads = int()
     else if (a === '--rtt') o.rttMs = parseDuration(val())
     else if (a === '--rate') {
@@ -229,6 +235,30 @@ function broWorkload(o: Options): WorkloadResult {
     compressedBytes: t.compressed,
     decoderPeakBytes: t.peakMemory,
   })
+}
+
+/**
+ * The cache quota's passes (bench/quota.ts) over a cache of `quotaBlobs` blob files, against
+ * `find` stat-ing the same files. No mount, no data of the run.
+ */
+function quotaWorkloads(o: Options): WorkloadResult[] {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-bench-'))
+  try {
+    progress(`cache quota: ${o.quotaBlobs} blobs, ${o.runs} runs`)
+    const q = measureQuota(work, o.quotaBlobs, o.runs)
+    const n = o.quotaBlobs.toLocaleString('en-US')
+    const target: Target = { of: 'value', op: '<=', bound: 1 }
+    return [
+      result('quota-pass', `cache quota: a counting pass over ${n} blobs`, 's', target, q.count, q.find, 'find', { blobs: q.blobs, cpuSeconds: summarize(q.countCpu) }),
+      result('quota-evict', `cache quota: a pass over ${n} blobs evicting to the low-water mark`, 's', target, q.evict, q.find, 'find', {
+        blobs: q.blobs,
+        evicted: summarize(q.evicted),
+        cpuSeconds: summarize(q.evictCpu),
+      }),
+    ]
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true })
+  }
 }
 
 class Bench {
@@ -511,8 +541,9 @@ async function main(): Promise<void> {
   const started = new Date()
   const results: WorkloadResult[] = []
   if (o.only.has('bro')) results.push(broWorkload(o))
+  if (o.only.has('quota')) results.push(...quotaWorkloads(o))
   // Everything else but the WAN rows (trees of their own, bench/wan.ts) needs the data and nginx.
-  const needsData = [...o.only].some((g) => g !== 'bro' && g !== 'wan')
+  const needsData = [...o.only].some((g) => g !== 'bro' && g !== 'quota' && g !== 'wan')
   const d = needsData ? prepare(o) : undefined
   if (d) {
     const nginx = await startNginx({ store: d.store, accessLog: false })
@@ -545,7 +576,7 @@ async function main(): Promise<void> {
     started: started.toISOString(),
     seconds: (Date.now() - started.getTime()) / 1000,
     machine: machine(),
-    options: { quick: o.quick, runs: o.runs, tree: o.tree ?? null, spec: o.spec, million: o.million, wan: { rttMs: o.rttMs, rateBits: o.rateBits } },
+    options: { quick: o.quick, runs: o.runs, tree: o.tree ?? null, spec: o.spec, million: o.million, quotaBlobs: o.quotaBlobs, wan: { rttMs: o.rttMs, rateBits: o.rateBits } },
     ...(d ? { tree: { entries: d.tree.entries, files: d.tree.files.length + 1, bytes: d.tree.bytes, big: d.tree.big } } : {}),
     results,
     allMet: results.every((r) => r.met),

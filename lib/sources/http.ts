@@ -60,6 +60,9 @@ export interface HttpSourceOptions {
   lookup?: LookupFunction
   /** Connections per host at once; default unlimited (the pipeline bounds downloads itself). */
   maxSockets?: number
+  /** The clock of the token file's re-reads (at most one a second); default `Date.now` (tests
+   * pass their own). */
+  now?: () => number
 }
 
 /**
@@ -186,6 +189,7 @@ export class HttpSource implements Source {
   /** The same without the URL's user:password, after a redirect to another host. */
   private readonly anonClient: AxiosInstance
   private readonly timeoutMs: number
+  private readonly now: () => number
 
   constructor(
     cfg: SourceConfig,
@@ -204,6 +208,7 @@ export class HttpSource implements Source {
     this.url = redactUrl(cfg.url)
     this.push = role === 'cache' && cfg.push
     this.timeoutMs = opts.timeoutMs
+    this.now = opts.now ?? Date.now
     this.tokenFile = cfg.tokenFile
     this.headers = { 'User-Agent': USER_AGENT, ...cfg.headers, 'Accept-Encoding': 'identity' }
     this.secretHeaders = new Set([...Object.keys(cfg.headers).map((k) => k.toLowerCase()), 'authorization'])
@@ -242,7 +247,7 @@ export class HttpSource implements Source {
 
   private readToken(): string {
     const file = this.tokenFile!
-    const now = Date.now()
+    const now = this.now()
     if (this.token && now - this.token.checkedAt < 1000) return this.token.value
     try {
       const mtimeMs = fs.statSync(file).mtimeMs

@@ -293,7 +293,10 @@ t.test('SIGINT while the flists are still loading stops at once, leaving nothing
   const config = writeConfig(path.join(dir, 'config.toml'), { cache: path.join(dir, 'cache'), prefix: PREFIX, stores: [`http://127.0.0.1:${port}/store`] })
   fs.writeFileSync(config, fs.readFileSync(config, 'utf8').replace('timeout = "2s"', 'timeout = "30s"'))
   const cli = start(t, ['--mount', mnt, '--config', config])
-  await new Promise((r) => setTimeout(r, 700))
+  // Loading: the flist's request reached the store (the CLI handles signals from before that;
+  // a fixed wait here could signal a process still starting up, which SIGINT simply kills).
+  for (let i = 0; i < 1200 && sockets.size === 0; i++) await new Promise((r) => setTimeout(r, 25))
+  t.ok(sockets.size > 0, 'the store was asked for the flist')
   const t0 = Date.now()
   cli.kill('SIGINT')
   const end = await cli.exited

@@ -12,9 +12,10 @@
 //   - reading the same bytes from a file (the chunked path) gives the same result;
 //   - two fuzzed flists merge into a valid table or fail with EINVAL.
 //
-// AYSFS_FUZZ_SECONDS sets how long it runs (8 in `npm test`; `npm run fuzz` runs 600);
-// AYSFS_FUZZ_SEED replays a run (the seed is printed). A failure prints the shrunk input, the
-// seed and the path.
+// `npm test` runs a fixed number of inputs from a fixed seed (the same inputs on every run);
+// AYSFS_FUZZ_SECONDS runs for that long from a new seed instead (`npm run fuzz`: 600 s).
+// AYSFS_FUZZ_SEED replays a run (the seed is in the test's name). A failure prints the shrunk
+// input, the seed and the path (fast-check's report: `{ seed: N, path: "..." }`).
 import assert from 'node:assert/strict'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -26,10 +27,21 @@ import { mergeServices, parseFlist, type ParsedFlist } from '../../lib/flist'
 import { buildTable, readTable } from '../../lib/table'
 import { tableViolations } from '../helpers/table-invariants'
 
-const SECONDS = Number(process.env.AYSFS_FUZZ_SECONDS ?? 8)
-const SEED = process.env.AYSFS_FUZZ_SEED === undefined ? Date.now() ^ (process.pid << 8) : Number(process.env.AYSFS_FUZZ_SEED)
-// Generous: the fuzz runs SECONDS, then shrinking a failure may take a while.
-t.setTimeout((SECONDS + 300) * 1000)
+/** Seconds of a long run; undefined: the short, fixed run of `npm test`. */
+const SECONDS = process.env.AYSFS_FUZZ_SECONDS === undefined ? undefined : Number(process.env.AYSFS_FUZZ_SECONDS)
+const FIXED_SEED = 14
+const SEED = process.env.AYSFS_FUZZ_SEED !== undefined ? Number(process.env.AYSFS_FUZZ_SEED) : SECONDS === undefined ? FIXED_SEED : Date.now() ^ (process.pid << 8)
+/** Inputs of the short run (and merges of two): a few seconds. */
+const INPUTS = 2000
+const MERGES = 60
+// Generous: the fuzz runs, then shrinking a failure may take a while.
+t.setTimeout(((SECONDS ?? 10) + 300) * 1000)
+
+/** fast-check's run options: a fixed number of runs, or until the time is up. */
+function budget(seed: number, runs: number, share: number): fc.Parameters<unknown> {
+  if (SECONDS === undefined) return { seed, numRuns: runs }
+  return { seed, numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: SECONDS * 1000 * share, markInterruptAsFailure: false }
+}
 
 const CORPUS_DIR = path.join(__dirname, 'corpus')
 const CORPUS = fs
@@ -171,13 +183,12 @@ function checkTree(p: ParsedFlist): void {
   }
 }
 
-t.test(`fuzz the flist parser and the table builder for ${SECONDS} s (seed ${SEED})`, async (t) => {
+t.test(`fuzz the flist parser and the table builder ${SECONDS === undefined ? `with ${INPUTS} inputs` : `for ${SECONDS} s`} (seed ${SEED})`, async (t) => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-fuzz-'))
   t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }))
   let runs = 0
   let parsed = 0
   let rejected = 0
-  const deadline = (SECONDS * 1000 * 5) / 6 // the merges below get the rest
   const started = Date.now()
   fc.assert(
     fc.property(inputArb, fc.constantFrom(...PREFIXES), fc.nat(9), (input, prefix, coin) => {
@@ -203,9 +214,11 @@ t.test(`fuzz the flist parser and the table builder for ${SECONDS} s (seed ${SEE
         if (got.table) assert.ok(fromFile.table!.equals(got.table))
       }
     }),
-    { seed: SEED, numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: deadline, markInterruptAsFailure: false },
+    budget(SEED, INPUTS, 5 / 6), // the merges below get the rest of a long run
   )
-  t.ok(runs > 100 || SECONDS < 5, `${runs} inputs in ${((Date.now() - started) / 1000).toFixed(0)} s: ${parsed} parsed, ${rejected} rejected`)
+  const said = `${runs} inputs in ${((Date.now() - started) / 1000).toFixed(0)} s: ${parsed} parsed, ${rejected} rejected`
+  if (SECONDS === undefined) t.equal(runs, INPUTS, said)
+  else t.ok(runs > 100 || SECONDS < 5, said)
   t.ok(parsed > 0 && rejected > 0, 'both outcomes were exercised')
 })
 
@@ -234,7 +247,7 @@ t.test('fuzz merges of two flists', async (t) => {
       const { entries } = readTable(buildTable(merged).buffer)
       assert.deepEqual(tableViolations(entries), [])
     }),
-    { seed: SEED + 1, numRuns: Number.MAX_SAFE_INTEGER, interruptAfterTimeLimit: (SECONDS * 1000) / 6, markInterruptAsFailure: false },
+    budget(SEED + 1, MERGES, 1 / 6),
   )
-  t.ok(runs > 10 || SECONDS < 5, `${runs} merges of two valid flists`)
+  t.ok(runs > 10 || (SECONDS ?? 0) < 5, `${runs} merges of two valid flists`)
 })

@@ -5,8 +5,9 @@ import { execFileSync, spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
+import { prng } from '../../bench/prng'
 import { startFaultServer } from '../helpers/faults'
-import { cacheBlobs, config, files, mountChild, mountHere, until, writeStore } from '../helpers/hardening'
+import { cacheBlobs, childStats, config, files, mountChild, mountHere, until, writeStore } from '../helpers/hardening'
 import { clearMounts, mountsBelow, tmpdir } from '../helpers/mount'
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -86,6 +87,7 @@ t.test('SIGKILL at random moments of a burst of downloads: every blob in the cac
   const mnt = path.join(dir, 'mnt')
   let cachedSome = false
   let partials = 0
+  const random = prng(79) // the kill moments: the same on every run
   for (let round = 0; round < 4; round++) {
     const child = await mountChild(t, { mountpoint: mnt, config: config(cache, [srv.base('good')], { max_downloads: 32 }) })
     const asked = srv.requests.length
@@ -93,7 +95,7 @@ t.test('SIGKILL at random moments of a burst of downloads: every blob in the cac
     // From the first request of the burst (the reader is a process that takes its time to
     // start, the more so on a busy machine), a random moment.
     await until(() => srv.requests.length > asked, 10_000)
-    await sleep(Math.random() * 400)
+    await sleep(random() * 400) // a moment of the burst: what is killed is the point, not a wait
     child.proc.kill('SIGKILL')
     await child.exited
     await reader.done
@@ -111,6 +113,16 @@ t.test('SIGKILL at random moments of a burst of downloads: every blob in the cac
   t.same(wrong, [], 'after the remount every file reads right')
 })
 
+/** Polls the child mount's counters until a read is parked on a miss (at most `ms`). */
+async function parkedWithin(child: Parameters<typeof childStats>[0], ms: number): Promise<boolean> {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (((await childStats(child)).engine?.parked ?? 0) >= 1) return true
+    await sleep(50)
+  }
+  return false
+}
+
 t.test('umount -l from outside while busy: the mountpoint is free at once, the process ends when let go', async (t) => {
   const dir = tmpdir(t)
   const list = files(3, 50_000, 33)
@@ -126,7 +138,7 @@ t.test('umount -l from outside while busy: the mountpoint is free at once, the p
   const first = Buffer.alloc(list[0]!.data.length)
   await new Promise<void>((resolve, reject) => fs.read(held, first, 0, first.length, 0, (err) => (err ? reject(err) : resolve())))
   const parked = cat(path.join(mnt, list[1]!.path))
-  await sleep(200)
+  t.ok(await parkedWithin(child, 10_000), 'a read is parked on the slow download')
 
   execFileSync('umount', ['-l', mnt])
   t.same(mountsBelow(mnt), [], 'detached at once')

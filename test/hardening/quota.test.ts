@@ -1,6 +1,7 @@
-// The cache quota (main.cache_size): LRU by the blobs' atimes, a pass under a second for
-// 100,000 blobs, pins, and through real mounts: never a failed read or a wrong byte while
-// evicting, and the accounting and the order kept across a remount.
+// The cache quota (main.cache_size): LRU by the blobs' atimes, pins, and through real mounts:
+// never a failed read or a wrong byte while evicting, and the accounting and the order kept
+// across a remount. What a pass costs (under a second for 100,000 blobs) is a row of the
+// benchmark (`npm run bench -- --only quota`, bench/quota.ts), not a timed assertion here.
 import { execFileSync } from 'node:child_process'
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
@@ -39,42 +40,30 @@ function quota(cache: string, limit: number): CacheQuota {
   return q
 }
 
-/** Runs `fn`; its wall time and the CPU time this process spent meanwhile (user + system). */
-function timed<T>(fn: () => T): { value: T; wallMs: number; cpuMs: number } {
-  const c0 = process.cpuUsage()
-  const t0 = performance.now()
-  const value = fn()
-  const wallMs = performance.now() - t0
-  const c = process.cpuUsage(c0)
-  return { value, wallMs, cpuMs: (c.user + c.system) / 1000 }
-}
-
-// The bound is on the pass's own cost, its CPU time: wall time on a shared CI host also counts
-// whoever else runs there. Both are printed.
-t.test('a pass over 100,000 blobs takes under a second, evicting included', async (t) => {
+// 5,000 blobs spread over all 256 directories: what a pass counts and takes, not how fast (the
+// benchmark's row times 100,000).
+t.test('a pass counts every blob, and one over the quota evicts the oldest down to the low-water mark', async (t) => {
   const cache = tmpdir(t)
-  const names = fillCache(cache, 100_000, (i) => 100 + (i % 2000))
+  const names = fillCache(cache, 5_000, (i) => 100 + (i % 2000))
   const q = quota(cache, 0)
-  const first = timed(() => q.passSync())
-  const scan = first.value
-  t.equal(scan.blobs, 100_000)
-  t.ok(first.cpuMs < 1000, `counting pass: ${first.cpuMs.toFixed(0)} ms of CPU (${first.wallMs.toFixed(0)} ms wall)`)
+  const scan = q.passSync()
+  t.equal(scan.blobs, 5_000)
+  t.equal(scan.evicted, 0, 'no quota: nothing evicted')
   t.equal(q.stats().used, scan.before, 'accounting: bytes on disk')
+  t.equal(scan.before, cacheBlobs(cache).reduce((n, b) => n + b.bytes, 0), 'the bytes the blobs take on disk')
 
   // Just over the quota, as a pass finds it in use: down to the low-water mark.
   q.limit = Math.floor(scan.before * 0.99)
-  const second = timed(() => q.passSync())
-  const r = second.value
-  t.ok(second.cpuMs < 1000, `evicting pass: ${second.cpuMs.toFixed(0)} ms of CPU (${second.wallMs.toFixed(0)} ms wall) for ${r.evicted} evictions`)
+  const r = q.passSync()
   t.ok(r.after <= q.limit * LOW_WATER, 'down to the low-water mark')
-  t.ok(r.evicted > 5000, `${r.evicted} blobs evicted`)
+  t.ok(r.after > q.limit * LOW_WATER - 4096 * 2, 'and not much further')
+  t.ok(r.evicted > 250, `${r.evicted} blobs evicted`)
   // The oldest went, in order: the first r.evicted names are gone, the rest are there.
   const gone = names.filter((n) => !fs.existsSync(path.join(cache, n[0]!, n[1]!, n)))
   t.same(gone, names.slice(0, gone.length), 'least recently used first')
   t.equal(gone.length, r.evicted)
   t.ok(await until(() => q.pendingFrees === 0, 30_000), 'moved victims are freed in the background')
   t.same(fs.readdirSync(path.join(cache, 'tmp')), [], 'nothing left in tmp/')
-  t.comment(`100,000 blobs: count ${first.cpuMs.toFixed(0)} ms CPU / ${first.wallMs.toFixed(0)} ms wall; count + evict ${r.evicted}: ${second.cpuMs.toFixed(0)} ms CPU / ${second.wallMs.toFixed(0)} ms wall`)
 })
 
 t.test('reads decide the order: read blobs are kept, re-armed at each pass', async (t) => {
@@ -192,13 +181,14 @@ t.test('through a mount: reads racing evictions never fail and never see a wrong
   const cache = path.join(dir, 'cache')
   const limit = 512 * 1024 // a fifth of the data
   const m = await mountHere(t, path.join(dir, 'mnt'), config(cache, [path.join(dir, 'store')], { cache_size: limit }))
-  // Rounds of reads in random order for 8 s, while passes evict (they leave blobs younger than
-  // 2 s alone); O_DIRECT reads, so each one reaches the engine and its cache files.
+  // Rounds of reads in random order while passes evict (they leave blobs younger than 2 s
+  // alone), until half the files were evicted at least once (at most 30 s); O_DIRECT reads, so
+  // each one reaches the engine and its cache files.
   const order = () => [...list].sort(() => Math.random() - 0.5)
-  const end = Date.now() + 8000
+  const end = Date.now() + 30_000
   let wrong: string[] = []
   let rounds = 0
-  while (Date.now() < end) {
+  while (rounds < 3 || ((m.stats().pipeline?.cache.evicted ?? 0) < list.length / 2 && Date.now() < end)) {
     wrong = wrong.concat(await readAll(m.mountpoint, order(), 16))
     rounds++
   }
@@ -232,7 +222,10 @@ t.test('through a remount: the accounting and the LRU order survive', async (t) 
 
   const kept1 = new Set(cacheBlobs(cache).map((b) => b.name))
   const second = await mountHere(t, path.join(dir, 'mnt'), cfg)
-  await sleep(2100) // past the grace period of session 1's last blobs
+  // Past the grace period (2 s) of session 1's last blobs. Not faked by moving their mtimes back:
+  // utimes sets the ctime, which arms the atime again, and the engine's page-cache pushes of the
+  // directory's small files then read them, making session 1's blobs the most recent.
+  await sleep(2100)
   // Session 2: ten new files. Its first pass counts what is on disk (not zero) ...
   for (const f of list.slice(30)) t.ok(fs.readFileSync(path.join(second.mountpoint, f.path)).equals(f.data))
   t.ok(await until(() => (second.stats().pipeline?.cache.passes ?? 0) > 0, 5000))

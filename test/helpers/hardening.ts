@@ -146,6 +146,42 @@ export async function mountChild(t: Test, args: { mountpoint: string; config: Re
   }
 }
 
+/** The child mount's counters (the mounter prints them on SIGUSR2). */
+export async function childStats(child: Child, ms = 10_000): Promise<Record<string, any>> {
+  const seen = child.messages.length
+  child.proc.kill('SIGUSR2')
+  const got = () => child.messages.slice(seen).find((m) => m.type === 'stats')
+  if (!(await until(() => got() !== undefined, ms))) throw new Error(`no stats from the mount child in ${ms} ms`)
+  return got()!.stats as Record<string, any>
+}
+
+/**
+ * Resolves once the child mount's pipeline has no download running or queued. Readers are
+ * answered from the checked bytes before the blob is in the cache: until then a commit (and the
+ * evictions that make room for it) may still change the cache directory.
+ */
+export async function childIdle(child: Child, ms = 10_000): Promise<boolean> {
+  const end = Date.now() + ms
+  for (;;) {
+    const d = (await childStats(child, Math.max(1, end - Date.now()))).pipeline?.downloads
+    if (d && d.active === 0 && d.queued === 0) return true
+    if (Date.now() > end) return false
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+/** SIGTERM: the child unmounts and exits; resolves with its code once its stdout and stderr are closed (its log complete). */
+export async function stopChild(child: Child): Promise<number | string> {
+  const closed = new Promise<void>((resolve) => {
+    if (child.proc.stdout!.closed && child.proc.stderr!.closed) resolve()
+    else child.proc.once('close', () => resolve())
+  })
+  child.proc.kill('SIGTERM')
+  const code = await child.exited
+  await closed
+  return code
+}
+
 /** The whole content of an open file, by size from fstat. */
 function readFd(fd: number): Buffer {
   const size = fs.fstatSync(fd).size

@@ -31,12 +31,18 @@ export function clearMounts(dir: string): void {
   }
 }
 
-/** A fresh temp directory, removed in teardown after anything mounted below it is cleared. */
+/**
+ * A fresh temp directory, removed in teardown after anything mounted below it is cleared.
+ *
+ * unmount() waits about a second for blobs already handed to the committer (native threads)
+ * to be in place; a commit slower than that (a loaded disk) lands after it, and a rename into a
+ * directory being removed makes rmdir fail with ENOTEMPTY: the removal is retried then.
+ */
 export function tmpdir(t: Test, prefix = 'aysfs-test-'): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
   t.teardown(() => {
     clearMounts(dir)
-    fs.rmSync(dir, { recursive: true, force: true })
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 })
   })
   return dir
 }

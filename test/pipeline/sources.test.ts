@@ -26,8 +26,8 @@ async function faultServer(t: Test, store: string): Promise<FaultServer> {
   return s
 }
 
-function http(t: Test, c: SourceConfig, role: 'cache' | 'store' = 'store', timeoutMs = 1000): HttpSource {
-  const s = new HttpSource(c, role, { timeoutMs })
+function http(t: Test, c: SourceConfig, role: 'cache' | 'store' = 'store', timeoutMs = 1000, now?: () => number): HttpSource {
+  const s = new HttpSource(c, role, { timeoutMs, now })
   t.teardown(() => s.close())
   return s
 }
@@ -84,16 +84,20 @@ t.test('http source: headers, token file, PUT', async (t) => {
   const srv = await faultServer(t, root)
   const tokenFile = path.join(tmpdir(t), 'token')
   fs.writeFileSync(tokenFile, 'first\n')
-  const src = http(t, cfg(srv.base('good'), { headers: { 'X-Custom': 'yes', Authorization: 'Basic overridden' }, tokenFile }))
+  // The token file is looked at again at most once a second: by this clock, moved by hand.
+  let clock = Date.now()
+  const src = http(t, cfg(srv.base('good'), { headers: { 'X-Custom': 'yes', Authorization: 'Basic overridden' }, tokenFile }), 'store', 1000, () => clock)
   const rel = `files/${blob.md5[0]}/${blob.md5[1]}/${blob.md5}`
   t.same(await getBuffer(src, rel), blob.data)
   t.match(srv.requests[0].headers, { 'x-custom': 'yes', authorization: 'Bearer first', 'accept-encoding': 'identity', 'user-agent': 'aysfs-native' })
   fs.writeFileSync(tokenFile, 'second\n')
   const later = new Date(Date.now() + 5000)
   fs.utimesSync(tokenFile, later, later)
-  await new Promise((r) => setTimeout(r, 1100))
   await getBuffer(src, rel)
-  t.equal(srv.requests[1].authorization, 'Bearer second', 'the token file is re-read when it changes')
+  t.equal(srv.requests[1].authorization, 'Bearer first', 'within a second of the last look, the token is not read again')
+  clock += 1100
+  await getBuffer(src, rel)
+  t.equal(srv.requests[2].authorization, 'Bearer second', 'the token file is re-read when it changes')
 
   const file = path.join(tmpdir(t), 'up')
   fs.writeFileSync(file, randomBytes(700_000, 82))
@@ -103,7 +107,7 @@ t.test('http source: headers, token file, PUT', async (t) => {
   await t.rejects(http(t, cfg(srv.base('e500'))).put('x', file, 700_000), { name: 'SourceFault', kind: 'http-500' })
 
   fs.rmSync(tokenFile)
-  await new Promise((r) => setTimeout(r, 1100))
+  clock += 1100
   await t.rejects(getBuffer(src, rel), { name: 'SourceFault', kind: 'token' })
   t.throws(() => new HttpSource(cfg(srv.url, { tokenFile }), 'store', { timeoutMs: 1000 }), { name: 'SourceFault', kind: 'token' }, 'a missing token file fails at start')
 })

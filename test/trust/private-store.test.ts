@@ -1,6 +1,6 @@
 // Private stores and grid caches against a real nginx: a bearer token from token_file (and from
 // headers), HTTP Basic auth from user:password in the URL, HTTPS with a private CA (`ca`). Each
-// mount runs in a child process (test/trust/fixtures/mount-child.ts) logging at trace level, so
+// mount runs in a child process (test/trust/fixtures/mount-child.js) logging at trace level, so
 // every byte it writes (its logs and its miss worker's), its status (stats() and the
 // user.aysfs.status xattr that `aysfs-native status --json` reads), its errors with their stacks
 // and causes can be searched for the secrets: none may appear anywhere.
@@ -19,7 +19,7 @@ const TOKEN = 'tok-5f3c9e1a7b2d4e6f8a0b1c2d3e4f5a6b'
 const WRONG = 'tok-wrong-0d9c8b7a6f5e4d3c2b1a0f9e'
 const USER = 'deploy'
 const PASSWORD = 'pw-7Hq2xZ9vK4mN8rT1'
-const CHILD = path.join(__dirname, 'fixtures', 'mount-child.ts')
+const CHILD = path.join(__dirname, 'fixtures', 'mount-child.js')
 
 function file(p: string, text: string): GenEntry {
   const content = Buffer.from(text)
@@ -46,7 +46,7 @@ class Child {
     readonly mountpoint: string,
     config: string | object,
   ) {
-    this.proc = fork(CHILD, [mountpoint, typeof config === 'string' ? config : JSON.stringify(config)], { silent: true })
+    this.proc = fork(CHILD, [mountpoint, typeof config === 'string' ? config : JSON.stringify(config)], { silent: true, execArgv: [] })
     this.proc.stdout!.on('data', (d: Buffer) => (this.transcript += d.toString()))
     this.proc.stderr!.on('data', (d: Buffer) => (this.transcript += d.toString()))
     this.proc.on('message', (m: Msg) => {

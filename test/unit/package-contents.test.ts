@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
-import { ROOT } from '../helpers/cli'
+
+const ROOT = path.resolve(__dirname, '../..')
 
 interface PackEntry {
   path: string
