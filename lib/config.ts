@@ -67,6 +67,8 @@ export interface MainConfig {
   maxFlistSize: number
   /** Downloads at once. Default 16. */
   maxDownloads: number
+  /** Fetch the small blobs beside a missed one with the slots misses leave free. Default true. */
+  speculate: boolean
   /** Honour setuid/setgid bits from flists. Default false. */
   suid: boolean
   /** Honour device files from flists. Default false. */
@@ -104,7 +106,7 @@ const MAX_DOWNLOADS_LIMIT = 1024
 
 const MAIN_KEYS = [
   'mount', 'prefix', 'cache', 'cache_size', 'timeout', 'trusted_keys', 'max_entries',
-  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level',
+  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'speculate',
 ]
 const TOP_KEYS = ['main', 'ays', 'cache', 'store']
 const AYS_KEYS = ['id', 'prefetch']
@@ -425,6 +427,7 @@ function check(obj: unknown, ctx: Ctx): Config {
     maxDownloads: optInt(ctx, m.max_downloads, 'main.max_downloads', DEFAULTS.maxDownloads, 1, MAX_DOWNLOADS_LIMIT),
     suid: optBool(ctx, m.suid, 'main.suid', false),
     dev: optBool(ctx, m.dev, 'main.dev', false),
+    speculate: optBool(ctx, m.speculate, 'main.speculate', true),
   }
   if (main.timeoutMs === 0) fail(ctx, 'main.timeout', 'must be more than 0')
   if (main.maxFlistSize === 0) fail(ctx, 'main.max_flist_size', 'must be more than 0')

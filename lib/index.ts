@@ -18,6 +18,7 @@ import { mergeServices, parseFlist, type ParsedFlist } from './flist'
 import { createLogger, isLogger, levelOf, type Logger, type LogOptions } from './log'
 import { runtimeModule } from './package-root'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
+import { buildLocality, type LocalityData } from './pipeline/locality'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import { buildTable } from './table'
 
@@ -153,6 +154,8 @@ interface Loaded {
   prefix: string
   /** Blobs of the services marked `prefetch`, when asked for. */
   prefetch?: Map<string, number>
+  /** What the miss worker guesses from (`main.speculate`). */
+  locality?: LocalityData
 }
 
 /**
@@ -207,7 +210,8 @@ async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log:
       `service ${services[i]!.id}: ${n} device ${n === 1 ? 'entry' : 'entries'} (block or char) left out: main.dev is off, so flists cannot create device nodes (set main.dev = true to serve them)`,
     )
   })
-  return { table: buffer, entries: count, services, prefix, ...(prefetch ? { prefetch } : {}) }
+  const locality = config.main.speculate ? buildLocality(tree) : undefined
+  return { table: buffer, entries: count, services, prefix, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}) }
 }
 
 /**
@@ -242,7 +246,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   if (!path.isAbsolute(mountpoint)) {
     throw new AysfsError('EINVAL', `mountpoint must be an absolute path: ${mountpoint}`, { key: 'main.mount', file: config.file })
   }
-  const fetcherData = (c: Config): FetcherData => ({ config: c, ...(logging ? { logging } : {}) })
+  const fetcherData = (c: Config, locality: LocalityData | undefined): FetcherData => ({ config: c, ...(logging ? { logging } : {}), ...(locality ? { locality } : {}) })
 
   // The main thread's own pipeline: flists at mount and reload, and prefetch.
   let meta = createFetcher({ config, log })
@@ -262,7 +266,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       mountpoint,
       cacheDir: config.main.cache,
       table: loaded.table,
-      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config) },
+      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config, loaded.locality) },
       allowOther: options.allowOther ?? false,
       suid: config.main.suid,
       dev: config.main.dev,
@@ -283,6 +287,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     loaded.table = Buffer.alloc(0)
     releaseMemory()
   }
+  delete loaded.locality // the miss worker has its copy
 
   const info: MountInfo = {
     prefix: loaded.prefix,
@@ -304,7 +309,9 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
       const fresh = await loadTree(next, mountpoint, nextMeta, log)
       const swapped = engine.swap(fresh.table)
-      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next), next.main.timeoutMs * 3)
+      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh.locality), next.main.timeoutMs * 3)
+      // Speculation guesses from the tree: the running fetcher gets the new one.
+      else if (fresh.locality) engine.setLocality(fresh.locality)
       if (nextMeta !== meta) {
         void meta.close()
         meta = nextMeta
