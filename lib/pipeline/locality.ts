@@ -19,9 +19,18 @@ import type { FlistTree } from '../flist'
 /** Largest blob speculation considers, in bytes: larger ones are fetched on demand only. */
 export const SMALL_BLOB = 512 << 10
 
+/**
+ * Trees with more small files than this are not guessed from. The groups cost about 30 bytes a
+ * file on each thread and 1.1 s a million files at mount (5.3 s to parse them, on the loaded
+ * 2-CPU machine of docs/benchmarks.md): a million-entry mount would pass its bounds (3 s, 250 B
+ * an entry), for services whose start-up reads a tiny part of them.
+ */
+export const MAX_LOCALITY_FILES = 250_000
+
 const FILE = 2
 const DIR = 4
-const PYCACHE = '__pycache__'
+const PYCACHE = Buffer.from('__pycache__')
+const DOT = 0x2e
 
 /** The locality of a tree, as plain typed arrays. */
 export interface LocalityData {
@@ -44,8 +53,11 @@ export function kindOf(name: string): string {
   return dot < 0 ? '' : name.slice(dot)
 }
 
-/** The locality groups of `tree`'s directories. Linear in the entries, plus a sort per group. */
-export function buildLocality(tree: FlistTree): LocalityData {
+/**
+ * The locality groups of `tree`'s directories; undefined when it has more than
+ * {@link MAX_LOCALITY_FILES} small files. Linear in the entries, plus a sort per group.
+ */
+export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): LocalityData | undefined {
   const n = tree.count
   // Files per parent directory (counting sort by parent id).
   const perDir = new Uint32Array(n + 1)
@@ -57,6 +69,7 @@ export function buildLocality(tree: FlistTree): LocalityData {
     perDir[tree.parent[id]!]!++
     files++
   }
+  if (files > maxFiles) return undefined
   const groupOfDir = new Int32Array(n).fill(-1)
   let groups = 0
   for (let id = 0; id < n; id++) if (perDir[id]! > 0) groupOfDir[id] = groups++
@@ -81,7 +94,13 @@ export function buildLocality(tree: FlistTree): LocalityData {
     if (size <= 0 || size > SMALL_BLOB) continue
     const g = groupOfDir[tree.parent[id]!]!
     ids[fill[g]!++] = id
-    const k = kindOf(tree.nameOf(id))
+    // kindOf() on the name's bytes: a million names as strings cost a second.
+    const off = tree.nameOff[id]!
+    const end = off + tree.nameLen[id]!
+    const names = tree.names
+    let dot = off + 1
+    while (dot < end && names[dot] !== DOT) dot++
+    const k = dot >= end ? '' : names.toString('latin1', dot, end)
     let kn = kindNumbers.get(k)
     if (kn === undefined) kindNumbers.set(k, (kn = kindNumbers.size))
     kindOfId[id] = kn
@@ -116,7 +135,8 @@ export function buildLocality(tree: FlistTree): LocalityData {
   for (let id = 1; id < n; id++) {
     if (tree.ftype[id] !== DIR) continue
     const g = groupOfDir[id]!
-    if (g < 0 || tree.nameOf(id) !== PYCACHE) continue
+    if (g < 0 || tree.nameLen[id] !== PYCACHE.length) continue
+    if (tree.names.compare(PYCACHE, 0, PYCACHE.length, tree.nameOff[id]!, tree.nameOff[id]! + PYCACHE.length) !== 0) continue
     const parentGroup = groupOfDir[tree.parent[id]!]!
     if (parentGroup >= 0) companion[parentGroup] = g
   }

@@ -30,6 +30,9 @@ t.test('a cold read of a directory of small files, one after the other, waits on
   t.equal(requests, N, 'each blob requested once (a read of a blob being guessed joins that download)')
   const w = waves(srv.log)
   t.ok(w <= N / 4, `the reader waited through ${w} round trips for ${N} files`)
+  // Keep-alive: the guesses ran on a bounded pool of connections, reused.
+  t.ok(srv.maxInFlight > 1 && srv.maxInFlight <= 16, `${srv.maxInFlight} requests at once`)
+  t.ok(srv.connections <= srv.maxInFlight + 1, `${srv.connections} connections for ${requests} requests (the flist's included)`)
   const st = pipelineOf(m)!.speculation
   t.equal(st.enabled, true)
   t.ok(st.started >= N / 2, `the other files of the directory were guessed (${st.started})`)
@@ -105,4 +108,20 @@ t.test('a guess is checked like a miss: wrong bytes are never kept, and a read o
   for (const b of cacheBlobs(cache)) t.equal(md5(fs.readFileSync(b.file)), b.md5, `${b.name} holds its own bytes`)
   const err = await errorOf(() => readAsync(path.join(mnt, bad.rel)))
   t.equal(err?.code, 'EIO', 'a read of the bad blob fails: the store has no good copy')
+})
+
+t.test('a reload hands the miss worker the new tree to guess from', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const first = makeFiles(['a/x.js'], () => 100, 9)
+  writeTree(store, first)
+  const srv = await startStore(t, store)
+  const mnt = path.join(dir, 'mnt')
+  const m = await mountHere(t, mnt, config(path.join(dir, 'cache'), [srv.url]))
+  const added = makeFiles(Array.from({ length: 5 }, (_, i) => `b/m${i}.js`), () => 700, 10)
+  writeTree(store, [...first, ...added])
+  await m.reload()
+  t.ok((await readAsync(path.join(mnt, added[0]!.rel))).equals(added[0]!.data))
+  t.ok(await until(() => pipelineOf(m)?.speculation.landed === 4, 20_000), 'the new directory guessed')
+  t.equal(srv.log.length, 5)
 })

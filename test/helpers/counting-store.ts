@@ -22,6 +22,8 @@ export interface TestStore {
   /** Blob requests running now, and the most at once. */
   inFlight: number
   maxInFlight: number
+  /** TCP connections accepted. */
+  connections: number
   /** Requests of these blobs are held (no answer) until {@link release}. */
   hold: Set<string>
   /** Requests held now. */
@@ -42,6 +44,7 @@ export async function startStore(t: { teardown(fn: () => unknown): void }, root:
     log: [],
     inFlight: 0,
     maxInFlight: 0,
+    connections: 0,
     hold: new Set(),
     held: 0,
     release() {
@@ -91,6 +94,7 @@ export async function startStore(t: { teardown(fn: () => unknown): void }, root:
       })
     } else go()
   })
+  server.on('connection', () => s.connections++)
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   s.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   t.teardown(() => s.close())

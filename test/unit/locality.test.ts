@@ -6,8 +6,12 @@ import { LocalityIndex, SMALL_BLOB, buildLocality, kindOf } from '../../lib/pipe
 const md5 = (n: number): string => n.toString(16).padStart(32, '0')
 
 function index(lines: [string, number, number][]): LocalityIndex {
+  return new LocalityIndex(buildLocality(tree(lines))!)
+}
+
+function tree(lines: [string, number, number][]): ReturnType<typeof mergeServices> {
   const text = lines.map(([p, h, size]) => `/opt/x${p}|${md5(h)}|${size}\n`).join('')
-  return new LocalityIndex(buildLocality(mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })])))
+  return mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })])
 }
 
 function named(ix: LocalityIndex, miss: number): string[][] {
@@ -63,4 +67,14 @@ t.test('a blob in two directories names both', async (t) => {
   ])
   const got = named(ix, 1).map((r) => r.sort()).sort()
   t.same(got, [['1', '2'], ['1', '3']])
+})
+
+t.test('a tree with more small files than the bound is not guessed from', async (t) => {
+  const lines: [string, number, number][] = [
+    ['/a/x.js', 1, 10],
+    ['/a/y.js', 2, 20],
+    ['/a/z.js', 3, 30],
+  ]
+  t.ok(buildLocality(tree(lines), 3))
+  t.equal(buildLocality(tree(lines), 2), undefined)
 })
