@@ -23,7 +23,7 @@ t.test('a cold read of a directory of small files, one after the other, waits on
   // Every answer 30 ms late: the reader's next request overlaps the guesses still running.
   const srv = await startStore(t, path.join(dir, 'store'), 30)
   const mnt = path.join(dir, 'mnt')
-  const m = await mountHere(t, mnt, config(path.join(dir, 'cache'), [srv.url], { timeout: '60s' }))
+  const m = await mountHere(t, mnt, config(path.join(dir, 'cache'), [srv.url], { speculate: true, timeout: '60s' }))
   for (const f of list) t.ok((await readAsync(path.join(mnt, f.rel))).equals(f.data), f.rel)
   t.ok(await until(() => pipelineOf(m)?.downloads.active === 0, 20_000), 'every download settled')
   const requests = srv.log.length
@@ -70,7 +70,7 @@ t.test('a miss never waits behind a guess: it takes the slot of one the server h
   for (const f of pkg.slice(1)) srv.hold.add(f.md5) // every guess hangs (no answer, no timeout soon)
   const mnt = path.join(dir, 'mnt')
   // One slot, which the guesses may fill alone: only a miss that takes it back gets through.
-  const m = await mountHere(t, mnt, config(path.join(dir, 'cache'), [srv.url], { max_downloads: 1, timeout: '60s' }))
+  const m = await mountHere(t, mnt, config(path.join(dir, 'cache'), [srv.url], { speculate: true, max_downloads: 1, timeout: '60s' }))
   t.ok((await readAsync(path.join(mnt, pkg[0]!.rel))).equals(pkg[0]!.data))
   t.ok(await until(() => srv.held >= 1 && pipelineOf(m)?.speculation.active === 1, 20_000), 'a guess holds the only slot')
   const x = readAsync(path.join(mnt, other[0]!.rel))
@@ -96,7 +96,7 @@ t.test('a guess is checked like a miss: wrong bytes are never kept, and a read o
   const srv = await startStore(t, path.join(dir, 'store'))
   const mnt = path.join(dir, 'mnt')
   const cache = path.join(dir, 'cache')
-  const m = await mountHere(t, mnt, config(cache, [srv.url]))
+  const m = await mountHere(t, mnt, config(cache, [srv.url], { speculate: true }))
   t.ok((await readAsync(path.join(mnt, list[0]!.rel))).equals(list[0]!.data))
   t.ok(await until(() => pipelineOf(m)?.speculation.started === 4 && pipelineOf(m)?.speculation.active === 0, 20_000))
   const st = pipelineOf(m)!.speculation
@@ -117,7 +117,7 @@ t.test('a reload hands the miss worker the new tree to guess from', async (t) =>
   writeTree(store, first)
   const srv = await startStore(t, store)
   const mnt = path.join(dir, 'mnt')
-  const m = await mountHere(t, mnt, config(path.join(dir, 'cache'), [srv.url]))
+  const m = await mountHere(t, mnt, config(path.join(dir, 'cache'), [srv.url], { speculate: true }))
   const added = makeFiles(Array.from({ length: 5 }, (_, i) => `b/m${i}.js`), () => 700, 10)
   writeTree(store, [...first, ...added])
   await m.reload()
