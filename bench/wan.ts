@@ -61,7 +61,8 @@ export const WAN_TARGETS = {
 } as const
 
 /**
- * How a workload's mount is set up. Only the default config runs today. The recorded start-up
+ * How a workload's mount is set up: the default config, and `speculate = false` for the ratios
+ * of the same run. The recorded start-up
  * set's rows go here once `publish --startup` exists: `{ suffix: '-recorded', target:
  * 'recorded', title: 'recorded start-up set', … }`, publishing the set the `record` command
  * wrote beside each flist before the runs (start-ups only: the tree read has no such target).
@@ -473,7 +474,7 @@ interface MountRun {
   mountSeconds: number
   fetchedBlobs: number
   fetchedBytes: number
-  /** Fetched blobs the workload does not need (speculation, once there is some). */
+  /** Fetched blobs the workload does not need (speculation). */
   extraBlobs: number
   extraBytes: number
   /** Needed blobs the mount never fetched (0 unless the workload differs from the strace run). */
