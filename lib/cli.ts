@@ -13,6 +13,7 @@ import { AysfsError, exitCodeFor } from './errors'
 import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from './log'
 import { packageRoot } from './package-root'
 import { formatBytes } from './progress'
+import { closest } from './suggest'
 
 interface LogFlags {
   logLevel?: LogLevel
@@ -76,8 +77,10 @@ function buildProgram(): Command {
   )
   program.action(async (opts: { mount?: string; config?: string; allowOther?: boolean; debug?: boolean } & LogFlags, cmd: Command) => {
     if (cmd.args.length > 0) {
-      const names = program.commands.map((c) => c.name())
-      throw new AysfsError('EUSAGE', `unknown command '${cmd.args[0]}' (commands: ${names.join(', ')}; see aysfs-native --help)`)
+      const names = program.commands.flatMap((c) => [c.name(), ...c.aliases()])
+      const near = closest(cmd.args[0]!, names)
+      const hint = near.length > 0 ? `did you mean ${near.map((n) => `'${n}'`).join(' or ')}? ` : ''
+      throw new AysfsError('EUSAGE', `unknown command '${cmd.args[0]}' (${hint}commands: ${program.commands.map((c) => c.name()).join(', ')}; see aysfs-native --help)`)
     }
     const file = configPath(opts.config)
     // Before the logger: the config may set the log level. Its errors are logged all the same.
@@ -159,6 +162,7 @@ function buildProgram(): Command {
     const log = logger(opts, config, 'warn')
     const { prefetch } = await import('./prefetch')
     const r = await prefetch({ config, ays: opts.ays, prefix: opts.prefix, log })
+    for (const w of r.warnings) process.stderr.write(`aysfs-native: warning: ${w}\n`)
     out(
       `prefetch ${r.services.join(', ')}: ${r.blobs} blobs (${formatBytes(r.bytes)}): ${r.cached} already cached, ` +
         `${r.fetched} fetched (${formatBytes(r.fetchedBytes)}), ${r.failed} failed`,
@@ -179,11 +183,12 @@ function buildProgram(): Command {
     .option('--prefix <path>', "flist path of <dir> (default: <dir>'s absolute path)")
     .addOption(new Option('--format <format>', 'extended keeps modes, owners, mtimes, symlinks, empty dirs and special files; seed lists regular files only').choices(['seed', 'extended']).default('extended'))
     .option('--sign <keyfile>', 'also write <id>.flist.sig, signed with this private key (aysfs-native keygen)')
+    .option('--unsign', 'remove the signature of the older flist (without it, publishing unsigned over a signed flist is refused)')
     .option('-j, --jobs <n>', 'files hashed at once (default: CPUs, at most 8)', (v) => positiveInt(v, '--jobs'))
     .option('--strict', 'a file that changes while it is published fails the run (exit status 1, naming it) instead of being left out with a warning')
-    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; jobs?: number; strict?: boolean }) => {
+    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; jobs?: number; strict?: boolean }) => {
       const { publish } = await import('./publish')
-      const r = await publish({ dir, id: opts.id, store: opts.store, prefix: opts.prefix, format: opts.format, sign: opts.sign, jobs: opts.jobs, strict: opts.strict ?? false })
+      const r = await publish({ dir, id: opts.id, store: opts.store, prefix: opts.prefix, format: opts.format, sign: opts.sign, unsign: opts.unsign ?? false, jobs: opts.jobs, strict: opts.strict ?? false })
       for (const c of r.changed) process.stderr.write(`aysfs-native: warning: ${c.file} left out: it ${c.reason}\n`)
       const lines = [
         `published ${opts.id} (${r.format}, prefix ${r.prefix}) to ${r.flist}${r.unchanged ? ' (unchanged)' : ''}`,
@@ -191,6 +196,7 @@ function buildProgram(): Command {
         `  ${r.blobs} distinct contents: ${r.written} written (${formatBytes(r.writtenBytes)}), ${r.blobs - r.written} already in the store`,
       ]
       if (r.signature) lines.push(`  signature: ${r.signature}`)
+      if (r.removedSignature) lines.push(`  signature: removed ${r.removedSignature} (--unsign): nodes with main.trusted_keys refuse ${opts.id} from now on`)
       const skipped = Object.entries(r.skipped)
       if (skipped.length > 0) {
         const total = skipped.reduce((n, [, c]) => n + c, 0)
@@ -255,8 +261,9 @@ function positiveInt(v: string, flag: string): number {
 function mountError(err: unknown, mountpoint: string | undefined): string {
   const msg = err instanceof Error ? err.message : String(err)
   const code = (err as { code?: string })?.code
-  if (code === 'EBUSY' && mountpoint) return `${msg}; if no process serves it any more: aysfs-native unmount ${mountpoint}`
-  if (code === 'EPERM' || code === 'EACCES') {
+  if (code === 'EBUSY' && mountpoint && !msg.includes('aysfs-native unmount')) return `${msg}; if no process serves it any more: aysfs-native unmount ${mountpoint}`
+  // A flist refused by its signature says what to do itself: the FUSE hint would mislead.
+  if ((code === 'EPERM' || code === 'EACCES') && (err as { key?: string }).key !== 'main.trusted_keys') {
     return `${msg} (mounting as a user other than root needs fusermount3 (package fuse3) and access to /dev/fuse; see docs/cli.md, Troubleshooting)`
   }
   return msg

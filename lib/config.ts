@@ -12,6 +12,7 @@ import * as path from 'node:path'
 import { parse as parseToml, TomlError } from 'smol-toml'
 import { AysfsError } from './errors'
 import { flistPathProblem, isServiceId, normalisePrefix, SERVICE_ID_RULE } from './paths'
+import { distance } from './suggest'
 
 /** Where the CLI looks for the config when neither `--config` nor `AYSFS_CONFIG` is given. */
 export const DEFAULT_CONFIG_PATH = '/etc/aysfs/config.toml'
@@ -121,6 +122,8 @@ interface Ctx {
   file?: string
   lines?: Map<string, number>
   base: string
+  /** Mistakes found so far: {@link check} reports them all at once. */
+  errors?: AysfsError[]
 }
 
 function where(ctx: Ctx, line?: number): string {
@@ -135,7 +138,8 @@ function lineOf(ctx: Ctx, key: string): number | undefined {
   if (!ctx.lines) return undefined
   let k = key
   for (;;) {
-    const l = ctx.lines.get(k)
+    // `[[stores]]` (a typo of `[[store]]`) is known by its first element's line.
+    const l = ctx.lines.get(k) ?? ctx.lines.get(`${k}[0]`)
     if (l !== undefined) return l
     const cut = Math.max(k.lastIndexOf('.'), k.lastIndexOf('['))
     if (cut <= 0) return undefined
@@ -146,6 +150,20 @@ function lineOf(ctx: Ctx, key: string): number | undefined {
 function fail(ctx: Ctx, key: string, msg: string): never {
   const line = lineOf(ctx, key)
   throw new AysfsError('EINVAL', `${where(ctx, line)}: ${key}: ${msg}`, { file: ctx.file, line, key })
+}
+
+/**
+ * `fn()`, or `undefined` when it found a mistake: the mistake is kept in `ctx.errors` and the
+ * check goes on with the next key, so that one run reports every mistake of a config.
+ */
+function collect<T>(ctx: Ctx, fn: () => T): T | undefined {
+  try {
+    return fn()
+  } catch (err) {
+    if (!(err instanceof AysfsError) || err.code !== 'EINVAL' || ctx.errors === undefined) throw err
+    ctx.errors.push(err)
+    return undefined
+  }
 }
 
 /**
@@ -185,21 +203,6 @@ function isTable(v: unknown): v is Record<string, unknown> {
   return proto === Object.prototype || proto === null
 }
 
-/** Levenshtein distance, for "did you mean": typos in keys are the commonest config mistake. */
-function distance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!
-    prev[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!
-      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1))
-      diag = up
-    }
-  }
-  return prev[b.length]!
-}
-
 function checkKeys(ctx: Ctx, table: Record<string, unknown>, allowed: readonly string[], prefix: string, hint?: (k: string) => string | undefined): void {
   for (const k of Object.keys(table)) {
     if (table[k] === undefined || allowed.includes(k)) continue
@@ -211,7 +214,7 @@ function checkKeys(ctx: Ctx, table: Record<string, unknown>, allowed: readonly s
       const near = allowed.filter((a) => distance(a, k.toLowerCase().replace(/-/g, '_')) <= 2)
       if (near.length > 0) msg += ` (did you mean ${near.map((n) => `"${n}"`).join(' or ')}?)`
     }
-    fail(ctx, key, msg)
+    collect(ctx, () => fail(ctx, key, msg))
   }
 }
 
@@ -409,58 +412,87 @@ function aysIdIn(ctx: Ctx, v: unknown, key: string): string {
 
 function check(obj: unknown, ctx: Ctx): Config {
   if (!isTable(obj)) fail(ctx, '(top level)', `expected a table, got ${describe(obj)}`)
+  ctx.errors = []
+  // Each key is checked on its own (`collect`): a mistake is kept, the key's default stands in
+  // for it, and the check goes on; all of them are thrown together at the end.
+  const c = <T>(fn: () => T): T | undefined => collect(ctx, fn)
   checkKeys(ctx, obj, TOP_KEYS, '', (k) =>
     MAIN_KEYS.includes(k) ? `${k} belongs in [main]` : k === 'caches' || k === 'stores' || k === 'services' ? `the arrays are [[ays]], [[cache]] and [[store]]` : undefined)
 
-  const m = obj.main === undefined ? {} : obj.main
-  if (!isTable(m)) fail(ctx, 'main', `expected a table ([main]), got ${describe(m)}`)
+  let m: Record<string, unknown> = {}
+  if (obj.main !== undefined) {
+    if (isTable(obj.main)) m = obj.main
+    else c(() => fail(ctx, 'main', `expected a table ([main]), got ${describe(obj.main)}`))
+  }
   checkKeys(ctx, m, MAIN_KEYS, 'main', (k) =>
     AYS_KEYS.includes(k) || CACHE_KEYS.includes(k) ? `${k} belongs in [[ays]], [[cache]] or [[store]]` : undefined)
 
   const main: MainConfig = {
-    cache: m.cache === undefined ? DEFAULTS.cache : fsPath(ctx, m.cache, 'main.cache'),
-    cacheSize: m.cache_size === undefined ? DEFAULTS.cacheSize : sizeIn(ctx, m.cache_size, 'main.cache_size'),
-    timeoutMs: m.timeout === undefined ? DEFAULTS.timeoutMs : durationIn(ctx, m.timeout, 'main.timeout'),
+    cache: (m.cache === undefined ? undefined : c(() => fsPath(ctx, m.cache, 'main.cache'))) ?? DEFAULTS.cache,
+    cacheSize: (m.cache_size === undefined ? undefined : c(() => sizeIn(ctx, m.cache_size, 'main.cache_size'))) ?? DEFAULTS.cacheSize,
+    timeoutMs: (m.timeout === undefined ? undefined : c(() => durationIn(ctx, m.timeout, 'main.timeout'))) ?? DEFAULTS.timeoutMs,
     trustedKeys: [],
-    maxEntries: optInt(ctx, m.max_entries, 'main.max_entries', DEFAULTS.maxEntries, 1, MAX_ENTRIES_LIMIT),
-    maxFlistSize: m.max_flist_size === undefined ? DEFAULTS.maxFlistSize : sizeIn(ctx, m.max_flist_size, 'main.max_flist_size'),
-    maxDownloads: optInt(ctx, m.max_downloads, 'main.max_downloads', DEFAULTS.maxDownloads, 1, MAX_DOWNLOADS_LIMIT),
-    suid: optBool(ctx, m.suid, 'main.suid', false),
-    dev: optBool(ctx, m.dev, 'main.dev', false),
-    speculate: optBool(ctx, m.speculate, 'main.speculate', true),
+    maxEntries: c(() => optInt(ctx, m.max_entries, 'main.max_entries', DEFAULTS.maxEntries, 1, MAX_ENTRIES_LIMIT)) ?? DEFAULTS.maxEntries,
+    maxFlistSize: (m.max_flist_size === undefined ? undefined : c(() => sizeIn(ctx, m.max_flist_size, 'main.max_flist_size'))) ?? DEFAULTS.maxFlistSize,
+    maxDownloads: c(() => optInt(ctx, m.max_downloads, 'main.max_downloads', DEFAULTS.maxDownloads, 1, MAX_DOWNLOADS_LIMIT)) ?? DEFAULTS.maxDownloads,
+    suid: c(() => optBool(ctx, m.suid, 'main.suid', false)) ?? false,
+    dev: c(() => optBool(ctx, m.dev, 'main.dev', false)) ?? false,
+    speculate: c(() => optBool(ctx, m.speculate, 'main.speculate', true)) ?? true,
   }
-  if (main.timeoutMs === 0) fail(ctx, 'main.timeout', 'must be more than 0')
-  if (main.maxFlistSize === 0) fail(ctx, 'main.max_flist_size', 'must be more than 0')
-  if (m.mount !== undefined) main.mount = fsPath(ctx, m.mount, 'main.mount')
-  if (m.prefix !== undefined) main.prefix = prefixIn(ctx, m.prefix, 'main.prefix')
+  if (main.timeoutMs === 0) c(() => fail(ctx, 'main.timeout', 'must be more than 0'))
+  if (main.maxFlistSize === 0) c(() => fail(ctx, 'main.max_flist_size', 'must be more than 0'))
+  if (m.mount !== undefined) {
+    const mount = c(() => fsPath(ctx, m.mount, 'main.mount'))
+    if (mount !== undefined) main.mount = mount
+  }
+  if (m.prefix !== undefined) {
+    const prefix = c(() => prefixIn(ctx, m.prefix, 'main.prefix'))
+    if (prefix !== undefined) main.prefix = prefix
+  }
   if (m.trusted_keys !== undefined) {
-    if (!Array.isArray(m.trusted_keys)) fail(ctx, 'main.trusted_keys', `expected an array of paths, got ${describe(m.trusted_keys)}`)
-    main.trustedKeys = m.trusted_keys.map((p, i) => fsPath(ctx, p, `main.trusted_keys[${i}]`))
+    const keys = m.trusted_keys
+    if (!Array.isArray(keys)) c(() => fail(ctx, 'main.trusted_keys', `expected an array of paths, got ${describe(keys)}`))
+    else main.trustedKeys = keys.map((p, i) => c(() => fsPath(ctx, p, `main.trusted_keys[${i}]`)) ?? '')
   }
-  const level = optString(ctx, m.log_level, 'main.log_level')
-  if (level !== undefined) {
+  c(() => {
+    const level = optString(ctx, m.log_level, 'main.log_level')
+    if (level === undefined) return
     if (!(LOG_LEVELS as readonly string[]).includes(level)) fail(ctx, 'main.log_level', `expected one of ${LOG_LEVELS.join(', ')}, got ${describe(level)}`)
     main.logLevel = level as LogLevel
-  }
-
-  const aysIn = arrayOfTables(ctx, obj.ays, 'ays')
-  // A mount of nothing is always a mistake (a forgotten [[ays]], or [ays] for [[ays]]).
-  if (aysIn.length === 0) fail(ctx, 'ays', 'missing: add at least one [[ays]] with an id')
-  const seen = new Map<string, number>()
-  const ays = aysIn.map((a, i): AysConfig => {
-    const key = `ays[${i}]`
-    if (!isTable(a)) fail(ctx, key, `expected a table ([[ays]]), got ${describe(a)}`)
-    checkKeys(ctx, a, AYS_KEYS, key, (k) => misplaced(k, '[[ays]]'))
-    const id = aysIdIn(ctx, a.id, `${key}.id`)
-    const before = seen.get(id)
-    if (before !== undefined) fail(ctx, `${key}.id`, `${describe(id)} is already ays[${before}]`)
-    seen.set(id, i)
-    return { id, prefetch: optBool(ctx, a.prefetch, `${key}.prefetch`, false) }
   })
 
-  const caches = arrayOfTables(ctx, obj.cache, 'cache').map((c, i) => sourceIn(ctx, c, `cache[${i}]`, 'cache'))
-  const stores = arrayOfTables(ctx, obj.store, 'store').map((s, i) => sourceIn(ctx, s, `store[${i}]`, 'store'))
+  const aysIn = c(() => arrayOfTables(ctx, obj.ays, 'ays'))
+  // A mount of nothing is always a mistake (a forgotten [[ays]], or [ays] for [[ays]]).
+  if (aysIn?.length === 0) c(() => fail(ctx, 'ays', 'missing: add at least one [[ays]] with an id'))
+  const seen = new Map<string, number>()
+  const ays: AysConfig[] = []
+  ;(aysIn ?? []).forEach((a, i) => {
+    const key = `ays[${i}]`
+    if (!isTable(a)) return void c(() => fail(ctx, key, `expected a table ([[ays]]), got ${describe(a)}`))
+    checkKeys(ctx, a, AYS_KEYS, key, (k) => misplaced(k, '[[ays]]'))
+    const id = c(() => aysIdIn(ctx, a.id, `${key}.id`))
+    const prefetch = c(() => optBool(ctx, a.prefetch, `${key}.prefetch`, false)) ?? false
+    if (id === undefined) return
+    const before = seen.get(id)
+    if (before !== undefined) return void c(() => fail(ctx, `${key}.id`, `${describe(id)} is already ays[${before}]`))
+    seen.set(id, i)
+    ays.push({ id, prefetch })
+  })
 
+  const sources = (kind: 'cache' | 'store'): SourceConfig[] =>
+    (c(() => arrayOfTables(ctx, obj[kind], kind)) ?? []).flatMap((v, i) => c(() => sourceIn(ctx, v, `${kind}[${i}]`, kind)) ?? [])
+  const caches = sources('cache')
+  const stores = sources('store')
+
+  // In the order of the file's lines (those without a line last).
+  const errors = ctx.errors.map((e, i) => ({ e, i })).sort((x, y) => (x.e.line ?? Infinity) - (y.e.line ?? Infinity) || x.i - y.i).map(({ e }) => e)
+  ctx.errors = undefined
+  if (errors.length === 1) throw errors[0]
+  if (errors.length > 1) {
+    // One line per mistake, each saying where; `file`, `line` and `key` are the first one's.
+    const first = errors[0]!
+    throw new AysfsError('EINVAL', errors.map((e) => e.message).join('\n'), { file: first.file, line: first.line, key: first.key })
+  }
   const cfg: Config = { main, ays, caches, stores }
   if (ctx.file !== undefined) cfg.file = ctx.file
   return cfg

@@ -15,10 +15,12 @@ import { checkConfig, loadConfig, type Config } from './config'
 import { Engine, releaseMemory } from './engine'
 import { AysfsError } from './errors'
 import { mergeServices, parseFlist, type ParsedFlist } from './flist'
-import { createLogger, isLogger, levelOf, type Logger, type LogOptions } from './log'
+import { createLogger, formatOf, isLogger, levelOf, type Logger, type LogOptions } from './log'
 import { runtimeModule } from './package-root'
+import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
 import { buildLocality, type LocalityData } from './pipeline/locality'
+import { prefixWarning } from './prefix-warning'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import { buildTable } from './table'
 
@@ -83,6 +85,21 @@ export interface ServiceInfo {
   droppedDevices: number
   /** Id of the trusted key whose signature was checked (only with `main.trusted_keys`). */
   key?: string
+  /**
+   * Set when most of the service's flist lines (or all) are outside the prefix and so not served
+   * (published under another path): what is wrong, with a path of the flist. Also logged.
+   */
+  warning?: string
+}
+
+/** Flists fetched for the mount and its reloads (counted from the mount, over every reload). */
+export interface FlistCounts {
+  /** Flists fetched from a store and accepted. */
+  fetched: number
+  /** Copies kept in `<cache>/md/` used because no store answered. */
+  kept: number
+  /** Copies a store served that `main.trusted_keys` refused (after the one refetch). */
+  refused: number
 }
 
 /** The mount's own facts in `status`. */
@@ -97,6 +114,8 @@ export interface MountInfo {
    */
   signed: boolean
   mountedAt: string
+  /** Flists of the mount and its reloads: where they came from, and those refused. */
+  flists: FlistCounts
   reloads: number
   lastReload?: { at: string; ok: boolean; error?: string }
 }
@@ -140,7 +159,7 @@ export interface AysfsMount {
 }
 
 function readConfig(config: MountOptions['config']): Config {
-  if (typeof config === 'string') return loadConfig(path.resolve(config))
+  if (typeof config === 'string') return loadConfig(config)
   if (config === null || typeof config !== 'object') {
     throw new TypeError('config must be a file path or an object of the config file\'s shape')
   }
@@ -164,7 +183,26 @@ interface Loaded {
  * copy from a store and on the copy kept in `<cache>/md/` alike; the key files are read again
  * on every call, so a reload picks up a rotation.
  */
-async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log: Logger, opts: { prefetch?: boolean } = {}): Promise<Loaded> {
+async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log: Logger, counts: FlistCounts, opts: { prefetch?: boolean } = {}): Promise<Loaded> {
+  const before = flistCounts(meta)
+  try {
+    return await loadFlists(config, mountpoint, meta, log, opts)
+  } finally {
+    // Counted whether or not the load succeeded: a refusal that fails a reload counts.
+    const after = flistCounts(meta)
+    counts.fetched += after.fetched - before.fetched
+    counts.kept += after.kept - before.kept
+    counts.refused += after.refused - before.refused
+  }
+}
+
+/** What the main thread's pipeline did with flists so far. */
+function flistCounts(meta: Pipeline): FlistCounts {
+  const s = meta.stats()
+  return { ...s.flists, refused: s.sources.reduce((n, src) => n + (src.errorKinds.untrusted ?? 0), 0) }
+}
+
+async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, log: Logger, opts: { prefetch?: boolean }): Promise<Loaded> {
   const prefix = config.main.prefix ?? mountpoint
   const keys = loadTrustedKeys(config.main.trustedKeys)
   const parsed: ParsedFlist[] = []
@@ -190,6 +228,8 @@ async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log:
       { signature: keys.length > 0 },
     )
     parsed.push(result.value)
+    const warning = prefixWarning(result.value)
+    if (warning !== undefined) log.warn({ id: ays.id, prefix, ignored: result.value.ignored, lines: result.value.lines, example: result.value.firstIgnored }, warning)
     services.push({
       id: ays.id,
       source: result.source,
@@ -197,6 +237,7 @@ async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log:
       ignored: result.value.ignored,
       droppedDevices: 0,
       ...(signer !== undefined ? { key: signer } : {}),
+      ...(warning !== undefined ? { warning } : {}),
     })
     if (prefetch && ays.prefetch) result.value.tree.forEachFile((md5, size) => prefetch.set(md5, size))
   }
@@ -237,8 +278,12 @@ async function prefetchMarked(config: Config, blobs: Map<string, number> | undef
 export async function mount(options: MountOptions): Promise<AysfsMount> {
   if (options === null || typeof options !== 'object') throw new TypeError('mount() takes an options object')
   const log: Logger = isLogger(options.log) ? options.log : createLogger(options.log)
-  const logging: LogOptions | undefined = isLogger(options.log) ? { level: levelOf(options.log) } : options.log
-  let config = readConfig(options.config)
+  // The miss worker makes its own logger: the same level and, for one of ours, the same format.
+  const logging: LogOptions | undefined = isLogger(options.log) ? { level: levelOf(options.log), format: formatOf(options.log) } : options.log
+  // A relative config path is resolved once, here: a reload reads the same file whatever the
+  // working directory has become.
+  const configArg = typeof options.config === 'string' ? path.resolve(options.config) : options.config
+  let config = readConfig(configArg)
   const mountpoint = options.mountpoint ?? config.main.mount
   if (mountpoint === undefined) {
     throw new AysfsError('EINVAL', 'no mountpoint: pass one, or set main.mount in the config', { key: 'main.mount', file: config.file })
@@ -246,13 +291,16 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   if (!path.isAbsolute(mountpoint)) {
     throw new AysfsError('EINVAL', `mountpoint must be an absolute path: ${mountpoint}`, { key: 'main.mount', file: config.file })
   }
+  // Before any work: what the engine would refuse after the flists were fetched.
+  checkMountpoint(mountpoint)
   const fetcherData = (c: Config, locality: LocalityData | undefined): FetcherData => ({ config: c, ...(logging ? { logging } : {}), ...(locality ? { locality } : {}) })
+  const flists: FlistCounts = { fetched: 0, kept: 0, refused: 0 }
 
   // The main thread's own pipeline: flists at mount and reload, and prefetch.
   let meta = createFetcher({ config, log })
   let loaded: Loaded
   try {
-    loaded = await loadTree(config, mountpoint, meta, log, { prefetch: true })
+    loaded = await loadTree(config, mountpoint, meta, log, flists, { prefetch: true })
     await prefetchMarked(config, loaded.prefetch, meta, log)
     delete loaded.prefetch
   } catch (err) {
@@ -295,6 +343,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     services: loaded.services,
     signed: config.main.trustedKeys.length > 0,
     mountedAt: new Date().toISOString(),
+    flists,
     reloads: 0,
   }
   engine.setStatus('mount', info)
@@ -305,9 +354,16 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     let next: Config | undefined
     let nextMeta: Pipeline | undefined
     try {
-      next = typeof options.config === 'string' ? readConfig(options.config) : config
+      next = typeof configArg === 'string' ? readConfig(configArg) : config
+      if (next.main.cache !== config.main.cache) {
+        throw new AysfsError(
+          'EINVAL',
+          `main.cache changed from ${config.main.cache} to ${next.main.cache}: the local cache cannot change under a live mount; the mount keeps ${config.main.cache} (unmount and mount again to use the new one)`,
+          { key: 'main.cache', ...(next.file !== undefined ? { file: next.file } : {}) },
+        )
+      }
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
-      const fresh = await loadTree(next, mountpoint, nextMeta, log)
+      const fresh = await loadTree(next, mountpoint, nextMeta, log, flists)
       const swapped = engine.swap(fresh.table)
       if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh.locality), next.main.timeoutMs * 3)
       // Speculation guesses from the tree: the running fetcher gets the new one.

@@ -52,6 +52,17 @@ export function levelOf(log: Logger): LogLevel | undefined {
   return (LOG_LEVELS as readonly unknown[]).includes(level) ? (level as LogLevel) : undefined
 }
 
+/** Where {@link createLogger} notes the format of a logger it made. */
+const FORMAT = Symbol('aysfs-native log format')
+
+/**
+ * The format of a logger {@link createLogger} made (so that the miss worker, which makes its own,
+ * writes the same lines); `undefined` for any other logger.
+ */
+export function formatOf(log: Logger): LogFormat | undefined {
+  return (log as { [FORMAT]?: LogFormat })[FORMAT]
+}
+
 /**
  * A pino logger writing synchronously to stderr. Synchronous on purpose: it also runs on the miss
  * worker, which must not use libuv's threadpool, and a log line is never lost at exit. Besides
@@ -60,7 +71,7 @@ export function levelOf(log: Logger): LogLevel | undefined {
 export function createLogger(opts: LogOptions = {}): pino.Logger {
   const level = opts.level ?? 'info'
   if (opts.format === 'json') {
-    return pino({ level, base: { name: 'aysfs-native' } }, pino.destination({ fd: 2, sync: true }))
+    return Object.assign(pino({ level, base: { name: 'aysfs-native' } }, pino.destination({ fd: 2, sync: true })), { [FORMAT]: 'json' as const })
   }
   const stream = pretty({
     sync: true,
@@ -70,5 +81,5 @@ export function createLogger(opts: LogOptions = {}): pino.Logger {
     ignore: 'pid,hostname',
     translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l',
   })
-  return pino({ level, base: undefined }, stream)
+  return Object.assign(pino({ level, base: undefined }, stream), { [FORMAT]: 'text' as const })
 }

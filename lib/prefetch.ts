@@ -9,6 +9,7 @@ import type { Config } from './config'
 import { parseFlist } from './flist'
 import type { Logger } from './log'
 import { createFetcher } from './pipeline'
+import { prefixWarning } from './prefix-warning'
 import { createProgress } from './progress'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import { forEachLimit } from './publish'
@@ -42,6 +43,8 @@ export interface PrefetchResult {
   /** Blobs no source could serve; the first few messages. */
   failed: number
   errors: string[]
+  /** Services most of whose lines (or all) are outside the prefix, so not prefetched: what to fix. */
+  warnings: string[]
 }
 
 /**
@@ -65,6 +68,7 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
   const pipeline = createFetcher({ config, log })
   try {
     const blobs = new Map<string, number>()
+    const warnings: string[] = []
     for (const id of ids) {
       const { value, source } = await pipeline.fetchFlist(
         id,
@@ -74,6 +78,8 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
         { signature: keys.length > 0 },
       )
       log.info({ id, source, entries: value.entries }, `flist ${id} from ${source}`)
+      const warning = prefixWarning(value)
+      if (warning !== undefined) warnings.push(warning)
       value.tree.forEachFile((md5, size) => {
         if (size > 0) blobs.set(md5, size)
       })
@@ -110,7 +116,7 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
     }
     // Pushes to grid caches of what came from stores: let them land before exiting.
     await pipeline.drain()
-    return { services: ids, blobs: blobs.size, bytes, cached: blobs.size - todo.length, fetched, fetchedBytes, failed, errors }
+    return { services: ids, blobs: blobs.size, bytes, cached: blobs.size - todo.length, fetched, fetchedBytes, failed, errors, warnings }
   } finally {
     await pipeline.close()
   }

@@ -5,7 +5,10 @@
  */
 import { SingleBar } from 'cli-progress'
 
-/** `12.3 MiB`: powers of 1024, as `cache_size` reads them. */
+/**
+ * `12.3 MiB`: powers of 1024, as `cache_size` reads them. Fractions of a byte (a rate: 101 bytes
+ * in 5 s) are rounded to whole bytes: `20 B`, not `20.2 B`.
+ */
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
   let v = n
@@ -14,7 +17,7 @@ export function formatBytes(n: number): string {
     v /= 1024
     u++
   }
-  return u === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`
+  return u === 0 ? `${Math.round(n)} B` : `${v.toFixed(v < 10 ? 2 : v < 100 ? 1 : 0)} ${units[u]}`
 }
 
 /** `1h02m`, `3m05s`, `42s`. */
@@ -39,6 +42,8 @@ export interface ProgressOptions {
   every?: number
   /** Where to write. Default stderr. */
   stream?: NodeJS.WritableStream & { isTTY?: boolean }
+  /** The clock rates and ETAs are measured with, in ms. Default `Date.now` (tests inject one). */
+  now?: () => number
 }
 
 /** A running progress display. */
@@ -56,12 +61,13 @@ export interface Progress {
 export function createProgress(opts: ProgressOptions): Progress {
   const stream = opts.stream ?? process.stderr
   const tty = opts.tty ?? stream.isTTY === true
-  const started = Date.now()
+  const now = opts.now ?? Date.now
+  const started = now()
   let files = 0
   let bytes = 0
   const byBytes = opts.bytes > 0
   const rate = (): number => {
-    const secs = (Date.now() - started) / 1000
+    const secs = (now() - started) / 1000
     return secs > 0 ? (byBytes ? bytes : files) / secs : 0
   }
   const eta = (): number => {
@@ -106,7 +112,7 @@ export function createProgress(opts: ProgressOptions): Progress {
 
   const line = (final: boolean): void => {
     const p = payload()
-    const tail = final ? `in ${formatDuration((Date.now() - started) / 1000)}` : `ETA ${p.etaText}`
+    const tail = final ? `in ${formatDuration((now() - started) / 1000)}` : `ETA ${p.etaText}`
     stream.write(`${opts.label}: ${p.files}, ${p.bytesText}, ${p.rateText}, ${tail}\n`)
   }
   const timer = setInterval(() => line(false), (opts.every ?? 5) * 1000)

@@ -22,7 +22,7 @@ import { fileKindOf, type FileKind } from './file-kind'
 import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
 import type { HashJob, HashReply, HashResult } from './hash-worker'
 import { runtimeModule } from './package-root'
-import { signFlist } from './sign'
+import { loadSigningKey, signFlist } from './sign'
 import { sourceBlobRel, storeFlistRel } from './sources/source'
 import { systemIds } from './system-ids'
 import { createProgress } from './progress'
@@ -41,8 +41,14 @@ export interface PublishOptions {
   prefix?: string
   /** Default `extended`: the seed format keeps regular files only. */
   format?: 'seed' | 'extended'
-  /** A private key file (`aysfs-native keygen`): also write `md/<id>.flist.sig`. */
+  /** A private key file (`aysfs-native keygen`): also write `md/<id>.flist.sig`. Checked before any work. */
   sign?: string
+  /**
+   * Remove the `md/<id>.flist.sig` of an older flist when publishing without `sign`. Without it,
+   * such a publish is refused before any work: nodes with `main.trusted_keys` would refuse the
+   * service at their next reload.
+   */
+  unsign?: boolean
   /** Files hashed at once; default the number of CPUs, at most 8. */
   jobs?: number
   /** fsync blobs and the flist before renaming them in; default true. */
@@ -68,6 +74,8 @@ export interface ChangedFile {
 export interface PublishResult {
   flist: string
   signature?: string
+  /** The older flist's signature that was removed (`unsign`): nodes with `main.trusted_keys` now refuse the service. */
+  removedSignature?: string
   format: 'seed' | 'extended'
   prefix: string
   /** Lines in the flist. */
@@ -434,7 +442,7 @@ async function runTestHook(files: string[]): Promise<void> {
  * gets the new flist with the old signature, refuses it, and fetches the pair once more
  * (lib/pipeline/flists.ts).
  */
-function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean): boolean {
+function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean): { unchanged: boolean; removedSignature: boolean } {
   const mdDir = path.dirname(flistFile)
   const sigFile = `${flistFile}.sig`
   fs.mkdirSync(mdDir, { recursive: true })
@@ -447,6 +455,7 @@ function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, 
   const unchanged = old !== undefined && old.equals(data)
   let flistTmp: string | undefined
   let sigTmp: string | undefined
+  let removedSignature = false
   try {
     if (!unchanged) flistTmp = writeTemp(flistFile, data, fsync)
     if (sig) sigTmp = writeTemp(sigFile, sig, fsync)
@@ -460,13 +469,42 @@ function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, 
     } else if (!sig) {
       // A signature of an older flist would make signed mounts refuse this one: it is wrong now.
       // Removed (one unlink) after the flist is in place, like a new signature would be renamed.
-      fs.rmSync(sigFile, { force: true })
+      try {
+        fs.unlinkSync(sigFile)
+        removedSignature = true
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+      }
     }
   } finally {
     for (const tmp of [flistTmp, sigTmp]) if (tmp !== undefined) fs.rmSync(tmp, { force: true })
   }
   if (fsync) fsyncDir(mdDir)
-  return unchanged
+  return { unchanged, removedSignature }
+}
+
+/**
+ * Whether the store can be written: the nearest directory of `md/` that exists is searched and
+ * written to (access(2), no file made), so a read-only or foreign store fails before any hashing.
+ */
+function checkWritable(root: string): void {
+  for (let dir = path.join(root, 'md'); ; dir = path.dirname(dir)) {
+    let st: fs.Stats
+    try {
+      st = fs.statSync(dir)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && dir !== path.dirname(dir)) continue
+      throw fromSystemError(err, `store ${root}: cannot write to ${dir}`)
+    }
+    if (!st.isDirectory()) throw new AysfsError('ENOTDIR', `store ${root}: ${dir} is not a directory`)
+    try {
+      fs.accessSync(dir, fs.constants.W_OK | fs.constants.X_OK)
+    } catch (err) {
+      throw fromSystemError(err, `store ${root}: cannot write to ${dir}`)
+    }
+    return
+  }
 }
 
 /**
@@ -492,6 +530,17 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const prefix = checkPrefix(opts.prefix ?? dir)
   const root = storeRoot(opts.store)
   const fsync = opts.fsync ?? true
+  // Before any work (hashing a large tree takes a while): the key, the store, the old signature.
+  if (opts.sign !== undefined && opts.unsign) throw new AysfsError('EUSAGE', '--sign and --unsign: give one of them')
+  const signingKey = opts.sign !== undefined ? loadSigningKey(path.resolve(opts.sign)) : undefined
+  checkWritable(root)
+  const flistFile = path.join(root, storeFlistRel(opts.id))
+  if (opts.sign === undefined && !opts.unsign && fs.existsSync(`${flistFile}.sig`)) {
+    throw new AysfsError(
+      'EUSAGE',
+      `${flistFile}.sig: the flist in the store is signed; publishing without --sign would remove its signature, and nodes with main.trusted_keys would refuse ${opts.id}: sign it (--sign KEY), or pass --unsign to remove the signature`,
+    )
+  }
 
   // The store may live inside the tree (publish . --store ./store): never publish it into itself.
   const exclude = new Set<string>([root])
@@ -671,11 +720,11 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   // What we write must mount: check it with the parser the mount uses.
   parseFlist(data, { name: opts.id, prefix, file: `${opts.id}.flist` })
 
-  const flistFile = path.join(root, storeFlistRel(opts.id))
-  const sig = opts.sign !== undefined ? signFlist(data, path.resolve(opts.sign)) : undefined
+  const sig = signingKey !== undefined ? signFlist(data, signingKey) : undefined
   let unchanged: boolean
+  let removedSignature: boolean
   try {
-    unchanged = replaceFlist(flistFile, data, sig, fsync)
+    ;({ unchanged, removedSignature } = replaceFlist(flistFile, data, sig, fsync))
   } catch (err) {
     throw fromSystemError(err, `store ${root}: cannot write ${flistFile}`)
   }
@@ -683,6 +732,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   return {
     flist: flistFile,
     ...(sig ? { signature: `${flistFile}.sig` } : {}),
+    ...(removedSignature ? { removedSignature: `${flistFile}.sig` } : {}),
     format,
     prefix,
     lines: lines.length,

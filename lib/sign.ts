@@ -155,8 +155,19 @@ function readKeyText(file: string, fail: (msg: string, cause?: unknown) => never
  * @throws AysfsError `EINVAL` naming the key file when it cannot be read or is not an ed25519
  *   private key.
  */
-export function signFlist(data: Buffer, privateKeyFile: string): Buffer {
+export function signFlist(data: Buffer, privateKeyFile: string | crypto.KeyObject): Buffer {
   if (!Buffer.isBuffer(data)) throw new TypeError('data must be a Buffer (the flist\'s exact bytes)')
+  const key = typeof privateKeyFile === 'string' ? loadSigningKey(privateKeyFile) : privateKeyFile
+  return formatSignature({ version: SIGNATURE_VERSION, algorithm: 'ed25519', keyId: keyIdOf(key), signature: crypto.sign(null, data, key) })
+}
+
+/**
+ * Read and check the ed25519 private key {@link signFlist} signs with (publish checks it before
+ * any work).
+ * @throws AysfsError `EINVAL` naming the key file when it cannot be read or is not an ed25519
+ *   private key.
+ */
+export function loadSigningKey(privateKeyFile: string): crypto.KeyObject {
   if (typeof privateKeyFile !== 'string' || privateKeyFile === '') throw new TypeError('privateKeyFile must be a path')
   const fail = (msg: string, cause?: unknown): never => {
     throw new AysfsError('EINVAL', `signing key ${privateKeyFile}: ${msg}`, { file: privateKeyFile, cause })
@@ -172,7 +183,7 @@ export function signFlist(data: Buffer, privateKeyFile: string): Buffer {
     return fail(/ENCRYPTED/.test(text) ? 'encrypted private keys are not supported' : `cannot parse the key: ${(err as Error).message}`, err)
   }
   if (key.asymmetricKeyType !== 'ed25519') fail(`an ${key.asymmetricKeyType ?? 'unknown'} key; flists are signed with ed25519 keys (aysfs-native keygen)`)
-  return formatSignature({ version: SIGNATURE_VERSION, algorithm: 'ed25519', keyId: keyIdOf(key), signature: crypto.sign(null, data, key) })
+  return key
 }
 
 /** The text of a `.flist.sig` (format version 1). */
@@ -260,22 +271,28 @@ export function verifyFlist(data: Buffer, signature: Buffer | undefined, keys: T
     throw new AysfsError('EACCES', `service ${where.id}: flist from ${where.source} refused: ${reason}`, { key: 'main.trusted_keys' })
   }
   if (signature === undefined) {
-    return refuse(`it has no signature (${where.id}.flist.sig), and main.trusted_keys is set: only flists signed by a trusted key mount`)
+    return refuse(
+      `it has no signature (${where.id}.flist.sig), and main.trusted_keys is set: only flists signed by a trusted key mount; publish it with --sign KEY, the private key of one listed in main.trusted_keys`,
+    )
   }
   let sig: SignatureInfo
   try {
     sig = parseSignature(signature)
   } catch (err) {
-    return refuse(`its signature file ${where.id}.flist.sig is not valid: ${(err as Error).message}`)
+    return refuse(`its signature file ${where.id}.flist.sig is not valid: ${(err as Error).message}; publish it again with --sign`)
   }
   const candidates = keys.filter((k) => k.id === sig.keyId)
   if (candidates.length === 0) {
-    return refuse(`signed by key ${sig.keyId}, which is not trusted (main.trusted_keys: ${keys.map((k) => `${k.file} = ${k.id}`).join(', ')})`)
+    return refuse(
+      `signed by key ${sig.keyId}, which is not trusted (main.trusted_keys: ${keys.map((k) => `${k.file} = ${k.id}`).join(', ')}): if that key is yours, add its .pub file to main.trusted_keys; if not, the store holds a flist you did not sign`,
+    )
   }
   for (const k of candidates) {
     if (crypto.verify(null, data, k.key, sig.signature)) return { keyId: k.id }
   }
-  return refuse(`bad signature: its bytes are not what key ${sig.keyId} (${candidates[0]!.file}) signed (changed after signing, or the signature is another flist's)`)
+  return refuse(
+    `bad signature: its bytes are not what key ${sig.keyId} (${candidates[0]!.file}) signed (changed after signing, or the signature is another flist's): publish it again with --sign, and find out what changed the store's copy`,
+  )
 }
 
 /**

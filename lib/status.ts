@@ -90,6 +90,8 @@ export function formatStatus(doc: MountStats): string {
     out.push(table(facts))
     out.push('', 'Services')
     out.push(table([['id', 'from', 'entries', 'ignored (outside prefix)'], ...m.services.map((s) => [s.id, s.source, s.entries, s.ignored])]))
+    for (const s of m.services) if (s.warning) out.push(`  warning: ${s.warning}`)
+    if (m.flists) out.push(`  flists: ${m.flists.fetched} fetched from stores, ${m.flists.kept} kept copies used, ${m.flists.refused} refused (untrusted)`)
   } else {
     out.push(table([['entries', String(e.entries)]]))
   }

@@ -1,6 +1,7 @@
 #include "session.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -66,6 +67,13 @@ int LazyUnmount(const std::string& path) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : EIO;
+}
+
+// Whether the FUSE device still has a live connection: libfuse's own test (fuse_kern_unmount) is
+// POLLERR, which the kernel reports once the connection is ended or aborted.
+bool DeviceAlive(fuse_session* se) {
+  struct pollfd pfd = {fuse_session_fd(se), 0, 0};
+  return poll(&pfd, 1, 0) != 1 || (pfd.revents & POLLERR) == 0;
 }
 
 }  // namespace
@@ -219,6 +227,13 @@ void Session::Unmount() {
   // Its requests are over, so no page lock holds a push any more; it uses se_: stop it first.
   around_pusher_.Stop();
   file_pusher_.Stop();
+  // The loop can end before the connection does: a request that comes after fuse_session_exit
+  // (a reader of a file still open) wakes it, and no abort was needed above. libfuse's unmount
+  // would then find the device alive, unmount the mountpoint detached above once more, and print
+  // "fuse: failed to unmount ...: Invalid argument". End such a connection first: closing the
+  // device ends it all the same (its open files get ENOTCONN either way), and an ended one
+  // reports POLLERR, so that libfuse only closes the fd.
+  if (mounted_ && DeviceAlive(se_)) Abort();
   // The mount is already detached and the device aborted: this only closes the fd.
   fuse_session_unmount(se_);
   fuse_session_destroy(se_);

@@ -45,6 +45,8 @@ export interface ParsedFlist {
   entries: number
   /** Lines outside the prefix. */
   ignored: number
+  /** The path of the first line outside the prefix, for messages (lib/prefix-warning.ts). */
+  firstIgnored?: string
   /** Lines under the prefix that repeated an earlier path (the last one is kept). */
   duplicates: number
   /** Whether a directory line named the prefix itself (and so gave the root its attributes). */
@@ -238,7 +240,7 @@ class Parser {
     if (np === 2) this.seedFields(buf, pe, e)
     else this.extendedFields(buf, s, e, under)
     if (!under) {
-      this.res.ignored++
+      if (this.res.ignored++ === 0) this.res.firstIgnored = buf.toString('utf8', s, pe)
       return
     }
     this.store(buf, s, pe, nc)

@@ -466,6 +466,7 @@ export class CacheQuota {
       }
       if (st.ino !== s.ino[i] || Math.abs(st.atimeMs - s.atime[i]!) >= 0.01) continue
       if (!this.remove(file, s.names[i]!, deferFree)) continue
+      this.log.debug({ cache: this.cacheDir, md5: s.names[i], bytes: s.bytes[i] }, `cache quota: evicted blob ${s.names[i]} (${s.bytes[i]} bytes, least recently used)`)
       s.total -= s.bytes[i]!
       count++
       bytes += s.bytes[i]!

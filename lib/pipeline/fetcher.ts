@@ -208,6 +208,7 @@ export class Pipeline implements Fetcher {
     let dl = this.inflight.get(key)
     if (dl) {
       this.counters.merged++
+      this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, joins the download in flight${dl.speculative ? ' (a guess)' : ''}`)
       if (dl.speculative) {
         // A miss of a blob being guessed: the guess paid off, and is no longer one.
         dl.speculative = false
@@ -224,6 +225,7 @@ export class Pipeline implements Fetcher {
         }
       }
     } else {
+      this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, fetching`)
       dl = this.start(hash, size, key, onVerified)
       this.speculator?.demand(hash)
     }
@@ -404,6 +406,7 @@ export class Pipeline implements Fetcher {
       })
       if (!admission) {
         tried.push(`${src.key}: backed off`)
+        this.log.debug({ md5, source: src.key }, `blob ${md5}: ${src.key} skipped (backed off)`)
         continue
       }
       this.moved(dl)
@@ -431,10 +434,12 @@ export class Pipeline implements Fetcher {
         this.endTry(src, admission, outcome, answeredHere)
       }
       if (outcome === 'ok') {
+        this.log.debug({ md5, size, source: src.key, url: src.url }, `blob ${md5}: served by ${src.key} (${src.url})${missed.length > 0 ? `; pushing it to ${missed.map((m) => m.key).join(', ')}` : ''}`)
         this.pushes.add(missed, md5, size, this.cache.path(md5))
         return
       }
       tried.push(`${src.key}: ${outcome === 'absent' ? 'not found' : outcome.kind}`)
+      this.log.debug({ md5, source: src.key, url: src.url }, `blob ${md5}: ${src.key} (${src.url}) ${outcome === 'absent' ? 'does not have it' : `failed: ${outcome.kind}`}`)
       if (src.push && (outcome === 'absent' || CONTENT_FAULTS.has(outcome.kind))) missed.push(src)
     }
     throw new AysfsError('EIO', `blob ${md5} (${size} bytes): no source could serve it (${tried.length > 0 ? tried.join(', ') : 'no sources'})`)

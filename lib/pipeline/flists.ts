@@ -73,6 +73,7 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
   const refused: AysfsError[] = []
   let absent = 0
   stores: for (const store of stores) {
+    let first: AysfsError | undefined
     for (let attempt = 1; ; attempt++) {
       let data: Buffer
       let signature: Buffer | undefined
@@ -102,15 +103,19 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
         if (attempt === 1) {
           // Perhaps a publish between its two renames (the new flist, the old signature): the
           // pair once more from the same store, before this store's copy counts as refused.
-          ctx.log.info({ id, source: store.key, url: store.url }, `${err.message}; fetching the flist and its signature from ${store.key} once more`)
+          ctx.log.debug({ id, source: store.key, url: store.url }, `${err.message}; fetching the flist and its signature from ${store.key} once more`)
+          first = err
           continue
         }
-        // Refused (never kept): another store may have the genuine copy.
-        ctx.counters.untrusted(store, err, { id })
+        // Refused (never kept): another store may have the genuine copy. Logged only if one
+        // has: otherwise the refusal is the error the caller gets, and one line says it.
+        ctx.counters.untrusted(store, err)
         refused.push(err)
         failures.push(`${store.key}: refused`)
         continue stores
       }
+      if (first) ctx.log.info({ id, source: store.key, url: store.url }, `${first.message}; fetched once more from ${store.key}, the pair verified (a publish was between its two renames)`)
+      for (const e of refused) ctx.log.warn({ id, source: store.key, kind: 'untrusted' }, `${e.message}; ${store.key} served a trusted copy`)
       ctx.cache.keepFlist(id, data, opts.signature ? signature : null)
       ctx.tally.fetched++
       return { value, data, signature, source: store.key, kept: false }
@@ -130,7 +135,9 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
   try {
     kept = ctx.cache.readKeptFlist(id, opts.signature === true)
   } catch (err) {
-    throw new AysfsError('EIO', `flist ${id}: ${why}, and no copy is kept in ${ctx.cache.keptFlistFile(id)}`, { cause: err })
+    // A first start with no [[store]] at all: say what to add (an offline node needs a kept copy).
+    const add = stores.length === 0 ? `: add a store that has md/${id}.flist to the config, e.g. [[store]] with url = "https://stor.example.com/dedupe" (or a directory path)` : ''
+    throw new AysfsError('EIO', `flist ${id}: ${why}, and no copy is kept in ${ctx.cache.keptFlistFile(id)}${add}`, { cause: err, ...(stores.length === 0 ? { key: 'store' } : {}) })
   }
   const value = validate(kept.data, kept.signature, `the copy kept in ${kept.file}`)
   ctx.tally.kept++

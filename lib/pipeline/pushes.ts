@@ -95,7 +95,7 @@ export class PushQueue {
   private async run(job: PushJob): Promise<void> {
     try {
       await job.target.put(sourceBlobRel(job.target.role, job.md5), job.file, job.size)
-      this.counters.of(job.target).pushes++
+      this.counters.pushed(job.target, job.md5, job.size)
     } catch (err) {
       this.counters.pushFailed(job.target, asFault(err, 'push'))
     }

@@ -66,17 +66,23 @@ export class SourceCounters {
     this.logOnce(src, fault.kind, fault.message, `(further "${fault.kind}" failures of this source are counted, not logged)`)
   }
 
+  /** A push to `target` went through: counted, and logged at debug. */
+  pushed(target: Source, md5: string, size: number): void {
+    this.of(target).pushes++
+    this.log.debug({ md5, size, source: target.key, url: target.url }, `blob ${md5}: pushed to ${target.key} (${target.url})`)
+  }
+
   /** A push to `target` failed: counted, logged the first time it fails this way. */
   pushFailed(target: Source, fault: SourceFault): void {
     this.of(target).pushErrors++
     this.logOnce(target, `push:${fault.kind}`, `push failed: ${fault.message}`, '(further failures of this kind are counted, not logged)')
   }
 
-  /** `store` gave a flist its signature does not vouch for: counted, and logged every time (flists
-   * are few, and this is a security event). */
-  untrusted(store: Source, err: Error, fields: object): void {
+  /** `store` gave a flist its signature does not vouch for: counted. The fetch of the flist says
+   * it (lib/pipeline/flists.ts): the error it rejects with, or a warning when another store's copy
+   * was trusted. */
+  untrusted(store: Source, err: Error): void {
     this.count(store, 'untrusted', err.message)
-    this.log.warn({ ...fields, source: store.key, url: store.url, kind: 'untrusted' }, err.message)
   }
 
   /** Every source's counters, grid caches then stores, as plain JSON. */

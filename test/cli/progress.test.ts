@@ -46,3 +46,21 @@ t.test('a TTY: a bar with files, bytes, rate and ETA', async (t) => {
   p.stop()
   t.match(text(), /hashing \[[^\]]+\] 100% \| 2\/2 files \| 2\.00 KiB\/2\.00 KiB \| \S+ \S+\/s \| ETA 0s/)
 })
+
+t.test('rates in whole units, as the bar shows them (not 20.2020202020202 B/s)', async (t) => {
+  t.equal(formatBytes(20.2020202020202), '20 B')
+  t.equal(formatBytes(1023.7), '1024 B')
+  const { stream, text } = capture()
+  let clock = 1_000_000
+  const p = createProgress({ label: 'prefetch', files: 4, bytes: 4096, stream, now: () => clock })
+  p.add(1, 101)
+  clock += 5000
+  p.stop()
+  t.match(text(), /^prefetch: 1\/4 files, 101 B\/4\.00 KiB, 20 B\/s, in 5s\n$/, 'a whole number of bytes a second')
+  const q = capture()
+  const r = createProgress({ label: 'hashing', files: 3, bytes: 0, stream: q.stream, now: () => clock })
+  r.add(2, 0)
+  clock += 3000
+  r.stop()
+  t.match(q.text(), /, 1 files\/s, in 3s\n$/, 'files a second without bytes')
+})

@@ -183,9 +183,75 @@ t.test('--sign writes a signature that verifies against the public key', async (
   t.equal(r.code, 2, 'signing with the public key is a usage mistake')
   t.match(r.stderr, /is a public key; sign with the private key/)
 
-  // An unsigned publish removes the signature of the older flist: it would not match any more.
+  // An unsigned publish over a signed flist would leave a signature that no longer matches, or
+  // none: it is refused unless --unsign says so, and then the summary says it.
   fs.writeFileSync(path.join(src, 'g'), 'more\n')
+  const before = fs.readFileSync(path.join(store, 'md', 'svc.flist'))
   r = await run(['publish', src, '--id', 'svc', '--store', store])
+  t.equal(r.code, 2, 'refused without --unsign')
+  t.match(r.stderr, `${store}/md/svc.flist.sig: the flist in the store is signed; publishing without --sign would remove its signature, and nodes with main.trusted_keys would refuse svc: sign it (--sign KEY), or pass --unsign to remove the signature`)
+  t.ok(fs.readFileSync(path.join(store, 'md', 'svc.flist')).equals(before), 'the flist is untouched')
+  t.ok(fs.existsSync(path.join(store, 'md', 'svc.flist.sig')), 'and so is its signature')
+  r = await run(['publish', src, '--id', 'svc', '--store', store, '--unsign'])
   t.equal(r.code, 0, r.stderr)
   t.notOk(fs.existsSync(path.join(store, 'md', 'svc.flist.sig')), 'stale signature removed')
+  t.match(r.stdout, `  signature: removed ${store}/md/svc.flist.sig (--unsign): nodes with main.trusted_keys refuse svc from now on`)
+  r = await run(['publish', src, '--id', 'svc', '--store', store, '--unsign'])
+  t.equal(r.code, 0, '--unsign with no signature to remove is fine')
+  t.notMatch(r.stdout, /signature/)
+  r = await run(['publish', src, '--id', 'svc', '--store', store, '--unsign', '--sign', path.join(dir, 'keys', 'aysfs.key')])
+  t.equal(r.code, 2)
+  t.match(r.stderr, '--sign and --unsign: give one of them')
+})
+
+t.test('--sign and the store are checked before any file is hashed or stored', async (t) => {
+  const dir = tmpdir(t, 'aysfs-pub-')
+  fs.chmodSync(dir, 0o755)
+  const src = path.join(dir, 'src')
+  fs.mkdirSync(src, { mode: 0o755 })
+  fs.writeFileSync(path.join(src, 'f'), 'content\n', { mode: 0o644 })
+  t.equal((await run(['keygen', '--out', path.join(dir, 'keys')])).code, 0)
+  // The test hook runs after the walk, before the first file is opened: it leaves a mark if the
+  // work started.
+  const marks = path.join(dir, 'marks')
+  fs.mkdirSync(marks, { mode: 0o777 })
+  fs.chmodSync(marks, 0o777)
+  const hook = path.join(dir, 'hook.js')
+  fs.writeFileSync(hook, `module.exports = () => require('fs').writeFileSync(${JSON.stringify(path.join(marks, 'hashed'))}, '')\n`, { mode: 0o644 })
+  const env = { AYSFS_PUBLISH_TEST_HOOK: hook }
+  const started = (): boolean => fs.existsSync(path.join(marks, 'hashed'))
+  const store = path.join(dir, 'store')
+
+  let r = await run(['publish', src, '--id', 'svc', '--store', store, '--sign', path.join(dir, 'keys', 'aysfs.pub')], { env })
+  t.equal(r.code, 2, 'the public key: a usage mistake')
+  t.match(r.stderr, /is a public key; sign with the private key/)
+  t.notOk(started(), 'nothing was hashed')
+  t.notOk(fs.existsSync(store), 'nothing was written')
+
+  r = await run(['publish', src, '--id', 'svc', '--store', store, '--sign', path.join(dir, 'keys', 'missing.key')], { env })
+  t.equal(r.code, 2, 'a missing key')
+  t.match(r.stderr, `signing key ${path.join(dir, 'keys', 'missing.key')}: cannot read: no such file`)
+  t.notOk(started(), 'nothing was hashed')
+  t.notOk(fs.existsSync(store), 'nothing was written')
+
+  // A store under a regular file cannot be written.
+  fs.writeFileSync(path.join(dir, 'plain'), '')
+  r = await run(['publish', src, '--id', 'svc', '--store', path.join(dir, 'plain', 'store')], { env })
+  t.equal(r.code, 1)
+  t.match(r.stderr, `store ${path.join(dir, 'plain', 'store')}: ${path.join(dir, 'plain')} is not a directory`)
+  t.notOk(started(), 'nothing was hashed')
+
+  // A store this user may not write (root's, published to as nobody).
+  if (root) {
+    fs.mkdirSync(store, { mode: 0o755 })
+    const as = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, path.join(__dirname, '../../dist/lib/cli.js'), 'publish', src, '--id', 'svc', '--store', store], {
+      encoding: 'utf8',
+      env: { ...process.env, NODE_OPTIONS: '', ...env },
+      cwd: '/',
+    })
+    t.equal(as.status, 1, as.stderr)
+    t.match(as.stderr, `store ${store}: cannot write to ${store}: EACCES`)
+    t.notOk(started(), 'nothing was hashed')
+    t.same(fs.readdirSync(store), [], 'nothing was written')
+  }
 })

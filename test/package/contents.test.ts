@@ -119,3 +119,21 @@ t.test('no shipped file points at a document outside the project', async (t) => 
   }
   t.same(hits, [], 'no "../shared", "spec.md" or "spec §" in the package')
 })
+
+t.test('every shipped source map carries its sources (none points at a file the package lacks)', async (t) => {
+  const maps = files.filter((f) => f.endsWith('.js.map'))
+  t.ok(maps.length > 0, 'source maps are shipped')
+  const dangling: string[] = []
+  for (const f of maps) {
+    const map = JSON.parse(fs.readFileSync(path.join(ROOT, f), 'utf8')) as { sources: string[]; sourcesContent?: (string | null)[] }
+    map.sources.forEach((src, i) => {
+      const target = path.posix.normalize(path.posix.join(path.posix.dirname(f), src))
+      if (!shipped.has(target) && typeof map.sourcesContent?.[i] !== 'string') dangling.push(`${f}: ${src}`)
+    })
+  }
+  t.same(dangling, [], 'each source is in the package, or inside the map (sourcesContent)')
+  for (const f of files.filter((x) => x.endsWith('.js'))) {
+    const m = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(fs.readFileSync(path.join(ROOT, f), 'utf8'))
+    if (m) t.ok(shipped.has(path.posix.join(path.posix.dirname(f), m[1]!)), `${f}: its map ${m[1]} is shipped`)
+  }
+})

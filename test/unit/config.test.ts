@@ -318,3 +318,47 @@ t.test('loadConfig', async (t) => {
   err = errorOf(t, () => loadConfig(file))
   t.equal(err.message, `config ${file} line 4: main.max_downloads: expected an integer from 1 to 1024, got -1`)
 })
+
+t.test('[[stores]] and every array-table typo are reported with their line', async (t) => {
+  rejects(t, `${MIN}\n[[stores]]\nurl = "/s"\n`, 'stores', 4, /unknown key \(the arrays are \[\[ays\]\], \[\[cache\]\] and \[\[store\]\]\)/)
+  rejects(t, `${MIN}[[caches]]\nurl = "/c"\n`, 'caches', 3, /the arrays are/)
+  rejects(t, `[[ays]]\nid = "a"\n[[service]]\nid = "b"\n`, 'service', 3, /unknown key/)
+})
+
+t.test('every mistake of a config at once, each with its line, in the order of the file', async (t) => {
+  const text = [
+    '[main]', // 1
+    'cahce = "/var/cache/aysfs"', // 2
+    'timeout = 10', // 3
+    'cache_size = "12 parsecs"', // 4
+    '', // 5
+    '[[ays]]', // 6
+    'id = "a/b"', // 7
+    '', // 8
+    '[[stores]]', // 9
+    'url = "/s"', // 10
+    '', // 11
+    '[[cache]]', // 12
+    'url = "ftp://x"', // 13
+  ].join('\n')
+  const err = errorOf(t, () => parseConfig(text, FILE))
+  t.equal(err.code, 'EINVAL')
+  const lines = err.message.split('\n')
+  t.equal(lines.length, 6, `one line per mistake:\n${err.message}`)
+  t.match(lines[0], `config ${FILE} line 2: main.cahce: unknown key (did you mean "cache"?)`)
+  t.match(lines[1], `config ${FILE} line 3: main.timeout: expected a duration`)
+  t.match(lines[2], `config ${FILE} line 4: main.cache_size: unknown size unit`)
+  t.match(lines[3], `config ${FILE} line 7: ays[0].id: expected a service id`)
+  t.match(lines[4], `config ${FILE} line 9: stores: unknown key`)
+  t.match(lines[5], `config ${FILE} line 13: cache[0].url: expected an http://`)
+  t.equal(err.line, 2, 'line, key and file are the first mistake\'s')
+  t.equal(err.key, 'main.cahce')
+  t.equal(err.file, FILE)
+  // One mistake: the message is that mistake's line alone, as before.
+  const one = errorOf(t, () => parseConfig(`[main]\ntimeout = 10\n${MIN}`, FILE))
+  t.equal(one.message, `config ${FILE} line 2: main.timeout: expected a duration like "10s", got 10`)
+  // Objects too (no lines): every mistake.
+  const obj = errorOf(t, () => checkConfig({ main: { timeout: 10, suid: 'yes' }, ays: [{ id: 'a' }, { id: 'a' }] }))
+  t.equal(obj.message.split('\n').length, 3, 'three mistakes')
+  t.match(obj.message, /main\.timeout:[^\n]*\n[^\n]*main\.suid:[^\n]*\n[^\n]*ays\[1\]\.id: "a" is already ays\[0\]/)
+})

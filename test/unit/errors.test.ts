@@ -51,9 +51,11 @@ t.test('publish: a store it cannot write the flist to is an AysfsError naming it
   fs.writeFileSync(path.join(tree, 'f'), 'content\n')
   fs.mkdirSync(store)
   fs.writeFileSync(path.join(store, 'md'), 'a file where md/ should be\n')
+  // Found before any work: the store is checked before the first file is hashed.
   await t.rejects(publish({ dir: tree, id: 'svc', store, progress: false, fsync: false }), {
     name: 'AysfsError',
-    code: 'EEXIST',
-    message: new RegExp(`^store ${store}: cannot write ${store}/md/svc.flist: `),
+    code: 'ENOTDIR',
+    message: `store ${store}: ${store}/md is not a directory`,
   })
+  t.notOk(fs.existsSync(path.join(store, 'files')), 'no blob was written')
 })
