@@ -61,7 +61,8 @@ export const WAN_TARGETS = {
 } as const
 
 /**
- * How a workload's mount is set up. Only the default config runs today. The recorded start-up
+ * How a workload's mount is set up: the default config, and `speculate = false` for the ratios
+ * of the same run. The recorded start-up
  * set's rows go here once `publish --startup` exists: `{ suffix: '-recorded', target:
  * 'recorded', title: 'recorded start-up set', … }`, publishing the set the `record` command
  * wrote beside each flist before the runs (start-ups only: the tree read has no such target).
@@ -78,7 +79,11 @@ interface Variant {
   main?: Record<string, unknown>
 }
 
-const VARIANTS: Variant[] = [{ suffix: '', title: 'default config', target: 'default' }]
+const VARIANTS: Variant[] = [
+  { suffix: '', title: 'default config', target: 'default' },
+  // The engine as it was before speculation, measured in the same run for the ratios.
+  { suffix: '-nospec', title: 'speculate = false', target: 'default', main: { speculate: false } },
+]
 
 /** The link and the runs. */
 export interface WanOptions {
@@ -469,12 +474,14 @@ interface MountRun {
   mountSeconds: number
   fetchedBlobs: number
   fetchedBytes: number
-  /** Fetched blobs the workload does not need (speculation, once there is some). */
+  /** Fetched blobs the workload does not need (speculation). */
   extraBlobs: number
   extraBytes: number
   /** Needed blobs the mount never fetched (0 unless the workload differs from the strace run). */
   missingBlobs: number
   misses: number
+  /** The pipeline's speculation counters at the end of the run. */
+  speculation?: Record<string, unknown>
   proxy?: ProxyStats
   profile: TraceProfile
 }
@@ -516,11 +523,11 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
       const warm = (): void => {
         for (const b of needed.blobs) fs.readFileSync(blobPath(store, b.md5, 'store'))
       }
-      for (const v of VARIANTS) {
-        const mountRuns: MountRun[] = []
-        const curlRuns: number[] = []
-        const curlProxy: (ProxyStats | undefined)[] = []
-        for (let i = 0; i < o.runs; i++) {
+      // The variants alternate run by run (a loaded machine drifts): run 1 of each, then run 2, …
+      const perVariant = VARIANTS.map(() => ({ mountRuns: [] as MountRun[], curlRuns: [] as number[], curlProxy: [] as (ProxyStats | undefined)[] }))
+      for (let i = 0; i < o.runs; i++) {
+        for (const [vi, v] of VARIANTS.entries()) {
+          const { mountRuns, curlRuns, curlProxy } = perVariant[vi]!
           o.progress(`${w.id}${v.suffix}: run ${i + 1} of ${o.runs}`)
           warm()
           const cache = path.join(dir, 'cache')
@@ -567,6 +574,7 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
             extraBytes,
             missingBlobs,
             misses: st.engine.misses,
+            speculation: st.pipeline?.speculation as Record<string, unknown> | undefined,
             proxy: stats,
             profile: profile(readTrace(traceFile), o.rttMs),
           })
@@ -585,8 +593,11 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
           const fetched = cachedBlobs(dest).size
           if (fetched !== needed.blobs.length) throw new Error(`wan: curl fetched ${fetched} of ${needed.blobs.length} blobs`)
         }
-        trash(path.join(dir, 'cache'))
-        trash(path.join(dir, 'curl'))
+      }
+      trash(path.join(dir, 'cache'))
+      trash(path.join(dir, 'curl'))
+      for (const [vi, v] of VARIANTS.entries()) {
+        const { mountRuns, curlRuns, curlProxy } = perVariant[vi]!
         results.push(row(w, v, needed, neededBytes, mountRuns, curlRuns, curlProxy, o))
       }
     }
@@ -626,7 +637,7 @@ function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs:
   }
   const info = {
     wan,
-    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, proxyCpuMs: r.proxy?.cpuMs, profile: r.profile })),
+    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, extraBytes: r.extraBytes, speculation: r.speculation, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, proxyCpuMs: r.proxy?.cpuMs, profile: r.profile })),
     curlRuns: curl.map((seconds, i) => ({ seconds, wireBytesDown: curlProxy[i]?.bytesDown, connections: curlProxy[i]?.connections, proxyCpuMs: curlProxy[i]?.cpuMs })),
   }
   const title = `${w.title} (${needed.blobs.length} blobs), ${v.title}`

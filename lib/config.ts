@@ -68,6 +68,8 @@ export interface MainConfig {
   maxFlistSize: number
   /** Downloads at once. Default 16. */
   maxDownloads: number
+  /** Fetch the small blobs beside a missed one with the slots misses leave free. Default true. */
+  speculate: boolean
   /** Honour setuid/setgid bits from flists. Default false. */
   suid: boolean
   /** Honour device files from flists. Default false. */
@@ -109,7 +111,7 @@ const MAX_DOWNLOADS_LIMIT = 1024
 
 const MAIN_KEYS = [
   'mount', 'prefix', 'cache', 'cache_size', 'timeout', 'trusted_keys', 'max_entries',
-  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'refresh', 'metrics',
+  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'refresh', 'metrics', 'speculate',
 ]
 const TOP_KEYS = ['main', 'ays', 'cache', 'store']
 const AYS_KEYS = ['id', 'prefetch']
@@ -466,6 +468,7 @@ function check(obj: unknown, ctx: Ctx): Config {
     maxDownloads: c(() => optInt(ctx, m.max_downloads, 'main.max_downloads', DEFAULTS.maxDownloads, 1, MAX_DOWNLOADS_LIMIT)) ?? DEFAULTS.maxDownloads,
     suid: c(() => optBool(ctx, m.suid, 'main.suid', false)) ?? false,
     dev: c(() => optBool(ctx, m.dev, 'main.dev', false)) ?? false,
+    speculate: c(() => optBool(ctx, m.speculate, 'main.speculate', true)) ?? true,
   }
   if (main.timeoutMs === 0) c(() => fail(ctx, 'main.timeout', 'must be more than 0'))
   if (main.maxFlistSize === 0) c(() => fail(ctx, 'main.max_flist_size', 'must be more than 0'))

@@ -313,6 +313,12 @@ export class Engine {
     await done
   }
 
+  /** Hands the miss worker's fetcher the tree it guesses from after a reload ({@link Fetcher.setLocality}). */
+  setLocality(data: unknown): void {
+    if (this.#gone) return
+    this.#worker.postMessage({ type: 'locality', data })
+  }
+
   /** Sets one part of the status document (the mount's own facts: `mount`). */
   setStatus(part: string, value: unknown): void {
     if (this.#gone) return

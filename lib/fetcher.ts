@@ -33,6 +33,11 @@ export interface Fetcher {
    * only once the blob is in place.
    */
   fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options?: FetchOptions): Promise<void>
+  /**
+   * Optional: the mount's tree changed (a reload); `data` is what the fetcher may guess from
+   * (lib/pipeline/locality.ts), as `createFetcher`'s data carried it at the start.
+   */
+  setLocality?(data: unknown): void
   /** Counters for `status`: a JSON-serialisable object, published as the status document's `pipeline`. */
   stats(): object
   /** Stop; resolves once what it put in hand is done (bounded: the engine does not wait long). */

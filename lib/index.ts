@@ -19,6 +19,7 @@ import { createLogger, formatOf, isLogger, levelOf, type Logger, type LogOptions
 import { runtimeModule } from './package-root'
 import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
+import { buildLocality, type LocalityData } from './pipeline/locality'
 import { prefixWarning } from './prefix-warning'
 import type { MetricsServer } from './metrics'
 import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
@@ -231,6 +232,8 @@ interface Loaded {
   prefix: string
   /** Blobs of the services marked `prefetch`, when asked for. */
   prefetch?: Map<string, number>
+  /** What the miss worker guesses from (`main.speculate`). */
+  locality?: LocalityData
 }
 
 /**
@@ -334,7 +337,8 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
   services.forEach((s, i) => {
     if (s.revision !== undefined) revisions.accept(s.id, s.revision, pairs[i]!.flist)
   })
-  return { table: buffer, entries: count, services, pairs, prefix, ...(prefetch ? { prefetch } : {}) }
+  const locality = config.main.speculate ? buildLocality(tree) : undefined
+  return { table: buffer, entries: count, services, pairs, prefix, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}) }
 }
 
 /**
@@ -376,7 +380,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   }
   // Before any work: what the engine would refuse after the flists were fetched.
   checkMountpoint(mountpoint)
-  const fetcherData = (c: Config): FetcherData => ({ config: c, ...(logging ? { logging } : {}) })
+  const fetcherData = (c: Config, locality: LocalityData | undefined): FetcherData => ({ config: c, ...(logging ? { logging } : {}), ...(locality ? { locality } : {}) })
   const flists: FlistCounts = { fetched: 0, kept: 0, refused: 0 }
 
   // The highest revision accepted per service, per cache directory (a reload may move it).
@@ -405,7 +409,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       mountpoint,
       cacheDir: config.main.cache,
       table: loaded.table,
-      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config) },
+      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config, loaded.locality) },
       allowOther: options.allowOther ?? false,
       suid: config.main.suid,
       dev: config.main.dev,
@@ -428,6 +432,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     loaded.table = Buffer.alloc(0)
     releaseMemory()
   }
+  delete loaded.locality // the miss worker has its copy
 
   const info: MountInfo = {
     prefix: loaded.prefix,
@@ -495,7 +500,11 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
         const differs = fresh.pairs.filter((p) => before.get(p.id)?.flist !== p.flist || before.get(p.id)?.signature !== p.signature).map((p) => p.id)
         let invalidated = 0
         // New revisions of the same bytes change no entry: the table stays.
-        if (fresh.pairs.some((p) => before.get(p.id)?.flist !== p.flist)) invalidated = engine.swap(fresh.table).invalidatedEntries
+        if (fresh.pairs.some((p) => before.get(p.id)?.flist !== p.flist)) {
+          invalidated = engine.swap(fresh.table).invalidatedEntries
+          // Speculation guesses from the tree in force.
+          if (fresh.locality) engine.setLocality(fresh.locality)
+        }
         recordPairs(fresh, meta)
         info.services = fresh.services
         info.prefix = fresh.prefix
@@ -587,7 +596,9 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
       const fresh = await loadTree(next, mountpoint, nextMeta, log, flists, revisionsFor(next))
       const swapped = engine.swap(fresh.table)
-      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next), next.main.timeoutMs * 3)
+      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh.locality), next.main.timeoutMs * 3)
+      // Speculation guesses from the tree: the running fetcher gets the new one.
+      else if (fresh.locality) engine.setLocality(fresh.locality)
       if (nextMeta !== meta) {
         void meta.close()
         meta = nextMeta

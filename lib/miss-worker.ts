@@ -135,6 +135,8 @@ async function main(): Promise<void> {
         },
         (err: Error & { code?: string }) => port.postMessage({ type: 'error', error: { message: err.message, code: err.code } }),
       )
+    } else if (msg.type === 'locality') {
+      fetcher.setLocality?.(msg.data)
     } else if (msg.type === 'close') {
       if (statusTimer) clearInterval(statusTimer)
       if (reportTimer) clearInterval(reportTimer)

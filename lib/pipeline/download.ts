@@ -33,6 +33,12 @@ export class Slots {
       signal?.addEventListener('abort', onAbort, { once: true })
     })
   }
+  /** Takes a slot only if one is free and nobody waits for one (a guess: lib/pipeline/speculate.ts). */
+  tryAcquire(): boolean {
+    if (this.active >= this.max || this.waiting.length > 0) return false
+    this.active++
+    return true
+  }
   release(): void {
     const next = this.waiting.shift()
     if (next) next() // the slot passes straight to the next waiter
@@ -50,6 +56,14 @@ export class Download {
   callers = 0
   readonly listeners = new Set<() => void>()
   promise!: Promise<void>
+  /** Gets the checked bytes before they are in the cache (the first caller's `onVerified`). */
+  onVerified?: (data: Buffer) => void
+  /** A guess (lib/pipeline/speculate.ts) that no miss has joined yet: it may be cancelled. */
+  speculative = false
+  /** A guess that gave its slot to a miss (and runs on outside the slots). */
+  slotless = false
+  /** A guess's checked bytes, kept until it settles for a miss that joins it meanwhile. */
+  checked?: Buffer
 
   get signal(): AbortSignal {
     return this.abort.signal

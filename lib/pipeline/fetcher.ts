@@ -25,7 +25,9 @@ import type { LookupFunction } from '../sources/resolve'
 import { CONTENT_FAULTS, SourceFault, sourceBlobRel, type Source } from '../sources/source'
 import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './download'
 import { fetchFlist, type FlistContext, type FlistResult, type ValidateFlist } from './flists'
+import type { LocalityData } from './locality'
 import { PushQueue } from './pushes'
+import { Speculator, speculationOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats } from './speculate'
 import { SourceCounters, asFault, type SourceStats } from './source-stats'
 
 /** A download that finds the disk full while other fetches pin blobs waits this many times, at
@@ -65,6 +67,8 @@ export interface FetcherStats {
   flists: { fetched: number; kept: number }
   /** Grid caches in order, then stores in order. */
   sources: SourceStats[]
+  /** Guesses fetched behind the misses (`main.speculate`; lib/pipeline/speculate.ts). */
+  speculation: SpeculationStats
 }
 
 /** What `createFetcher` takes: structured-cloneable (but `log`), so it can cross to a worker. */
@@ -82,6 +86,10 @@ export interface FetcherData {
   lookup?: LookupFunction
   /** Backoff of failing sources (lib/health.ts); `baseMs: 0` retries at once (tests). */
   backoff?: { baseMs?: number; maxMs?: number }
+  /** The mount's tree, for speculation (lib/pipeline/locality.ts); none: no speculation. */
+  locality?: LocalityData
+  /** Bounds of speculation; default {@link SPECULATION_DEFAULTS} (tests set them). */
+  speculation?: SpeculationOptions
 }
 
 /** How a try of one source ended: the blob is in the cache, the source does not have it, or it failed. */
@@ -110,6 +118,11 @@ export class Pipeline implements Fetcher {
   private readonly perSource: SourceCounters
   private readonly pushes: PushQueue
   private readonly health: SourceHealth
+  /** Guesses behind the misses, when `main.speculate` and a tree to guess from. */
+  private speculator?: Speculator
+  private readonly speculation?: SpeculationOptions
+  /** Guesses running, oldest first, by their key in `inflight`: a miss may cancel the newest. */
+  private readonly guesses = new Map<Download, string>()
   private closed = false
   /** The full-disk message is logged once a minute at most, with the count of the others. */
   private noSpaceLog = { at: 0, suppressed: 0 }
@@ -146,6 +159,26 @@ export class Pipeline implements Fetcher {
     })
     this.perSource = new SourceCounters(this.sources, this.health, this.log)
     this.pushes = new PushQueue(Math.max(1, data.pushConcurrency ?? Math.min(4, config.main.maxDownloads)), this.perSource)
+    this.speculation = data.speculation
+    if (data.locality) this.setLocality(data.locality)
+  }
+
+  /** The tree to guess from (at the start, and after a reload); nothing when `main.speculate` is off. */
+  setLocality(data: LocalityData): void {
+    if (!this.config.main.speculate || this.closed) return
+    if (this.speculator) {
+      this.speculator.setLocality(data)
+      return
+    }
+    this.speculator = new Speculator(
+      data,
+      {
+        canStart: () => !this.closed && this.slots.active < this.slots.max && this.slots.queued === 0,
+        start: (md5, size) => this.guess(md5, size),
+        path: (md5) => this.cache.path(md5),
+      },
+      { ...this.speculation, slots: this.slots.max },
+    )
   }
 
   /** Where the blob lives (or will) in the local cache. */
@@ -175,19 +208,76 @@ export class Pipeline implements Fetcher {
     let dl = this.inflight.get(key)
     if (dl) {
       this.counters.merged++
-      this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, joins the download in flight`)
+      this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, joins the download in flight${dl.speculative ? ' (a guess)' : ''}`)
+      if (dl.speculative) {
+        // A miss of a blob being guessed: the guess paid off, and is no longer one.
+        dl.speculative = false
+        this.guesses.delete(dl)
+        this.speculator?.claimed(size)
+      }
+      if (onVerified && !dl.onVerified) {
+        if (dl.checked) {
+          // Checked already: now, and never again (a later try of another source finds it set).
+          dl.onVerified = () => undefined
+          onVerified(dl.checked)
+        } else {
+          dl.onVerified = onVerified
+        }
+      }
     } else {
       this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, fetching`)
-      const d = (dl = new Download())
-      // Pinned until the event-loop turn after it settled (LocalCache.releaseSoon).
-      this.cache.pin(hash)
-      d.promise = this.download(hash, size, onVerified, d).finally(() => {
-        if (this.inflight.get(key) === d) this.inflight.delete(key)
-        this.cache.releaseSoon(hash)
-      })
-      this.inflight.set(key, d)
+      dl = this.start(hash, size, key, onVerified)
+      this.speculator?.demand(hash)
     }
     return this.join(dl, key, options)
+  }
+
+  /** A new download of the blob, in `inflight` until it settles. */
+  private start(md5: string, size: number, key: string, onVerified: ((data: Buffer) => void) | undefined, speculative = false): Download {
+    const d = new Download()
+    d.onVerified = onVerified
+    d.speculative = speculative
+    // Pinned until the event-loop turn after it settled (LocalCache.releaseSoon).
+    this.cache.pin(md5)
+    d.promise = this.download(md5, size, d).finally(() => {
+      if (this.inflight.get(key) === d) this.inflight.delete(key)
+      this.guesses.delete(d)
+      d.checked = undefined
+      this.cache.releaseSoon(md5)
+    })
+    this.inflight.set(key, d)
+    return d
+  }
+
+  /**
+   * A guess of the speculator: a download like a miss's, in a slot nobody waits for, that a miss
+   * may join (then it counts as used) or cancel for its slot. Undefined when the blob is cached or
+   * in flight already, or no slot is free.
+   */
+  private guess(md5: string, size: number): Promise<GuessOutcome> | undefined {
+    const key = `${md5}:${size}`
+    if (this.closed || this.inflight.has(key) || this.cache.has(md5, size)) return undefined
+    if (!this.slots.tryAcquire()) return undefined
+    const d = this.start(md5, size, key, undefined, true)
+    this.guesses.set(d, key)
+    return d.promise.then(
+      () => (d.speculative ? 'landed' : 'used'),
+      () => (d.speculative ? 'failed' : 'used'),
+    )
+  }
+
+  /**
+   * A miss found every slot taken: the newest guess that holds one gives it up. It runs on outside
+   * the slots (its bytes are not thrown away, its connection not cut), so downloads at once stay
+   * under `max_downloads` plus the guesses' own bound.
+   */
+  private preempt(): void {
+    let newest: Download | undefined
+    for (const d of this.guesses.keys()) if (!d.slotless) newest = d
+    if (!newest) return
+    newest.slotless = true
+    this.slots.release()
+    this.speculator?.yielded()
   }
 
   /** One caller's wait for a download: see {@link FetchOptions}. */
@@ -242,13 +332,17 @@ export class Pipeline implements Fetcher {
   }
 
   /** The one download of a blob: an empty one is made, else a slot, then the sources. */
-  private async download(md5: string, size: number, onVerified: ((data: Buffer) => void) | undefined, dl: Download): Promise<void> {
+  private async download(md5: string, size: number, dl: Download): Promise<void> {
     if (size === 0) return this.putEmpty(md5)
-    try {
-      await this.waitFor(dl, this.slots.acquire(dl.signal))
-    } catch (err) {
-      this.counters.failed++
-      throw err
+    // A guess holds its slot already; a miss that finds none free cancels the newest guess.
+    if (!dl.speculative) {
+      if (this.slots.active >= this.slots.max) this.preempt()
+      try {
+        await this.waitFor(dl, this.slots.acquire(dl.signal))
+      } catch (err) {
+        this.counters.failed++
+        throw err
+      }
     }
     try {
       if (this.closed) throw new AysfsError('EIO', `blob ${md5}: the fetcher is closed`)
@@ -259,12 +353,13 @@ export class Pipeline implements Fetcher {
       // Larger than the quota or the whole disk: downloading it would evict every blob and fail.
       const never = this.cache.neverFits(size)
       if (never !== undefined) throw this.tooLarge(md5, size, never)
-      await this.walkSources(md5, size, onVerified, dl)
+      await this.walkSources(md5, size, dl)
     } catch (err) {
       this.counters.failed++
       throw err
     } finally {
-      this.slots.release()
+      if (!dl.slotless) this.slots.release()
+      this.speculator?.pump()
     }
   }
 
@@ -295,7 +390,7 @@ export class Pipeline implements Fetcher {
    * makes it into the cache, the count is taken back. Grid caches that missed the blob get it
    * pushed once it is in.
    */
-  private async walkSources(md5: string, size: number, onVerified: ((data: Buffer) => void) | undefined, dl: Download): Promise<void> {
+  private async walkSources(md5: string, size: number, dl: Download): Promise<void> {
     const { signal } = dl
     const tried: string[] = []
     const missed: Source[] = []
@@ -319,11 +414,16 @@ export class Pipeline implements Fetcher {
       // are given then, not when the try ends.
       let answeredHere = false
       const answer = (data: Buffer): void => {
-        if (answered || !onVerified || signal.aborted) return // answered already, or nobody to give them to
+        if (answered || signal.aborted) return // answered already
+        if (!dl.onVerified) {
+          // Nobody to give them to yet; a miss that joins a guess before it settles gets them.
+          if (dl.speculative) dl.checked = data
+          return
+        }
         answered = answeredHere = true
         this.health.settle(src.key, true, admission)
         this.counters.served++
-        onVerified(data)
+        dl.onVerified(data)
       }
       let outcome: Outcome | undefined
       try {
@@ -509,6 +609,7 @@ export class Pipeline implements Fetcher {
       pushes: this.pushes.stats(),
       flists: { fetched: this.flistTally.fetched, kept: this.flistTally.kept },
       sources: this.perSource.stats(),
+      speculation: this.speculator?.stats() ?? speculationOff(),
     }
   }
 
@@ -520,6 +621,7 @@ export class Pipeline implements Fetcher {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.speculator?.close()
     await Promise.all([this.cache.close(), this.pushes.close(this.config.main.timeoutMs)])
     for (const s of this.sources) s.close()
   }

@@ -34,6 +34,10 @@ const EXPECTED: Record<string, { unit: string; reference?: string }> = {
   'wan-python': { unit: 's', reference: 'curl' },
   'wan-node': { unit: 's', reference: 'curl' },
   'wan-tree': { unit: 's', reference: 'curl' },
+  // The same with speculate = false, alternated with them (the engine before speculation).
+  'wan-python-nospec': { unit: 's', reference: 'curl' },
+  'wan-node-nospec': { unit: 's', reference: 'curl' },
+  'wan-tree-nospec': { unit: 's', reference: 'curl' },
 }
 
 interface Summary {

@@ -44,10 +44,13 @@ export function writeStore(root: string, list: File[], id = SERVICE): void {
   fs.writeFileSync(path.join(root, 'md', `${id}.flist`), list.map((f) => `${PREFIX}${f.path}|${f.md5}|${f.data.length}\n`).join(''))
 }
 
-/** A config object for mount(). */
+/**
+ * A config object for mount(). Speculation is off unless `main` turns it on: these stores put
+ * every file in one directory, and the tests count what a read fetches.
+ */
 export function config(cache: string, stores: string[], main: Record<string, unknown> = {}, id = SERVICE): Record<string, unknown> {
   return {
-    main: { cache, prefix: PREFIX, timeout: '1s', ...main },
+    main: { cache, prefix: PREFIX, timeout: '1s', speculate: false, ...main },
     ays: [{ id }],
     store: stores.map((url) => ({ url })),
   }

@@ -94,6 +94,7 @@ export function makeConfig(opts: {
   timeoutMs?: number
   maxDownloads?: number
   maxFlistSize?: number
+  speculate?: boolean
 }): import('../../lib/config').Config {
   const src = (role: 'cache' | 'store') => (s: string | { url: string; push?: boolean; headers?: Record<string, string>; tokenFile?: string }, i: number) => {
     const o = typeof s === 'string' ? { url: s } : s
@@ -116,6 +117,7 @@ export function makeConfig(opts: {
       maxDownloads: opts.maxDownloads ?? 16,
       suid: false,
       dev: false,
+      speculate: opts.speculate ?? true,
     },
     ays: [{ id: 'test__service', prefetch: false }],
     caches: (opts.caches ?? []).map(src('cache')),

@@ -48,6 +48,7 @@ t.test('defaults', async (t) => {
     maxDownloads: 16,
     suid: false,
     dev: false,
+    speculate: true,
   })
   t.same(c.ays, [{ id: 'svc', prefetch: false }])
   t.same(c.caches, [])
@@ -69,6 +70,7 @@ max_flist_size = "64MiB"
 suid = true
 dev = true
 log_level = "debug"
+speculate = false
 
 [[ays]]
 id = "jumpscale__base"
@@ -108,6 +110,7 @@ ca = "/etc/aysfs/ca.pem"
     maxDownloads: 8,
     suid: true,
     dev: true,
+    speculate: false,
     logLevel: 'debug',
   })
   t.same(c.ays, [{ id: 'jumpscale__base', prefetch: false }, { id: 'jumpscale__extra', prefetch: true }])

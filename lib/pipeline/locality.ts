@@ -1,0 +1,229 @@
+/**
+ * Directory locality for speculative fetching: which blobs sit beside a blob that was just
+ * missed. Built on the main thread from the merged tree ({@link buildLocality}), handed to the
+ * miss worker as plain typed arrays (structured-cloneable), and looked up there by MD5
+ * ({@link LocalityIndex}). Only what speculation may fetch is kept: regular files of 1 byte to
+ * {@link SMALL_BLOB} bytes.
+ *
+ * A directory's small files form a *group*, sorted by *kind* (the name from its first dot on:
+ * `.cpython-311.pyc`, `.js`; a name without one is its own kind, `''`) and then by size, so the
+ * files of one kind are one contiguous range, smallest first. A program that reads one file of a
+ * kind in a directory tends to read others of that kind there (an interpreter's imports, a
+ * package's modules), and rarely those of another (`.py` sources beside their byte code, the
+ * `.opt-1.pyc` of another optimisation level). A directory with a `__pycache__` child has it as
+ * its *companion*: a miss of a source there also names the byte code of the companion's most
+ * common kind.
+ */
+import type { FlistTree } from '../flist'
+
+/** Largest blob speculation considers, in bytes: larger ones are fetched on demand only. */
+export const SMALL_BLOB = 512 << 10
+
+/**
+ * Trees with more small files than this are not guessed from. The groups cost about 30 bytes a
+ * file on each thread and 1.1 s a million files at mount (5.3 s to parse them, on the loaded
+ * 2-CPU machine of docs/benchmarks.md): a million-entry mount would pass its bounds (3 s, 250 B
+ * an entry), for services whose start-up reads a tiny part of them.
+ */
+export const MAX_LOCALITY_FILES = 250_000
+
+const FILE = 2
+const DIR = 4
+const PYCACHE = Buffer.from('__pycache__')
+const DOT = 0x2e
+
+/** The locality of a tree, as plain typed arrays. */
+export interface LocalityData {
+  /** 16 bytes per entry (the MD5, binary); entries grouped by directory. */
+  md5: Uint8Array
+  size: Float64Array
+  /** Kind number of each entry: within a group, entries are sorted by kind, then size. */
+  kind: Uint32Array
+  /** Group `g` is entries `start[g]` to `start[g + 1]`; `groups + 1` values. */
+  start: Uint32Array
+  /** Group of the directory's `__pycache__`, or -1. */
+  companion: Int32Array
+  /** The most common kind of each group (ties: the lower number). */
+  mainKind: Uint32Array
+}
+
+/** The kind of a name: from its first dot (not a leading one) to the end, or `''`. */
+export function kindOf(name: string): string {
+  const dot = name.indexOf('.', 1)
+  return dot < 0 ? '' : name.slice(dot)
+}
+
+/**
+ * The locality groups of `tree`'s directories; undefined when it has more than
+ * {@link MAX_LOCALITY_FILES} small files. Linear in the entries, plus a sort per group.
+ */
+export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): LocalityData | undefined {
+  const n = tree.count
+  // Files per parent directory (counting sort by parent id).
+  const perDir = new Uint32Array(n + 1)
+  let files = 0
+  for (let id = 1; id < n; id++) {
+    if (tree.ftype[id] !== FILE) continue
+    const size = tree.size[id]!
+    if (size <= 0 || size > SMALL_BLOB) continue
+    perDir[tree.parent[id]!]!++
+    files++
+  }
+  if (files > maxFiles) return undefined
+  const groupOfDir = new Int32Array(n).fill(-1)
+  let groups = 0
+  for (let id = 0; id < n; id++) if (perDir[id]! > 0) groupOfDir[id] = groups++
+  const start = new Uint32Array(groups + 1)
+  {
+    let at = 0
+    for (let id = 0; id < n; id++) {
+      const g = groupOfDir[id]!
+      if (g < 0) continue
+      start[g] = at
+      at += perDir[id]!
+    }
+    start[groups] = at
+  }
+  const fill = start.slice(0, groups)
+  const ids = new Uint32Array(files)
+  const kindNumbers = new Map<string, number>()
+  const kindOfId = new Uint32Array(n)
+  for (let id = 1; id < n; id++) {
+    if (tree.ftype[id] !== FILE) continue
+    const size = tree.size[id]!
+    if (size <= 0 || size > SMALL_BLOB) continue
+    const g = groupOfDir[tree.parent[id]!]!
+    ids[fill[g]!++] = id
+    // kindOf() on the name's bytes: a million names as strings cost a second.
+    const off = tree.nameOff[id]!
+    const end = off + tree.nameLen[id]!
+    const names = tree.names
+    let dot = off + 1
+    while (dot < end && names[dot] !== DOT) dot++
+    const k = dot >= end ? '' : names.toString('latin1', dot, end)
+    let kn = kindNumbers.get(k)
+    if (kn === undefined) kindNumbers.set(k, (kn = kindNumbers.size))
+    kindOfId[id] = kn
+  }
+  const md5 = new Uint8Array(files * 16)
+  const size = new Float64Array(files)
+  const kind = new Uint32Array(files)
+  const mainKind = new Uint32Array(groups)
+  for (let g = 0; g < groups; g++) {
+    const s = start[g]!
+    const e = start[g + 1]!
+    const slice = Array.from(ids.subarray(s, e))
+    slice.sort((a, b) => kindOfId[a]! - kindOfId[b]! || tree.size[a]! - tree.size[b]! || a - b)
+    let best = 0
+    let bestKind = 0
+    let run = 0
+    for (let i = 0; i < slice.length; i++) {
+      const id = slice[i]!
+      const j = s + i
+      md5.set(tree.md5.subarray(id * 16, id * 16 + 16), j * 16)
+      size[j] = tree.size[id]!
+      kind[j] = kindOfId[id]!
+      run = i > 0 && kind[j] === kind[j - 1] ? run + 1 : 1
+      if (run > best) {
+        best = run
+        bestKind = kind[j]!
+      }
+    }
+    mainKind[g] = bestKind
+  }
+  const companion = new Int32Array(groups).fill(-1)
+  for (let id = 1; id < n; id++) {
+    if (tree.ftype[id] !== DIR) continue
+    const g = groupOfDir[id]!
+    if (g < 0 || tree.nameLen[id] !== PYCACHE.length) continue
+    if (tree.names.compare(PYCACHE, 0, PYCACHE.length, tree.nameOff[id]!, tree.nameOff[id]! + PYCACHE.length) !== 0) continue
+    const parentGroup = groupOfDir[tree.parent[id]!]!
+    if (parentGroup >= 0) companion[parentGroup] = g
+  }
+  return { md5, size, kind, start, companion, mainKind }
+}
+
+/** A range of entries `[from, to)` of one group: one kind, smallest first. */
+export interface Range {
+  from: number
+  to: number
+}
+
+/** Groups a blob may belong to that a miss looks at (a blob shared by many directories). */
+const MAX_GROUPS_PER_BLOB = 2
+
+/** {@link LocalityData} with a hash index by MD5, for the miss worker. */
+export class LocalityIndex {
+  private readonly slots: Int32Array
+  private readonly mask: number
+  private readonly groupOf: Uint32Array
+  private readonly md5: Buffer
+
+  constructor(readonly data: LocalityData) {
+    const n = data.size.length
+    this.md5 = Buffer.from(data.md5.buffer, data.md5.byteOffset, data.md5.byteLength)
+    let cap = 16
+    while (cap < n * 2) cap *= 2
+    this.mask = cap - 1
+    // Open addressing on the MD5's first 32 bits (uniform), entry index + 1 in each slot.
+    this.slots = new Int32Array(cap)
+    for (let i = 0; i < n; i++) {
+      let h = this.md5.readUInt32LE(i * 16) & this.mask
+      while (this.slots[h] !== 0) h = (h + 1) & this.mask
+      this.slots[h] = i + 1
+    }
+    this.groupOf = new Uint32Array(n)
+    for (let g = 0; g + 1 < data.start.length; g++) this.groupOf.fill(g, data.start[g]!, data.start[g + 1]!)
+  }
+
+  /** Entries in the index. */
+  get size(): number {
+    return this.data.size.length
+  }
+
+  /** MD5 (hex) of entry `i`. */
+  md5Of(i: number): string {
+    return this.md5.toString('hex', i * 16, i * 16 + 16)
+  }
+
+  /** Size of entry `i`. */
+  sizeOf(i: number): number {
+    return this.data.size[i]!
+  }
+
+  /**
+   * What a miss of `md5` names: for each group the blob is in (at most
+   * {@link MAX_GROUPS_PER_BLOB}), the range of its kind there, then the companion's main kind.
+   * Each range has a key, so a caller can take a range only once.
+   */
+  neighbours(md5: string): { key: number; range: Range }[] {
+    if (md5.length !== 32) return []
+    const q = Buffer.from(md5, 'hex')
+    const out: { key: number; range: Range }[] = []
+    let h = q.readUInt32LE(0) & this.mask
+    let seen = 0
+    for (let slot = this.slots[h]!; slot !== 0 && seen < MAX_GROUPS_PER_BLOB; slot = this.slots[(h = (h + 1) & this.mask)]!) {
+      const i = slot - 1
+      if (this.md5.compare(q, 0, 16, i * 16, i * 16 + 16) !== 0) continue
+      seen++
+      const g = this.groupOf[i]!
+      out.push(this.kindRange(g, this.data.kind[i]!))
+      const c = this.data.companion[g]!
+      if (c >= 0) out.push(this.kindRange(c, this.data.mainKind[c]!))
+    }
+    return out
+  }
+
+  /** The entries of kind `k` in group `g` (contiguous: sorted by kind), and its key. */
+  private kindRange(g: number, k: number): { key: number; range: Range } {
+    const { start, kind } = this.data
+    let from = start[g]!
+    let to = start[g + 1]!
+    while (from < to && kind[from] !== k) from++
+    let end = from
+    while (end < to && kind[end] === k) end++
+    to = end
+    // Group and kind in one number: groups and kinds are each far below 2^26.
+    return { key: g * 67_108_864 + k, range: { from, to } }
+  }
+}

@@ -1,0 +1,80 @@
+// Directory locality (lib/pipeline/locality.ts): which blobs a miss names, in which order.
+import t from 'tap'
+import { mergeServices, parseFlist } from '../../lib/flist'
+import { LocalityIndex, SMALL_BLOB, buildLocality, kindOf } from '../../lib/pipeline/locality'
+
+const md5 = (n: number): string => n.toString(16).padStart(32, '0')
+
+function index(lines: [string, number, number][]): LocalityIndex {
+  return new LocalityIndex(buildLocality(tree(lines))!)
+}
+
+function tree(lines: [string, number, number][]): ReturnType<typeof mergeServices> {
+  const text = lines.map(([p, h, size]) => `/opt/x${p}|${md5(h)}|${size}\n`).join('')
+  return mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })])
+}
+
+function named(ix: LocalityIndex, miss: number): string[][] {
+  return ix.neighbours(md5(miss)).map(({ range }) => {
+    const out: string[] = []
+    for (let i = range.from; i < range.to; i++) out.push(ix.md5Of(i).replace(/^0+/, ''))
+    return out
+  })
+}
+
+t.test('kinds', async (t) => {
+  t.equal(kindOf('os.cpython-311.pyc'), '.cpython-311.pyc')
+  t.equal(kindOf('os.cpython-311.opt-1.pyc'), '.cpython-311.opt-1.pyc')
+  t.equal(kindOf('index.js'), '.js')
+  t.equal(kindOf('.bashrc'), '', 'a leading dot is part of the name')
+  t.equal(kindOf('README'), '')
+})
+
+t.test('a miss names the files of its kind in its directory, smallest first, large and empty ones left out', async (t) => {
+  const ix = index([
+    ['/pkg/a.js', 1, 300],
+    ['/pkg/b.js', 2, 100],
+    ['/pkg/c.js', 3, 200],
+    ['/pkg/d.json', 4, 50],
+    ['/pkg/e.js', 5, 0],
+    ['/pkg/f.js', 6, SMALL_BLOB + 1],
+    ['/pkg/sub/g.js', 7, 10],
+    ['/other/h.js', 8, 10],
+  ])
+  t.same(named(ix, 1), [['2', '3', '1']], 'the same kind only, by size; the empty and the large not at all')
+  t.same(named(ix, 4), [['4']])
+  t.same(named(ix, 6), [], 'a large blob names nothing')
+  t.same(named(ix, 99), [], 'an unknown blob names nothing')
+})
+
+t.test('a miss beside a __pycache__ also names its byte code of the main kind', async (t) => {
+  const ix = index([
+    ['/lib/os.py', 1, 500],
+    ['/lib/__pycache__/os.cpython-311.pyc', 2, 400],
+    ['/lib/__pycache__/io.cpython-311.pyc', 3, 300],
+    ['/lib/__pycache__/os.cpython-311.opt-1.pyc', 4, 100],
+  ])
+  t.same(named(ix, 1), [['1'], ['3', '2']])
+  t.same(named(ix, 3), [['3', '2']], 'a miss in __pycache__: its own kind there')
+})
+
+t.test('a blob in two directories names both', async (t) => {
+  const ix = index([
+    ['/a/x.js', 1, 10],
+    ['/a/y.js', 2, 20],
+    ['/b/x.js', 1, 10],
+    ['/b/z.js', 3, 30],
+  ])
+  const got = named(ix, 1).map((r) => r.sort()).sort()
+  t.same(got, [['1', '2'], ['1', '3']])
+})
+
+t.test('a tree with more small files than the bound is not guessed from', async (t) => {
+  const lines: [string, number, number][] = [
+    ['/a/x.js', 1, 10],
+    ['/a/y.js', 2, 20],
+    ['/a/z.js', 3, 30],
+  ]
+  t.ok(buildLocality(tree(lines), 3))
+  t.equal(buildLocality(tree(lines), 2), undefined)
+})
