@@ -151,6 +151,8 @@ interface Loaded {
   entries: number
   services: ServiceInfo[]
   prefix: string
+  /** Files stored as chunks too: file MD5 -> chunk index MD5. */
+  chunkIndexes: Map<string, string>
   /** Blobs of the services marked `prefetch`, when asked for. */
   prefetch?: Map<string, number>
 }
@@ -207,7 +209,12 @@ async function loadTree(config: Config, mountpoint: string, meta: Pipeline, log:
       `service ${services[i]!.id}: ${n} device ${n === 1 ? 'entry' : 'entries'} (block or char) left out: main.dev is off, so flists cannot create device nodes (set main.dev = true to serve them)`,
     )
   })
-  return { table: buffer, entries: count, services, prefix, ...(prefetch ? { prefetch } : {}) }
+  const chunkIndexes = new Map<string, string>()
+  tree.forEachFile((md5, _size, id) => {
+    const index = tree.chunksOf(id)
+    if (index !== undefined) chunkIndexes.set(md5, index)
+  })
+  return { table: buffer, entries: count, services, prefix, chunkIndexes, ...(prefetch ? { prefetch } : {}) }
 }
 
 /**
@@ -268,6 +275,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       dev: config.main.dev,
       debug: options.debug ?? false,
       stallTimeoutMs: stallTimeoutMs(config.main.timeoutMs),
+      chunkIndexes: loaded.chunkIndexes,
       onExit: () => {
         void meta.close()
         options.onExit?.()
@@ -303,6 +311,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       next = typeof options.config === 'string' ? readConfig(options.config) : config
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
       const fresh = await loadTree(next, mountpoint, nextMeta, log)
+      engine.setChunkIndexes(fresh.chunkIndexes)
       const swapped = engine.swap(fresh.table)
       if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next), next.main.timeoutMs * 3)
       if (nextMeta !== meta) {

@@ -62,7 +62,7 @@ void MissPath::Park(const std::string& md5, uint64_t size, const ParkedRead& rea
     case MissTable::Parked::kFirst:
       counters_.miss_calls++;
       if (on_miss)
-        on_miss(md5, size);
+        on_miss(md5, size, static_cast<uint64_t>(read.off), read.size);
       else
         Complete(md5, EIO);
       return;
@@ -93,21 +93,34 @@ void MissPath::RememberFailure(const std::string& md5) {
 }
 
 void MissPath::Complete(const std::string& md5, int err) {
-  std::shared_lock<std::shared_mutex> serving(complete_mu_);
-  std::vector<ParkedRead> reads = table_.Take(md5);
-  if (reads.empty()) return;
-  if (err != 0) {
-    counters_.miss_failures++;
-    RememberFailure(md5);
-  }
-  for (const ParkedRead& r : reads) {
-    Node node;
-    if (err != 0 || !tables_.Resolve(r.ino, &node)) {
-      counters_.errors++;
-      fuse_reply_err(r.req, EIO);
-      continue;
+  // Reads of a chunked file whose chunks are still absent: parked again once complete_mu_ is
+  // let go (Park calls out, through on_miss, holding none of our locks).
+  std::vector<std::pair<std::string, ParkedRead>> again;
+  {
+    std::shared_lock<std::shared_mutex> serving(complete_mu_);
+    std::vector<ParkedRead> reads = table_.Take(md5);
+    if (reads.empty()) return;
+    if (err != 0) {
+      counters_.miss_failures++;
+      RememberFailure(md5);
     }
-    reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch);
+    for (const ParkedRead& r : reads) {
+      Node node;
+      if (err != 0 || !tables_.Resolve(r.ino, &node)) {
+        counters_.errors++;
+        fuse_reply_err(r.req, EIO);
+        continue;
+      }
+      std::string absent;
+      if (reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch, &absent) ==
+          ReadPath::Served::kAbsent)
+        again.emplace_back(std::move(absent), r);
+    }
+  }
+  for (auto& [blob, r] : again) {
+    Node node;
+    uint64_t size = tables_.Resolve(r.ino, &node) ? node.e().size : 0;
+    Park(blob, size, r);
   }
 }
 
@@ -123,8 +136,13 @@ void MissPath::ServeVerified(const std::string& md5, const char* data, size_t le
     }
     const RawEntry& e = node.e();
     if (!S_ISREG(e.mode) || e.size != len || node.table->Md5Hex(node.index) != md5) {
-      // Not these bytes (the table changed meanwhile): ask the cache.
-      reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch);
+      // Not these bytes (the table changed meanwhile): ask the cache. (A chunked file whose
+      // chunks are not there is not parked again from here: EIO, as for a blob not there.)
+      if (reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch) ==
+          ReadPath::Served::kAbsent) {
+        counters_.errors++;
+        fuse_reply_err(r.req, EIO);
+      }
       continue;
     }
     size_t n = 0;

@@ -1,0 +1,191 @@
+/**
+ * Ranges of chunked files: a read of a file the flist stores as chunks too fetches its chunk index
+ * (local cache, then the sources in order; checked, then kept in the local cache like a blob) and
+ * then only the chunks that cover the read, each an ordinary blob fetched by the pipeline (so
+ * merged with any other fetch of it, checked against its own MD5, the next source tried when one
+ * serves wrong bytes, pushed to grid caches, counted by the quota and evicted like any blob).
+ * A sequential reader gets the next chunks fetched behind its read. An index that fails its
+ * checks is not used: the file is fetched whole, and that is logged once per index.
+ */
+import fs from 'node:fs'
+import { checkChunkIndex, chunksCovering, MAX_CHUNKS, type ChunkIndex } from '../chunks'
+import type { ChunkedFile, FetchOptions } from '../fetcher'
+import type { LocalCache } from '../local-cache'
+import type { Logger } from '../log'
+import { BufferSink, sourceBlobRel, type Source } from '../sources/source'
+
+/** Largest index read: {@link MAX_CHUNKS} lines of the longest valid form. */
+const MAX_INDEX_BYTES = MAX_CHUNKS * 43
+/** Chunks fetched ahead of a sequential reader, after the ones its read needs. */
+const READ_AHEAD = 2
+const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants
+
+/** The counters of chunked reads (`pipeline.chunks` in the status document). */
+export interface ChunkStats {
+  /** Chunk indexes checked and used (once per index and fetcher). */
+  indexes: number
+  /** Indexes that failed their checks (or no source had): their files were fetched whole. */
+  badIndexes: number
+  /** Chunk fetches asked of the pipeline for reads (each merged with any other of the same chunk). */
+  chunkFetches: number
+  /** Chunk fetches asked ahead of sequential readers. */
+  readAhead: number
+}
+
+/** What {@link ChunkedReads} needs of the pipeline. */
+export interface ChunkPipeline {
+  readonly cache: LocalCache
+  readonly sources: readonly Source[]
+  readonly log: Logger
+  fetch(md5: string, size: number, onVerified?: (data: Buffer) => void, options?: FetchOptions): Promise<void>
+  has(md5: string, size: number): boolean
+}
+
+/** The chunked reads of one pipeline. */
+export class ChunkedReads {
+  private readonly p: ChunkPipeline
+  /** Checked indexes by index MD5 (undefined: unusable, fetch whole), for the fetcher's life. */
+  private readonly indexes = new Map<string, Promise<ChunkIndex | undefined>>()
+  private readonly logged = new Set<string>()
+  private readonly counters: ChunkStats = { indexes: 0, badIndexes: 0, chunkFetches: 0, readAhead: 0 }
+
+  constructor(p: ChunkPipeline) {
+    this.p = p
+  }
+
+  /** See {@link Fetcher.fetchRange}. */
+  async fetchRange(md5: string, size: number, indexMd5: string, off: number, len: number, options: FetchOptions = {}): Promise<ChunkedFile | undefined> {
+    const index = await this.index(md5, size, indexMd5.toLowerCase())
+    if (index === undefined) return undefined
+    const { first, last } = chunksCovering(index, Math.min(off, size - 1), len)
+    const needed: Promise<void>[] = []
+    for (let i = first; i <= last; i++) {
+      const c = index.chunks[i]!
+      this.counters.chunkFetches++
+      needed.push(this.p.fetch(c.md5, c.size, undefined, options))
+    }
+    await Promise.all(needed)
+    // A reader that reached this chunk from the one before (it is cached) reads on: fetch the next
+    // chunks behind it, once its own are in (ahead of them they would share its bandwidth).
+    const sequential = first === 0 ? off === 0 : this.p.has(index.chunks[first - 1]!.md5, index.chunks[first - 1]!.size)
+    if (sequential) {
+      for (let i = last + 1; i <= Math.min(index.chunks.length - 1, last + READ_AHEAD); i++) {
+        const c = index.chunks[i]!
+        if (this.p.has(c.md5, c.size)) continue
+        this.counters.readAhead++
+        this.p.fetch(c.md5, c.size).catch(() => undefined) // counted and logged by the pipeline
+      }
+    }
+    return { chunkSize: index.chunkSize, chunks: index.chunks.map((c) => c.md5) }
+  }
+
+  stats(): ChunkStats {
+    return { ...this.counters }
+  }
+
+  /** The checked index of file `md5`, or undefined (fetch it whole). */
+  private index(md5: string, size: number, indexMd5: string): Promise<ChunkIndex | undefined> {
+    let p = this.indexes.get(indexMd5)
+    if (!p) {
+      p = this.loadIndex(md5, size, indexMd5)
+      this.indexes.set(indexMd5, p)
+      // An index no source had now may be there later: only a verdict on its bytes is kept.
+      p.then((idx) => {
+        if (idx === undefined && !this.logged.has(indexMd5)) this.indexes.delete(indexMd5)
+      }, () => this.indexes.delete(indexMd5))
+    }
+    return p
+  }
+
+  private unusable(md5: string, indexMd5: string, why: string): undefined {
+    this.counters.badIndexes++
+    if (!this.logged.has(indexMd5)) {
+      this.logged.add(indexMd5)
+      this.p.log.warn({ md5, index: indexMd5 }, `chunk index ${indexMd5} of blob ${md5}: ${why}; the file is fetched whole`)
+    }
+    return undefined
+  }
+
+  private async loadIndex(md5: string, size: number, indexMd5: string): Promise<ChunkIndex | undefined> {
+    const local = this.readLocal(indexMd5)
+    if (local !== undefined) {
+      const r = checkChunkIndex(local, indexMd5, size)
+      if (!('problem' in r)) {
+        this.counters.indexes++
+        return r
+      }
+      // A cached blob is checked before it is kept: bytes that fail now are the index's own fault.
+      if (!r.problem.startsWith('its MD5')) return this.unusable(md5, indexMd5, r.problem)
+    }
+    const tried: string[] = []
+    for (const src of this.p.sources) {
+      const sink = new BufferSink(MAX_INDEX_BYTES, `chunk index ${indexMd5}`)
+      let data: Buffer
+      try {
+        if ((await src.get(sourceBlobRel(src.role, indexMd5), sink)) === 'absent') {
+          tried.push(`${src.key}: not found`)
+          continue
+        }
+        data = sink.data()
+      } catch (err) {
+        tried.push(`${src.key}: ${(err as Error).message}`)
+        continue
+      }
+      const r = checkChunkIndex(data, indexMd5, size)
+      if ('problem' in r) {
+        // Wrong bytes at this source: the next one may have the right ones.
+        if (r.problem.startsWith('its MD5')) {
+          tried.push(`${src.key}: ${r.problem}`)
+          continue
+        }
+        return this.unusable(md5, indexMd5, r.problem)
+      }
+      await this.keep(indexMd5, data)
+      this.counters.indexes++
+      return r
+    }
+    this.counters.badIndexes++
+    this.p.log.debug({ md5, index: indexMd5 }, `chunk index ${indexMd5} of blob ${md5}: no source has it (${tried.join(', ')}); the file is fetched whole`)
+    return undefined
+  }
+
+  /** The index from the local cache (never through a link, a regular file, bounded), if there. */
+  private readLocal(indexMd5: string): Buffer | undefined {
+    let fd: number
+    try {
+      fd = fs.openSync(this.p.cache.path(indexMd5), O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
+    } catch {
+      return undefined
+    }
+    try {
+      const st = fs.fstatSync(fd)
+      if (!st.isFile() || st.size > MAX_INDEX_BYTES) return undefined
+      const buf = Buffer.allocUnsafe(st.size)
+      let n = 0
+      while (n < st.size) {
+        const r = fs.readSync(fd, buf, n, st.size - n, n)
+        if (r === 0) return undefined
+        n += r
+      }
+      return buf
+    } catch {
+      return undefined
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
+  /** Keeps a checked index in the local cache, like a blob (a remount reads it with no network). */
+  private async keep(indexMd5: string, data: Buffer): Promise<void> {
+    const w = this.p.cache.writer(indexMd5, data.length)
+    try {
+      w.write(data)
+      w.end()
+      await this.p.cache.commit(w)
+    } catch (err) {
+      this.p.log.debug({ index: indexMd5, err: (err as Error).message }, `chunk index ${indexMd5}: not kept in the local cache`)
+    } finally {
+      w.abort()
+    }
+  }
+}
