@@ -8,11 +8,13 @@ import * as path from 'node:path'
 import t from 'tap'
 import type { AysfsMount } from '../../lib/index'
 import type { FetcherStats } from '../../lib/pipeline'
+import { checkConfig } from '../../lib/config'
+import { prefetch } from '../../lib/prefetch'
 import { publish } from '../../lib/publish'
 import { startFaultServer, type FaultServer } from '../helpers/faults'
 import { PREFIX, SERVICE, cacheBlobs, config, files, md5, mountChild, mountHere, readAsync, until, writeStore } from '../helpers/hardening'
 import { clearMounts, tmpdir } from '../helpers/mount'
-import { randomBytes } from '../helpers/store'
+import { memLog, randomBytes } from '../helpers/store'
 
 t.test('a flist with chunks= and unknown extended keys mounts and serves its files', async (t) => {
   const dir = tmpdir(t)
@@ -104,6 +106,13 @@ t.test('a read in the middle of a chunked file downloads only the chunks it cove
   // A reader that streams the whole file gets every byte, the same.
   t.same(await readAsync(big), data, 'a full read is byte-identical')
   t.equal(asked(server).length, 1 + chunks.length, 'every chunk once, the index once, never the whole blob')
+  // Every chunk cached: the file is put together into its whole blob, checked.
+  t.ok(await until(() => pipelineOf(m).chunks.assembled === 1, 20_000), 'put together into the whole blob')
+  const whole = path.join(cache, md5(data)[0]!, md5(data)[1]!, md5(data))
+  t.equal(md5(fs.readFileSync(whole)), md5(data), 'the whole blob is the file')
+  const before = m.stats().engine.chunkReads
+  t.same(await readAt(big, 20 * MiB, 4096), data.subarray(20 * MiB, 20 * MiB + 4096))
+  t.equal(m.stats().engine.chunkReads, before, 'now served from the whole blob')
 })
 
 t.test('an index that fails its checks is not used: the file is fetched whole, logged once', async (t) => {
@@ -238,4 +247,22 @@ t.test('quota: chunks of a file larger than the cache are evicted like blobs, th
   const onDisk = (): number => cacheBlobs(cache).reduce((n, b) => n + b.bytes, 0)
   t.ok(await until(() => onDisk() <= 4 * MiB, 20_000), `within the quota (${onDisk()} bytes)`)
   t.same(await readAt(big, 5 * MiB + 3, 4096), data.subarray(5 * MiB + 3, 5 * MiB + 4099), 'an evicted chunk is fetched again')
+})
+
+t.test('prefetch fills the cache with the chunks of a file whose store has no whole blob; a mount then reads it offline', async (t) => {
+  const dir = tmpdir(t)
+  const data = randomBytes(5 * MiB + 99, 189)
+  const { store, index, chunks } = await chunkedStore(dir, data)
+  const cache = path.join(dir, 'cache')
+  const r = await prefetch({ config: checkConfig(config(cache, [store])), log: memLog(), progress: false })
+  t.match(r, { blobs: 1, fetched: 1, failed: 0 })
+  const cached = new Set(cacheBlobs(cache).map((b) => b.name))
+  for (const c of chunks) t.ok(cached.has(c.md5), `chunk ${c.md5} cached`)
+  t.ok(cached.has(index), 'the index cached')
+  t.ok(await until(() => cacheBlobs(cache).some((b) => b.name === md5(data) && b.md5 === md5(data)), 20_000), 'every chunk cached: the whole blob put together, checked')
+  // The store loses its content (the flist stays): the mount reads from the cache alone.
+  fs.rmSync(path.join(store, 'files'), { recursive: true, force: true })
+  const mnt = path.join(dir, 'mnt')
+  await mountHere(t, mnt, config(cache, [store]))
+  t.same(fs.readFileSync(path.join(mnt, 'big')), data, 'served from the cached chunks, no store needed')
 })
