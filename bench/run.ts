@@ -2,7 +2,7 @@
 // same files in the same run, with min/median/max, the ratio and whether each target is met.
 //
 //   node dist/bench/run.js [--quick] [--runs N] [--json] [--tree DIR] [--data DIR]
-//                          [--only stat,read,big,rand,startup,cold,million,bro,wan]
+//                          [--only stat,read,big,rand,startup,cold,million,bro,wan,chunks]
 //                          [--rtt D] [--rate R]
 //
 // Data: a generated tree (or --tree DIR), published to a store that a local nginx serves
@@ -18,10 +18,11 @@ import { measureBro } from './bro'
 import { startNginx, type Nginx } from './nginx'
 import { judge, summarize, table, wanTable, type Summary, type Target, type WorkloadResult } from './report'
 import { runWan } from './wan'
+import { runChunks } from './chunks'
 import { parseDuration, parseRate } from './wan-proxy'
 import { blobPath, describeTree, makeTree, publishTree, pythonExecutable, writeSyntheticFlist, type Blob, type TreeInfo, type TreeSpec } from './tree'
 
-const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'wan'] as const
+const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'wan', 'chunks'] as const
 type Group = (typeof GROUPS)[number]
 
 interface Options {
@@ -50,7 +51,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --big-size B     bytes of the large file (default 1 GiB)
   --million N      entries of the synthetic flist (default 1000000)
   --rand-reads N   4 KiB random reads (default: every block of the large file once)
-  --rtt D          round trip the WAN rows' proxy adds (default 40ms; 10ms with --quick)
+  --rtt D          round trip the WAN and chunks rows' proxy adds (default 40ms; 10ms with --quick)
   --rate R         the WAN rows' link, each way (default 100mbit)`
 
 function parseArgs(argv: string[]): Options {
@@ -512,7 +513,7 @@ async function main(): Promise<void> {
   const results: WorkloadResult[] = []
   if (o.only.has('bro')) results.push(broWorkload(o))
   // Everything else but the WAN rows (trees of their own, bench/wan.ts) needs the data and nginx.
-  const needsData = [...o.only].some((g) => g !== 'bro' && g !== 'wan')
+  const needsData = [...o.only].some((g) => g !== 'bro' && g !== 'wan' && g !== 'chunks')
   const d = needsData ? prepare(o) : undefined
   if (d) {
     const nginx = await startNginx({ store: d.store, accessLog: false })
@@ -536,6 +537,14 @@ async function main(): Promise<void> {
     const work = o.data ?? fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-bench-'))
     try {
       results.push(...(await runWan({ work, runs: o.runs, rttMs: o.rttMs, rateBits: o.rateBits, progress })))
+    } finally {
+      if (o.data === undefined) fs.rmSync(work, { recursive: true, force: true })
+    }
+  }
+  if (o.only.has('chunks')) {
+    const work = o.data ?? fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-bench-'))
+    try {
+      results.push(...(await runChunks({ work, runs: o.runs, quick: o.quick, rttMs: o.rttMs, rateBits: o.rateBits, progress })))
     } finally {
       if (o.data === undefined) fs.rmSync(work, { recursive: true, force: true })
     }

@@ -28,6 +28,8 @@ const EXPECTED: Record<string, { unit: string; reference?: string }> = {
   'wan-python': { unit: 's', reference: 'curl' },
   'wan-node': { unit: 's', reference: 'curl' },
   'wan-tree': { unit: 's', reference: 'curl' },
+  'chunks-first': { unit: 's', reference: 'whole blob' },
+  'chunks-middle': { unit: 's', reference: 'whole blob' },
 }
 
 interface Summary {
