@@ -128,9 +128,12 @@ async function main(): Promise<void> {
     fetcher.fetchRange(md5, size, index, off, len, options).then(
       (file) => {
         if (file === undefined) return whole()
-        if (!indexed.has(md5)) {
+        // By size too: the native side keeps one index per file MD5 and serves it only for
+        // entries of its size (a flist may name one content with two sizes; one of them is wrong).
+        if (!indexed.has(`${md5}:${size}`)) {
           if (!binding.setChunks(id, md5, size, file.chunkSize, Buffer.from(file.chunks.join(''), 'hex'))) return settled(f, EIO)
-          indexed.add(md5)
+          for (const k of indexed) if (k.startsWith(md5)) indexed.delete(k)
+          indexed.add(`${md5}:${size}`)
         }
         settled(f, 0)
       },

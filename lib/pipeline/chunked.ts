@@ -50,7 +50,9 @@ export interface ChunkPipeline {
 /** The chunked reads of one pipeline. */
 export class ChunkedReads {
   private readonly p: ChunkPipeline
-  /** Checked indexes by index MD5 (undefined: unusable, fetch whole), for the fetcher's life. */
+  /** Checked indexes by index MD5 and file size (undefined: unusable, fetch whole), for the
+   * fetcher's life. The size is part of the key: an index checked for one size says nothing of
+   * another entry naming it with another size. */
   private readonly indexes = new Map<string, Promise<ChunkIndex | undefined>>()
   private readonly logged = new Set<string>()
   private readonly counters: ChunkStats = { indexes: 0, badIndexes: 0, chunkFetches: 0, readAhead: 0, assembled: 0 }
@@ -164,14 +166,15 @@ export class ChunkedReads {
 
   /** The checked index of file `md5`, or undefined (fetch it whole). */
   private index(md5: string, size: number, indexMd5: string): Promise<ChunkIndex | undefined> {
-    let p = this.indexes.get(indexMd5)
+    const key = `${indexMd5}:${size}`
+    let p = this.indexes.get(key)
     if (!p) {
       p = this.loadIndex(md5, size, indexMd5)
-      this.indexes.set(indexMd5, p)
+      this.indexes.set(key, p)
       // An index no source had now may be there later: only a verdict on its bytes is kept.
       p.then((idx) => {
-        if (idx === undefined && !this.logged.has(indexMd5)) this.indexes.delete(indexMd5)
-      }, () => this.indexes.delete(indexMd5))
+        if (idx === undefined && !this.logged.has(indexMd5)) this.indexes.delete(key)
+      }, () => this.indexes.delete(key))
     }
     return p
   }
