@@ -122,6 +122,8 @@ export interface NativeStats {
   readAround: number
   /** Bytes of small files pushed whole to the kernel's page cache (see `pushFiles`). */
   pushedFiles: number
+  /** Reads answered from the cached chunks of a chunked file (its whole blob not cached). */
+  chunkReads: number
   /** False once the mount is gone (unmounted, or unmounted from outside). */
   mounted: boolean
 }
@@ -134,8 +136,11 @@ export interface SwapResult {
 
 /** Mounts a table; `onExit` runs (on this thread) if the mount goes away from outside. Returns a session id. */
 export function mount(options: NativeMountOptions, table: Buffer, onExit: () => void): number
-/** Called on the miss worker: `onMiss(md5, size)` runs there for every blob to fetch. */
-export function attach(id: number, onMiss: (md5: string, size: number) => void): void
+/**
+ * Called on the miss worker: `onMiss(md5, size, off, len)` runs there for every blob to fetch;
+ * `off` and `len` are the read that missed (a chunked file's fetch brings the chunks it covers).
+ */
+export function attach(id: number, onMiss: (md5: string, size: number, off: number, len: number) => void): void
 /**
  * Called on the miss worker, a few times a second while fetches run (never per chunk): the
  * fetches of blobs `md5s` made progress (bytes arrived, or they moved on to another source).
@@ -143,7 +148,11 @@ export function attach(id: number, onMiss: (md5: string, size: number) => void):
  * their fetches must end now (no `complete` is owed for them).
  */
 export function progress(id: number, md5s: string[]): string[]
-/** A fetch settled: `errno` 0 means the blob is now in the cache; anything else fails its readers with EIO. */
+/**
+ * A fetch settled: `errno` 0 means the blob is now in the cache (for a file with chunks set, some
+ * of its chunks: a read whose chunks are still absent misses again); anything else fails its
+ * readers with EIO.
+ */
 export function complete(id: number, md5: string, errno: number): void
 /**
  * A fetch verified blob `md5` (these bytes, MD5- and size-checked) and is still putting it in the
@@ -151,6 +160,13 @@ export function complete(id: number, md5: string, errno: number): void
  * `complete`, which the fetch still owes.
  */
 export function serveVerified(id: number, md5: string, data: Buffer): void
+/**
+ * The miss worker checked the chunk index of file `md5` (`size` bytes; `md5s`: the chunks' MD5s,
+ * 16 raw bytes each, every chunk `chunkSize` bytes but the last): from now on a read of the file
+ * while its whole blob is not cached is answered from the cached chunks that cover it. False
+ * (nothing set) when the list does not fit `size` and `chunkSize`.
+ */
+export function setChunks(id: number, md5: string, size: number, chunkSize: number, md5s: Buffer): boolean
 /** Replaces the live table and invalidates what changed in the kernel's caches. */
 export function swap(id: number, table: Buffer): SwapResult
 export function stats(id: number): NativeStats

@@ -2,7 +2,7 @@
 // same files in the same run, with min/median/max, the ratio and whether each target is met.
 //
 //   node dist/bench/run.js [--quick] [--runs N] [--json] [--tree DIR] [--data DIR]
-//                          [--only stat,read,big,rand,startup,cold,million,bro,quota,wan]
+//                          [--only stat,read,big,rand,startup,cold,million,bro,quota,wan,chunks]
 //                          [--rtt D] [--rate R]
 //
 // Data: a generated tree (or --tree DIR), published to a store that a local nginx serves
@@ -19,10 +19,11 @@ import { measureQuota } from './quota'
 import { startNginx, type Nginx } from './nginx'
 import { judge, summarize, table, wanTable, type Summary, type Target, type WorkloadResult } from './report'
 import { runWan } from './wan'
+import { runChunks } from './chunks'
 import { parseDuration, parseRate } from './wan-proxy'
 import { blobPath, describeTree, makeTree, publishTree, pythonExecutable, writeSyntheticFlist, type Blob, type TreeInfo, type TreeSpec } from './tree'
 
-const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'quota', 'wan'] as const
+const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'quota', 'wan', 'chunks'] as const
 type Group = (typeof GROUPS)[number]
 
 interface Options {
@@ -54,7 +55,7 @@ const USAGE = `usage: node dist/bench/run.js [options]
   --million N      entries of the synthetic flist (default 1000000)
   --quota-blobs N  blob files the cache quota's passes walk (default 100000)
   --rand-reads N   4 KiB random reads (default: every block of the large file once)
-  --rtt D          round trip the WAN rows' proxy adds (default 40ms; 10ms with --quick)
+  --rtt D          round trip the WAN and chunks rows' proxy adds (default 40ms; 10ms with --quick)
   --rate R         the WAN rows' link, each way (default 100mbit)`
 
 function parseArgs(argv: string[]): Options {
@@ -543,7 +544,7 @@ async function main(): Promise<void> {
   if (o.only.has('bro')) results.push(broWorkload(o))
   if (o.only.has('quota')) results.push(...quotaWorkloads(o))
   // Everything else but the WAN rows (trees of their own, bench/wan.ts) needs the data and nginx.
-  const needsData = [...o.only].some((g) => g !== 'bro' && g !== 'quota' && g !== 'wan')
+  const needsData = [...o.only].some((g) => g !== 'bro' && g !== 'quota' && g !== 'wan' && g !== 'chunks')
   const d = needsData ? prepare(o) : undefined
   if (d) {
     const nginx = await startNginx({ store: d.store, accessLog: false })
@@ -567,6 +568,14 @@ async function main(): Promise<void> {
     const work = o.data ?? fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-bench-'))
     try {
       results.push(...(await runWan({ work, runs: o.runs, rttMs: o.rttMs, rateBits: o.rateBits, progress })))
+    } finally {
+      if (o.data === undefined) fs.rmSync(work, { recursive: true, force: true })
+    }
+  }
+  if (o.only.has('chunks')) {
+    const work = o.data ?? fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-bench-'))
+    try {
+      results.push(...(await runChunks({ work, runs: o.runs, quick: o.quick, rttMs: o.rttMs, rateBits: o.rateBits, progress })))
     } finally {
       if (o.data === undefined) fs.rmSync(work, { recursive: true, force: true })
     }

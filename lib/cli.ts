@@ -188,16 +188,22 @@ function buildProgram(): Command {
     .option('--revision <n>', "the revision the signature carries (with --sign): greater than the store's (default: the current Unix time in seconds)", (v) => revisionArg(v))
     .option('-j, --jobs <n>', 'files hashed at once (default: CPUs, at most 8)', (v) => positiveInt(v, '--jobs'))
     .option('--strict', 'a file that changes while it is published fails the run (exit status 1, naming it) instead of being left out with a warning')
-    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; revision?: number; jobs?: number; strict?: boolean }) => {
+    .option('--chunks', 'also store files larger than the chunk size as chunks, with a chunk index (extended format; nodes read ranges of them)')
+    .option('--chunk-size <size>', 'with --chunks: bytes a chunk, 256KiB to 64MiB (default 4MiB)')
+    .option('--no-whole', "with --chunks: leave chunked files' whole blobs out (only for stores whose nodes all read chunks)")
+    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; revision?: number; jobs?: number; strict?: boolean; chunks?: boolean; chunkSize?: string; whole: boolean }) => {
       const { publish } = await import('./publish')
-      const { id, store, prefix, format, sign, revision, jobs } = opts
-      const r = await publish({ dir, id, store, prefix, format, sign, unsign: opts.unsign ?? false, revision, jobs, strict: opts.strict ?? false })
+      const { parseChunkSize } = await import('./chunks')
+      const chunkSize = opts.chunkSize === undefined ? undefined : parseChunkSize(opts.chunkSize)
+      const { id, store, prefix, format, sign, revision, jobs, whole } = opts
+      const r = await publish({ dir, id, store, prefix, format, sign, unsign: opts.unsign ?? false, revision, jobs, strict: opts.strict ?? false, chunks: opts.chunks ?? false, chunkSize, whole })
       for (const c of r.changed) process.stderr.write(`aysfs-native: warning: ${c.file} left out: it ${c.reason}\n`)
       const lines = [
         `published ${opts.id} (${r.format}, prefix ${r.prefix}) to ${r.flist}${r.unchanged ? ' (unchanged)' : ''}`,
         `  ${r.files} files (${formatBytes(r.bytes)}), ${r.directories} directories, ${r.symlinks} symlinks, ${r.special} special files`,
         `  ${r.blobs} distinct contents: ${r.written} written (${formatBytes(r.writtenBytes)}), ${r.blobs - r.written} already in the store`,
       ]
+      if (r.chunked) lines.push(`  ${r.chunked.files} files as chunks: ${r.chunked.written} chunks written (${formatBytes(r.chunked.writtenBytes)}), ${r.chunked.indexesWritten} chunk indexes written`)
       if (r.signature) lines.push(`  signature: ${r.signature} (revision ${r.revision})`)
       if (r.removedSignature) lines.push(`  signature: removed ${r.removedSignature} (--unsign): nodes with main.trusted_keys refuse ${opts.id} from now on`)
       const skipped = Object.entries(r.skipped)

@@ -41,6 +41,8 @@ export interface EngineOptions extends Partial<EngineTunables> {
   fetcher: FetcherSpec
   /** Called when the mount went away from outside (`umount`), after the engine cleaned up. */
   onExit?: () => void
+  /** Files stored as chunks too: file MD5 -> chunk index MD5 (see {@link Engine.setChunkIndexes}). */
+  chunkIndexes?: ReadonlyMap<string, string>
 }
 
 /** How one tunable is checked, and its value when the caller leaves it out. */
@@ -260,6 +262,8 @@ export class Engine {
       live.add(engine)
       installHooks()
       await ready
+      // Before attach: the first misses already know which files have chunks.
+      if (options.chunkIndexes) engine.setChunkIndexes(options.chunkIndexes)
       worker.postMessage({ type: 'attach', id })
       await message(worker, 'attached')
       return engine
@@ -317,6 +321,16 @@ export class Engine {
   setLocality(data: unknown): void {
     if (this.#gone) return
     this.#worker.postMessage({ type: 'locality', data })
+  }
+
+  /**
+   * The files the tree stores as chunks too (file MD5 -> the MD5 of its chunk index, from the
+   * flists' `chunks=`), for the miss worker: a miss of one of them fetches only the chunks the
+   * read covers (when the fetcher can). Replaces the previous set (a reload).
+   */
+  setChunkIndexes(indexes: ReadonlyMap<string, string>): void {
+    if (this.#gone) return
+    this.#worker.postMessage({ type: 'chunks', files: [...indexes] })
   }
 
   /** Sets one part of the status document (the mount's own facts: `mount`). */
@@ -421,7 +435,7 @@ export type NativeCommitter = InstanceType<Binding['Committer']>
 /** The addon's streaming brotli decoder (binding.d.ts). */
 export type NativeBrotliDecoder = InstanceType<Binding['BrotliDecoder']>
 /** The calls the miss worker makes into its session. */
-export type MissWorkerBinding = Pick<Binding, 'attach' | 'progress' | 'complete' | 'serveVerified' | 'setStatus'>
+export type MissWorkerBinding = Pick<Binding, 'attach' | 'progress' | 'complete' | 'serveVerified' | 'setStatus' | 'setChunks'>
 
 /** A committer for this thread; `done` runs on this thread when a job ends (binding.d.ts). */
 export function createCommitter(done: ConstructorParameters<Binding['Committer']>[0]): NativeCommitter {

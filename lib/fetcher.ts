@@ -24,6 +24,14 @@ export interface FetchOptions {
   onProgress?: () => void
 }
 
+/** The checked chunk index a {@link Fetcher.fetchRange} used: the engine serves reads from it. */
+export interface ChunkedFile {
+  /** Every chunk's size but the last one's. */
+  chunkSize: number
+  /** The chunks' MD5s (lower-case hex), in file order. */
+  chunks: readonly string[]
+}
+
 /** What a fetcher module's `createFetcher` makes. */
 export interface Fetcher {
   /**
@@ -38,6 +46,15 @@ export interface Fetcher {
    * (lib/pipeline/locality.ts), as `createFetcher`'s data carried it at the start.
    */
   setLocality?(data: unknown): void
+
+  /**
+   * Optional: a file stored as chunks too (`index`: the MD5 of its chunk index). Puts the chunks
+   * that cover `[off, off + len)` in the local cache, each as a blob of its own, and resolves
+   * with the checked index; or with undefined when the index cannot be used (absent everywhere,
+   * or it fails its checks): the caller then fetches the file whole. Rejects (`EIO`) when a chunk
+   * no source can serve.
+   */
+  fetchRange?(md5: string, size: number, index: string, off: number, len: number, options?: FetchOptions): Promise<ChunkedFile | undefined>
   /** Counters for `status`: a JSON-serialisable object, published as the status document's `pipeline`. */
   stats(): object
   /** Stop; resolves once what it put in hand is done (bounded: the engine does not wait long). */

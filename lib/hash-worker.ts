@@ -12,6 +12,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { parentPort } from 'node:worker_threads'
 import { EMPTY_MD5 } from './blob'
+import { ChunkHasher, type Chunk } from './chunks'
 import { kindWords } from './file-kind'
 import { sourceBlobRel } from './sources/source'
 import { createTempFile, writeAll } from './temp-file'
@@ -29,10 +30,17 @@ export type HashResult =
   | {
       md5: string
       /**
-       * Set when the store lacked the content (and the file is not empty): this worker holds the
-       * fd it was hashed from, under this handle, until a `copy` or a `release` names it.
+       * Set when the store lacked the content (and the file is not empty), or one of its chunks:
+       * this worker holds the fd it was hashed from, under this handle, until a `copy` or a
+       * `release` names it.
        */
       held?: number
+      /** With `chunkSize`, for a file larger than that: its chunks, in order. */
+      chunks?: Chunk[]
+      /** Set with `chunks` when the store lacks one of them: `chunks` writes them from the held fd. */
+      chunksMissing?: true
+      /** The whole blob is there, or not wanted (`whole: false`): only chunks are to be written. */
+      wholeDone?: true
     }
   /** The file is not what the walk listed any more (or changed while it was read): why. */
   | { changed: string }
@@ -48,6 +56,19 @@ export type HashJob =
       files: HashFile[]
       /** The store root: whether `files/<h0>/<h1>/<md5>` is there already decides who keeps the fd. */
       store: string
+      /** Cut files larger than this into chunks of this size (and hash each). */
+      chunkSize?: number
+      /** Default true; false: a chunked file's whole blob is not wanted in the store. */
+      whole?: boolean
+    }
+  | {
+      id: number
+      op: 'chunks'
+      /** The handle of a file this worker holds; it stays held. */
+      of: number
+      store: string
+      chunks: Chunk[]
+      fsync: boolean
     }
   | {
       id: number
@@ -65,6 +86,8 @@ export type HashReply =
   /** `hash`: one result a file, in order. */
   | { id: number; results: HashResult[] }
   | { id: number; copied: true }
+  /** `chunks`: the chunk blobs the store lacked, written now. */
+  | { id: number; chunksWritten: number; chunkBytes: number }
   | { id: number; released: true }
   /** `copy`: the file's bytes are not what was hashed any more: why. */
   | { id: number; changed: string }
@@ -128,7 +151,27 @@ function readAll(fd: number, size: number, each?: (chunk: Buffer) => void): { md
   return { md5: hash.digest('hex') }
 }
 
-function hashOne(job: HashFile, store: string): HashResult {
+/** Whether the store has the blob `md5` of `size` bytes. */
+function inStore(store: string, md5: string, size: number): boolean {
+  return fs.statSync(path.join(store, sourceBlobRel('store', md5)), { throwIfNoEntry: false })?.size === size
+}
+
+/** Reads and hashes the `size` bytes of `fd` at `start` (a chunk), handing each piece to `each`. */
+function readRange(fd: number, start: number, size: number, each: (piece: Buffer) => void): { md5: string } | { changed: string } {
+  const hash = crypto.createHash('md5')
+  let off = 0
+  while (off < size) {
+    const n = fs.readSync(fd, buf, 0, Math.min(CHUNK, size - off), start + off)
+    if (n === 0) return { changed: 'shrank while it was read' }
+    const piece = buf.subarray(0, n)
+    hash.update(piece)
+    each(piece)
+    off += n
+  }
+  return { md5: hash.digest('hex') }
+}
+
+function hashOne(job: HashFile, store: string, chunkSize?: number, whole = true): HashResult {
   let fd: number
   try {
     fd = fs.openSync(job.file, OPEN_FLAGS)
@@ -143,14 +186,22 @@ function hashOne(job: HashFile, store: string): HashResult {
     if (why !== undefined) return { changed: why }
     // An empty file needs no reading, and never a blob: its MD5 is known.
     if (job.size === 0) return { md5: EMPTY_MD5 }
-    const r = readAll(fd, job.size)
+    const cut = chunkSize !== undefined && job.size > chunkSize ? new ChunkHasher(chunkSize) : undefined
+    const r = readAll(fd, job.size, cut && ((piece) => cut.update(piece)))
     if ('changed' in r) return r
-    const there = fs.statSync(path.join(store, sourceBlobRel('store', r.md5)), { throwIfNoEntry: false })
-    if (there?.size === job.size) return { md5: r.md5 }
+    const chunks = cut?.finish()
+    const wholeDone = (!whole && chunks !== undefined) || inStore(store, r.md5, job.size)
+    const chunksMissing = chunks?.some((c) => !inStore(store, c.md5, c.size)) === true
+    const res: HashResult = { md5: r.md5 }
+    if (chunks) res.chunks = chunks
+    if (wholeDone && !chunksMissing) return res
+    if (chunksMissing) res.chunksMissing = true
+    if (wholeDone) res.wholeDone = true
     const handle = ++nextHandle
     held.set(handle, { fd, size: job.size, md5: r.md5 })
     keep = true
-    return { md5: r.md5, held: handle }
+    res.held = handle
+    return res
   } finally {
     if (!keep) fs.closeSync(fd)
   }
@@ -161,7 +212,7 @@ function hash(job: Extract<HashJob, { op: 'hash' }>): HashReply {
     id: job.id,
     results: job.files.map((f) => {
       try {
-        return hashOne(f, job.store)
+        return hashOne(f, job.store, job.chunkSize, job.whole)
       } catch (err) {
         const e = err as NodeJS.ErrnoException
         return { error: { code: e.code, message: e.message } }
@@ -212,9 +263,56 @@ function copy(job: Extract<HashJob, { op: 'copy' }>): HashReply {
   }
 }
 
+/**
+ * Writes the chunk blobs the store lacks from the held file, each read from its offset, checked
+ * against the MD5 it was hashed under, and put in place like a whole blob (temp name, rename).
+ */
+function writeChunks(job: Extract<HashJob, { op: 'chunks' }>): HashReply {
+  const h = held.get(job.of)
+  if (!h) throw new Error(`chunks: no file is held as ${job.of}`)
+  let chunksWritten = 0
+  let chunkBytes = 0
+  let off = 0
+  for (const c of job.chunks) {
+    const start = off
+    off += c.size
+    if (inStore(job.store, c.md5, c.size)) continue
+    const dest = path.join(job.store, sourceBlobRel('store', c.md5))
+    const dir = path.dirname(dest)
+    if (!madeDirs.has(dir)) {
+      fs.mkdirSync(dir, { recursive: true })
+      madeDirs.add(dir)
+    }
+    const tmp = createTempFile(dir, path.basename(dest), 0o644)
+    let renamed = false
+    try {
+      const r = readRange(h.fd, start, c.size, (piece) => writeAll(tmp.fd, piece))
+      if ('changed' in r) return { id: job.id, ...r }
+      if (r.md5 !== c.md5) return { id: job.id, changed: "changed between hashing and storing (a chunk's MD5 is not what was hashed)" }
+      if (job.fsync) fs.fsyncSync(tmp.fd)
+      fs.closeSync(tmp.fd)
+      fs.renameSync(tmp.path, dest)
+      renamed = true
+      chunksWritten++
+      chunkBytes += c.size
+    } finally {
+      if (!renamed) {
+        try {
+          fs.closeSync(tmp.fd)
+        } catch {
+          // closed already
+        }
+        fs.rmSync(tmp.path, { force: true })
+      }
+    }
+  }
+  return { id: job.id, chunksWritten, chunkBytes }
+}
+
 parentPort?.on('message', (job: HashJob) => {
   try {
     if (job.op === 'hash') parentPort!.postMessage(hash(job))
+    else if (job.op === 'chunks') parentPort!.postMessage(writeChunks(job))
     else if (job.op === 'copy') parentPort!.postMessage(copy(job))
     else {
       fs.closeSync(take(job).fd)

@@ -230,6 +230,8 @@ interface Loaded {
   services: ServiceInfo[]
   pairs: LoadedPair[]
   prefix: string
+  /** Files stored as chunks too: file MD5 -> chunk index MD5. */
+  chunkIndexes: Map<string, string>
   /** Blobs of the services marked `prefetch`, when asked for. */
   prefetch?: Map<string, number>
   /** What the miss worker guesses from (`main.speculate`). */
@@ -338,7 +340,12 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
     if (s.revision !== undefined) revisions.accept(s.id, s.revision, pairs[i]!.flist)
   })
   const locality = config.main.speculate ? buildLocality(tree) : undefined
-  return { table: buffer, entries: count, services, pairs, prefix, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}) }
+  const chunkIndexes = new Map<string, string>()
+  tree.forEachFile((md5, _size, id) => {
+    const index = tree.chunksOf(id)
+    if (index !== undefined) chunkIndexes.set(md5, index)
+  })
+  return { table: buffer, entries: count, services, pairs, prefix, chunkIndexes, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}) }
 }
 
 /**
@@ -415,6 +422,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       dev: config.main.dev,
       debug: options.debug ?? false,
       stallTimeoutMs: stallTimeoutMs(config.main.timeoutMs),
+      chunkIndexes: loaded.chunkIndexes,
       onExit: () => {
         schedule.stop()
         void metricsServer?.close()
@@ -504,6 +512,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
           invalidated = engine.swap(fresh.table).invalidatedEntries
           // Speculation guesses from the tree in force.
           if (fresh.locality) engine.setLocality(fresh.locality)
+          engine.setChunkIndexes(fresh.chunkIndexes)
         }
         recordPairs(fresh, meta)
         info.services = fresh.services
@@ -595,6 +604,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       }
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
       const fresh = await loadTree(next, mountpoint, nextMeta, log, flists, revisionsFor(next))
+      engine.setChunkIndexes(fresh.chunkIndexes)
       const swapped = engine.swap(fresh.table)
       if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh.locality), next.main.timeoutMs * 3)
       // Speculation guesses from the tree: the running fetcher gets the new one.

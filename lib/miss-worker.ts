@@ -32,6 +32,11 @@ async function main(): Promise<void> {
   let id = 0
   let statusTimer: NodeJS.Timeout | undefined
 
+  // Files stored as chunks too (file MD5 -> chunk index MD5), from the engine; and the files whose
+  // checked index the native side has (it then answers reads from their cached chunks).
+  let chunkIndexes = new Map<string, string>()
+  const indexed = new Set<string>()
+
   let lastPublish = 0
   let publishTimer: NodeJS.Timeout | undefined
   const publish = (): void => {
@@ -89,7 +94,7 @@ async function main(): Promise<void> {
     else publishTimer ??= setTimeout(publish, PUBLISH_EVERY_MS)
   }
 
-  const onMiss = (md5: string, size: number): void => {
+  const onMiss = (md5: string, size: number, off = 0, len = 0): void => {
     inFlight++
     const f: Running = { md5, abort: new AbortController(), moved: false, abandoned: false }
     let fetches = running.get(md5)
@@ -108,9 +113,30 @@ async function main(): Promise<void> {
     const onProgress = (): void => {
       f.moved = true
     }
-    fetcher.fetch(md5, size, serve, { signal: f.abort.signal, onProgress }).then(
-      () => settled(f, 0),
-      // The fetcher logs and counts its own failures; the readers get EIO.
+    const options = { signal: f.abort.signal, onProgress }
+    const whole = (): void => {
+      fetcher.fetch(md5, size, serve, options).then(
+        () => settled(f, 0),
+        // The fetcher logs and counts its own failures; the readers get EIO.
+        () => settled(f, EIO),
+      )
+    }
+    const index = chunkIndexes.get(md5)
+    if (index === undefined || !fetcher.fetchRange) return whole()
+    // A chunked file: only the chunks the read covers. The native side learns the checked index
+    // before the readers are answered, so it serves them (and the next reads) from the chunks.
+    fetcher.fetchRange(md5, size, index, off, len, options).then(
+      (file) => {
+        if (file === undefined) return whole()
+        // By size too: the native side keeps one index per file MD5 and serves it only for
+        // entries of its size (a flist may name one content with two sizes; one of them is wrong).
+        if (!indexed.has(`${md5}:${size}`)) {
+          if (!binding.setChunks(id, md5, size, file.chunkSize, Buffer.from(file.chunks.join(''), 'hex'))) return settled(f, EIO)
+          for (const k of indexed) if (k.startsWith(md5)) indexed.delete(k)
+          indexed.add(`${md5}:${size}`)
+        }
+        settled(f, 0)
+      },
       () => settled(f, EIO),
     )
   }
@@ -123,6 +149,8 @@ async function main(): Promise<void> {
       statusTimer = setInterval(publish, 1000)
       statusTimer.unref()
       port.postMessage({ type: 'attached' })
+    } else if (msg.type === 'chunks') {
+      chunkIndexes = new Map((msg as { files?: [string, string][] }).files ?? [])
     } else if (msg.type === 'reconfigure') {
       // New sources for new misses; downloads already running finish on the old fetcher.
       Promise.resolve(mod.createFetcher(msg.data)).then(

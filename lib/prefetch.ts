@@ -73,6 +73,8 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
   try {
     const blobs = new Map<string, number>()
     const warnings: string[] = []
+    // Files stored as chunks too: file MD5 -> chunk index MD5.
+    const chunked = new Map<string, string>()
     for (const id of ids) {
       const { value, source } = await pipeline.fetchFlist(
         id,
@@ -87,8 +89,10 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
       log.info({ id, source, entries: value.entries }, `flist ${id} from ${source}`)
       const warning = prefixWarning(value)
       if (warning !== undefined) warnings.push(warning)
-      value.tree.forEachFile((md5, size) => {
+      value.tree.forEachFile((md5, size, entry) => {
         if (size > 0) blobs.set(md5, size)
+        const index = value.tree.chunksOf(entry)
+        if (index !== undefined) chunked.set(md5, index)
       })
     }
     let bytes = 0
@@ -109,7 +113,12 @@ export async function prefetch(opts: PrefetchOptions): Promise<PrefetchResult> {
       // without a promise per blob of a million-file service.
       await forEachLimit(todo, config.main.maxDownloads * 2, async ([md5, size]) => {
         try {
-          await pipeline.fetch(md5, size)
+          await pipeline.fetch(md5, size).catch(async (err: unknown) => {
+            // A chunked file whose whole blob no source has (a store published --no-whole):
+            // all of its chunks, which is how a mount will read it.
+            const index = chunked.get(md5)
+            if (index === undefined || (await pipeline.fetchRange(md5, size, index, 0, size)) === undefined) throw err
+          })
           fetched++
           fetchedBytes += size
         } catch (err) {

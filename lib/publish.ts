@@ -11,12 +11,14 @@
  * the walk listed, and hashed and copied from that fd (lib/hash-worker.ts). A file that changed is
  * left out with a warning, or fails the run with `strict`.
  */
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isUtf8 } from 'node:buffer'
 import { Worker } from 'node:worker_threads'
+import { checkChunkSize, DEFAULT_CHUNK_SIZE, formatChunkIndex, type Chunk } from './chunks'
 import { AysfsError, fromSystemError } from './errors'
 import { fileKindOf, type FileKind } from './file-kind'
 import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
@@ -69,6 +71,15 @@ export interface PublishOptions {
    * flist is written, instead of being left out of it. Default false.
    */
   strict?: boolean
+  /**
+   * Also store every regular file larger than `chunkSize` as chunks, with a chunk index its flist
+   * line names (extended format only). Default false.
+   */
+  chunks?: boolean
+  /** With `chunks`: bytes a chunk, 256 KiB to 64 MiB; default 4 MiB. */
+  chunkSize?: number
+  /** With `chunks`: false leaves a chunked file's whole blob out of the store. Default true. */
+  whole?: boolean
 }
 
 /** A file {@link publish} left out because it changed under it. */
@@ -108,6 +119,9 @@ export interface PublishResult {
   changed: ChangedFile[]
   /** True when the flist had exactly these bytes already. */
   unchanged: boolean
+  /** With `chunks`: files stored as chunks, chunk blobs written now and their bytes, and chunk
+   * indexes written now (the rest were in the store). */
+  chunked?: { files: number; written: number; writtenBytes: number; indexesWritten: number }
 }
 
 type Kind = FileKind
@@ -130,6 +144,9 @@ interface Item {
   ctime: number
   target?: string
   md5?: string
+  /** Its chunks, when it is chunked; and the MD5 of its chunk index. */
+  chunks?: Chunk[]
+  index?: string
   /** Why the file was left out: it changed while it was published. */
   changed?: string
 }
@@ -580,6 +597,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const format = opts.format ?? 'extended'
   if (format !== 'seed' && format !== 'extended') throw new AysfsError('EUSAGE', `--format ${String(format)}: expected seed or extended`)
   checkId(opts.id)
+  const chunkSize = chunkOptions(opts, format)
   const dir = path.resolve(opts.dir)
   let dst: fs.Stats
   try {
@@ -632,6 +650,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const blobs = new Map<string, true | Promise<boolean>>()
   let written = 0
   let writtenBytes = 0
+  const chunked = { files: 0, written: 0, writtenBytes: 0, indexesWritten: 0 }
   let firstError: unknown
 
   /** One file, hashed (`r`): stored from the fd its worker holds when the store lacks its bytes. */
@@ -643,7 +662,26 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     }
     const md5 = r.md5
     f.md5 = md5
-    if (r.held === undefined) {
+    if (r.chunks) f.chunks = r.chunks
+    if (r.held !== undefined && r.chunksMissing) {
+      // Its chunk blobs first, from the fd the worker holds (which stays held for the whole blob).
+      const c = await pool.runOn(slot, { op: 'chunks', of: r.held, store: root, chunks: r.chunks!, fsync }).catch(async (err: unknown) => {
+        await pool.runOn(slot, { op: 'release', of: r.held! }).catch(() => undefined)
+        throw err
+      })
+      if ('changed' in c || 'error' in c || r.wholeDone) await pool.runOn(slot, { op: 'release', of: r.held }).catch(() => undefined)
+      if ('error' in c) fail(c, f.abs)
+      if ('changed' in c) {
+        f.changed = c.changed
+        return
+      }
+      if ('chunksWritten' in c) {
+        chunked.written += c.chunksWritten
+        chunked.writtenBytes += c.chunkBytes
+      }
+      if (r.wholeDone) return
+    }
+    if (r.held === undefined || r.wholeDone) {
       // Empty, or in the store already.
       if (f.size > 0 && !blobs.has(md5)) blobs.set(md5, true)
       return
@@ -697,7 +735,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
       if (firstError !== undefined) return
       try {
         const files = batch.map((f) => ({ file: f.abs, dev: f.dev, ino: f.ino, size: f.size }))
-        const { reply, slot } = await pool.run({ op: 'hash', files, store: root })
+        const { reply, slot } = await pool.run({ op: 'hash', files, store: root, ...(chunkSize !== undefined ? { chunkSize, whole: opts.whole ?? true } : {}) })
         if ('error' in reply) fail(reply, batch[0]!.abs)
         if (!('results' in reply)) throw new AysfsError('EIO', 'publish: a hashing worker gave an unexpected reply')
         await Promise.all(batch.map((f, i) => settleFile(f, reply.results[i]!, slot).catch((err: unknown) => void (firstError ??= err))))
@@ -724,6 +762,14 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   // A file that changed is left out: the flist lists what was checked, hashed and stored.
   const listed = changed.length > 0 ? items.filter((i) => i.changed === undefined) : items
   const files = listed.filter((i) => i.kind === 'file')
+  // Chunk indexes after their chunks, before the flist that names them.
+  for (const f of files) {
+    if (!f.chunks) continue
+    chunked.files++
+    const index = writeChunkIndex(root, f.chunks, fsync)
+    f.index = index.md5
+    if (index.written) chunked.indexesWritten++
+  }
 
   // 2. The flist.
   const { users: { byId: users }, groups: { byId: groups } } = systemIds()
@@ -770,6 +816,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     if (i.kind === 'file') {
       line.md5 = i.md5!
       line.size = i.size
+      if (i.index !== undefined) line.chunks = i.index
     } else if (i.kind === 'symlink') {
       line.target = i.target!
     } else if (i.kind === 'chardev' || i.kind === 'blockdev') {
@@ -812,5 +859,35 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     skipped,
     changed,
     unchanged,
+    ...(chunkSize !== undefined ? { chunked } : {}),
   }
+}
+
+/** The chunk size `publish` cuts at, or undefined without `chunks`; refuses what cannot go together. */
+function chunkOptions(opts: PublishOptions, format: 'seed' | 'extended'): number | undefined {
+  if (!opts.chunks) {
+    if (opts.chunkSize !== undefined) throw new AysfsError('EUSAGE', '--chunk-size needs --chunks')
+    if (opts.whole === false) throw new AysfsError('EUSAGE', '--no-whole needs --chunks')
+    return undefined
+  }
+  if (format === 'seed') throw new AysfsError('EUSAGE', '--chunks needs the extended format: seed lines cannot name a chunk index (drop --format seed)')
+  return checkChunkSize(opts.chunkSize ?? DEFAULT_CHUNK_SIZE)
+}
+
+/**
+ * Puts the chunk index listing `chunks` in the store, as a blob named by its MD5 (temp name,
+ * fsync, rename), unless it is there already.
+ */
+function writeChunkIndex(root: string, chunks: readonly Chunk[], fsync: boolean): { md5: string; written: boolean } {
+  const data = formatChunkIndex(chunks)
+  const md5 = crypto.createHash('md5').update(data).digest('hex')
+  const dest = path.join(root, sourceBlobRel('store', md5))
+  if (fs.statSync(dest, { throwIfNoEntry: false })?.size === data.length) return { md5, written: false }
+  try {
+    fs.mkdirSync(path.dirname(dest), { recursive: true })
+    fs.renameSync(writeTemp(dest, data, fsync), dest)
+  } catch (err) {
+    throw fromSystemError(err, `store ${root}: cannot write the chunk index ${dest}`)
+  }
+  return { md5, written: true }
 }

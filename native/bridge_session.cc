@@ -1,7 +1,7 @@
 // The session bridge: JavaScript's side of a mount. The registry of sessions by id; mount,
-// swap, stats, status and unmount for the thread that mounted; attach, complete, serveVerified
-// and progress for the engine's miss worker, whose miss function is a thread-safe function
-// (Bridge::Dispatch); the exit notice, on the thread that mounted.
+// swap, stats, status and unmount for the thread that mounted; attach, complete, serveVerified,
+// setChunks and progress for the engine's miss worker, whose miss function is a thread-safe
+// function (Bridge::Dispatch); the exit notice, on the thread that mounted.
 #include <malloc.h>
 #include <napi.h>
 #include <sys/mount.h>
@@ -24,10 +24,17 @@ namespace aysfs {
 
 namespace {
 
-struct MissCall {
-  std::shared_ptr<Session> session;
+// A miss: the blob, and the read that missed (a chunked file's fetch brings what it covers).
+struct Miss {
   std::string md5;
   uint64_t size;
+  uint64_t off;
+  uint64_t len;
+};
+
+struct MissCall {
+  std::shared_ptr<Session> session;
+  Miss miss;
 };
 
 // What the native side knows of one mount. Lock order: g_mu before Bridge::mu, and neither is
@@ -39,35 +46,37 @@ struct Bridge {
   std::mutex mu;
   enum class Fetcher { kWaiting, kAttached, kGone } fetcher = Fetcher::kWaiting;  // guarded by mu
   Napi::ThreadSafeFunction miss_fn;                                               // guarded by mu
-  std::vector<std::pair<std::string, uint64_t>> pending;  // misses before attach; guarded by mu
-  Napi::ThreadSafeFunction exit_fn;                       // guarded by mu
-  bool exit_live = false;                                 // guarded by mu
+  std::vector<Miss> pending;         // misses before attach; guarded by mu
+  Napi::ThreadSafeFunction exit_fn;  // guarded by mu
+  bool exit_live = false;            // guarded by mu
 
-  void Dispatch(const std::string& md5, uint64_t size) {
+  void Dispatch(const Miss& miss) {
     std::unique_lock<std::mutex> lock(mu);
     if (fetcher == Fetcher::kWaiting) {
-      pending.emplace_back(md5, size);
+      pending.push_back(miss);
       return;
     }
     if (fetcher == Fetcher::kAttached) {
-      auto* call = new MissCall{session, md5, size};
+      auto* call = new MissCall{session, miss};
       if (miss_fn.NonBlockingCall(call, CallMiss) == napi_ok) return;
       delete call;
     }
     lock.unlock();
-    session->misses.Complete(md5, EIO);  // nobody left to fetch it
+    session->misses.Complete(miss.md5, EIO);  // nobody left to fetch it
   }
 
   static void CallMiss(Napi::Env env, Napi::Function fn, MissCall* call) {
     std::unique_ptr<MissCall> owned(call);
+    const Miss& m = owned->miss;
     if (env == nullptr || fn.IsEmpty()) {
-      owned->session->misses.Complete(owned->md5, EIO);
+      owned->session->misses.Complete(m.md5, EIO);
       return;
     }
-    fn.Call({Napi::String::New(env, owned->md5), Napi::Number::New(env, double(owned->size))});
+    fn.Call({Napi::String::New(env, m.md5), Napi::Number::New(env, double(m.size)),
+             Napi::Number::New(env, double(m.off)), Napi::Number::New(env, double(m.len))});
     if (env.IsExceptionPending()) {
       env.GetAndClearPendingException();
-      owned->session->misses.Complete(owned->md5, EIO);
+      owned->session->misses.Complete(m.md5, EIO);
     }
   }
 
@@ -193,8 +202,9 @@ Napi::Value Mount(const Napi::CallbackInfo& info) {
   bridge->session = std::make_shared<Session>(opts, table);
   // The session's callbacks may outlive the registry's reference: they hold a weak one.
   std::weak_ptr<Bridge> weak = bridge;
-  bridge->session->misses.on_miss = [weak](const std::string& md5, uint64_t size) {
-    if (auto b = weak.lock()) b->Dispatch(md5, size);
+  bridge->session->misses.on_miss = [weak](const std::string& md5, uint64_t size, uint64_t off,
+                                           uint64_t len) {
+    if (auto b = weak.lock()) b->Dispatch(Miss{md5, size, off, len});
   };
   bridge->exit_fn =
       Napi::ThreadSafeFunction::New(env, info[2].As<Napi::Function>(), "aysfs-exit", 0, 1);
@@ -225,7 +235,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto b = BridgeArg(info, "attach");
   if (!b || !CheckArgs(info, "attach", {napi_number, napi_function})) return env.Undefined();
-  std::vector<std::pair<std::string, uint64_t>> pending;
+  std::vector<Miss> pending;
   {
     std::lock_guard<std::mutex> lock(b->mu);
     if (b->fetcher != Bridge::Fetcher::kWaiting) {
@@ -246,7 +256,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     b->fetcher = Bridge::Fetcher::kAttached;
     pending.swap(b->pending);
   }
-  for (auto& [md5, size] : pending) b->Dispatch(md5, size);
+  for (auto& miss : pending) b->Dispatch(miss);
   return env.Undefined();
 }
 
@@ -307,6 +317,34 @@ Napi::Value ServeVerified(const Napi::CallbackInfo& info) {
     b->session->misses.ServeVerified(info[1].As<Napi::String>().Utf8Value(), data.Data(),
                                      data.Length());
   return env.Undefined();
+}
+
+// setChunks(id, md5, size, chunkSize, md5s): the miss worker checked the chunk index of file md5
+// (md5s: 16 bytes a chunk); reads of it are answered from its cached chunks from now on. False
+// when the list breaks the index rules (nothing is set).
+Napi::Value SetChunks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!CheckArgs(info, "setChunks",
+                 {napi_number, napi_string, napi_number, napi_number, napi_object}))
+    return env.Undefined();
+  if (!info[4].IsBuffer()) {
+    Napi::TypeError::New(env, "setChunks: md5s must be a Buffer").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  double size = info[2].As<Napi::Number>().DoubleValue();
+  double chunk = info[3].As<Napi::Number>().DoubleValue();
+  if (!(size >= 1 && size <= 9007199254740991.0 && std::floor(size) == size) ||
+      !(chunk >= 1 && chunk <= 9007199254740991.0 && std::floor(chunk) == chunk)) {
+    Napi::TypeError::New(env, "setChunks: size and chunkSize must be positive integers")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto b = Find(info[0].As<Napi::Number>().Uint32Value());
+  auto md5s = info[4].As<Napi::Buffer<char>>();
+  bool ok =
+      b && b->session->reads.chunks.Set(info[1].As<Napi::String>().Utf8Value(), uint64_t(size),
+                                        uint64_t(chunk), std::string(md5s.Data(), md5s.Length()));
+  return Napi::Boolean::New(env, ok);
 }
 
 Napi::Value Swap(const Napi::CallbackInfo& info) {
@@ -444,19 +482,13 @@ void DetachAllMounts() {
 void ExportSessionFunctions(Napi::Env env, Napi::Object exports) {
   using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
   static const std::pair<const char*, Fn> kFunctions[] = {
-      {"mount", Mount},
-      {"attach", Attach},
-      {"complete", Complete},
-      {"serveVerified", ServeVerified},
-      {"progress", Progress},
-      {"swap", Swap},
-      {"stats", Stats},
-      {"setStatus", SetStatus},
-      {"status", Status},
-      {"unmount", Unmount},
-      {"checkTable", CheckTable},
-      {"trimMemory", TrimMemory},
-      {"missLatency", MissLatency},
+      {"mount", Mount},           {"attach", Attach},
+      {"complete", Complete},     {"serveVerified", ServeVerified},
+      {"progress", Progress},     {"swap", Swap},
+      {"setChunks", SetChunks},   {"stats", Stats},
+      {"setStatus", SetStatus},   {"status", Status},
+      {"unmount", Unmount},       {"checkTable", CheckTable},
+      {"trimMemory", TrimMemory}, {"missLatency", MissLatency},
   };
   for (const auto& [name, fn] : kFunctions) exports.Set(name, Napi::Function::New(env, fn, name));
   Napi::Object stat_names = Napi::Object::New(env);

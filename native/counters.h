@@ -40,7 +40,8 @@ namespace aysfs {
   GAUGE(retired_tables, "retiredTables", "replaced tables kept for inodes the kernel holds") \
   COUNTER(invalidations, "invalidations", "kernel cache entries and inodes dropped by swaps") \
   COUNTER(read_around, "readAround", "bytes pushed to the page cache around random reads") \
-  COUNTER(pushed_files, "pushedFiles", "bytes of small files pushed whole (push_files)")
+  COUNTER(pushed_files, "pushedFiles", "bytes of small files pushed whole (push_files)") \
+  COUNTER(chunk_reads, "chunkReads", "reads answered from the cached chunks of a chunked file")
 // clang-format on
 
 #define AYSFS_IGNORE(...)

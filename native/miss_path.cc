@@ -50,7 +50,9 @@ void MissPath::Observe(const ParkedRead& r, MissTable::Clock::time_point now) {
 
 void MissPath::Park(const std::string& md5, uint64_t size, const ParkedRead& in) {
   ParkedRead read = in;
-  read.parked = MissTable::Clock::now();
+  auto now = MissTable::Clock::now();
+  // A read parked again (the next chunk of a chunked file) keeps the time it first parked.
+  if (read.parked == MissTable::Clock::time_point{}) read.parked = now;
   if (RecentlyFailed(md5)) {
     counters_.errors++;
     fuse_reply_err(read.req, EIO);
@@ -60,7 +62,7 @@ void MissPath::Park(const std::string& md5, uint64_t size, const ParkedRead& in)
   table_.Expect(read.req);
   // May run OnInterrupt at once, under libfuse's lock of this request: no lock of ours is held.
   fuse_req_interrupt_func(read.req, &MissPath::OnInterrupt, this);
-  switch (table_.Park(md5, read, read.parked)) {
+  switch (table_.Park(md5, read, now)) {
     case MissTable::Parked::kInterrupted:
       counters_.interrupted++;
       fuse_reply_err(read.req, EINTR);
@@ -70,7 +72,7 @@ void MissPath::Park(const std::string& md5, uint64_t size, const ParkedRead& in)
     case MissTable::Parked::kFirst:
       counters_.miss_calls++;
       if (on_miss)
-        on_miss(md5, size);
+        on_miss(md5, size, static_cast<uint64_t>(read.off), read.size);
       else
         Complete(md5, EIO);
       return;
@@ -101,23 +103,38 @@ void MissPath::RememberFailure(const std::string& md5) {
 }
 
 void MissPath::Complete(const std::string& md5, int err) {
-  std::shared_lock<std::shared_mutex> serving(complete_mu_);
-  std::vector<ParkedRead> reads = table_.Take(md5);
-  if (reads.empty()) return;
-  if (err != 0) {
-    counters_.miss_failures++;
-    RememberFailure(md5);
-  }
-  auto now = MissTable::Clock::now();
-  for (const ParkedRead& r : reads) {
-    Observe(r, now);
-    Node node;
-    if (err != 0 || !tables_.Resolve(r.ino, &node)) {
-      counters_.errors++;
-      fuse_reply_err(r.req, EIO);
-      continue;
+  // Reads of a chunked file whose chunks are still absent: parked again once complete_mu_ is
+  // let go (Park calls out, through on_miss, holding none of our locks).
+  std::vector<std::pair<std::string, ParkedRead>> again;
+  {
+    std::shared_lock<std::shared_mutex> serving(complete_mu_);
+    std::vector<ParkedRead> reads = table_.Take(md5);
+    if (reads.empty()) return;
+    if (err != 0) {
+      counters_.miss_failures++;
+      RememberFailure(md5);
     }
-    reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch);
+    auto now = MissTable::Clock::now();
+    for (const ParkedRead& r : reads) {
+      Node node;
+      if (err != 0 || !tables_.Resolve(r.ino, &node)) {
+        Observe(r, now);
+        counters_.errors++;
+        fuse_reply_err(r.req, EIO);
+        continue;
+      }
+      std::string absent;
+      if (reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch, &absent) ==
+          ReadPath::Served::kAbsent)
+        again.emplace_back(std::move(absent), r);  // still waiting: observed when answered
+      else
+        Observe(r, now);
+    }
+  }
+  for (auto& [blob, r] : again) {
+    Node node;
+    uint64_t size = tables_.Resolve(r.ino, &node) ? node.e().size : 0;
+    Park(blob, size, r);
   }
 }
 
@@ -135,8 +152,13 @@ void MissPath::ServeVerified(const std::string& md5, const char* data, size_t le
     }
     const RawEntry& e = node.e();
     if (!S_ISREG(e.mode) || e.size != len || node.table->Md5Hex(node.index) != md5) {
-      // Not these bytes (the table changed meanwhile): ask the cache.
-      reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch);
+      // Not these bytes (the table changed meanwhile): ask the cache. (A chunked file whose
+      // chunks are not there is not parked again from here: EIO, as for a blob not there.)
+      if (reads_.Serve(node, r.req, r.size, r.off, ReadPath::Attempt::kAfterFetch) ==
+          ReadPath::Served::kAbsent) {
+        counters_.errors++;
+        fuse_reply_err(r.req, EIO);
+      }
       continue;
     }
     size_t n = 0;

@@ -28,7 +28,8 @@ class MissPath {
  public:
   // Called (from any thread, no lock held) when a blob must be fetched: exactly once per blob
   // until Complete(md5, ...), ServeVerified(md5, ...) or the backstop.
-  std::function<void(const std::string& md5, uint64_t size)> on_miss;
+  // `off` and `len`: the read that missed (a chunked file's fetch brings the chunks it covers).
+  std::function<void(const std::string& md5, uint64_t size, uint64_t off, uint64_t len)> on_miss;
 
   MissPath(Counters& counters, const TableSet& tables, ReadPath& reads);
 
@@ -36,7 +37,8 @@ class MissPath {
   // first), with an interrupt callback: an interrupted reader is answered EINTR at once. A blob
   // whose fetch failed a moment ago fails the read at once (EIO).
   void Park(const std::string& md5, uint64_t size, const ParkedRead& read);
-  // A fetch finished: answer every read parked on md5 (errno 0: the blob is now cached).
+  // A fetch finished: answer every read parked on md5 (errno 0: the blob is now cached, or, for
+  // a chunked file, some of its chunks: a read whose chunks are still absent parks again).
   void Complete(const std::string& md5, int err);
   // A fetch has verified blob md5 (these `len` bytes) and is still putting it in the cache:
   // answer the reads parked on it from memory now. Reads that park after this wait for Complete.

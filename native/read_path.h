@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "chunk_map.h"
 #include "counters.h"
 #include "options.h"
 #include "pusher.h"
@@ -31,17 +32,26 @@ class ReadPath {
     kAnswered,  // replied (the bytes, or an errno)
     kAbsent,    // a first attempt whose blob is not in the cache: not replied, to be parked
   };
-  // Answers a read of `node` from its blob's cache file. Only a first attempt may come back
-  // kAbsent, with the blob's md5 in *md5; after a fetch, a blob still absent is answered EIO.
+  // Answers a read of `node` from its blob's cache file, or, for a file whose chunk index is
+  // known (`chunks`), from the cached chunk blobs that cover the range. Only a first attempt may
+  // come back kAbsent, with the blob's md5 in *md5, and an attempt after a fetch of a chunked
+  // file whose chunks for this range are not all cached (its fetch brought other chunks); after
+  // a fetch, any other blob still absent is answered EIO.
   Served Serve(const Node& node, fuse_req_t req, size_t size, off_t off, Attempt attempt,
                std::string* md5 = nullptr);
   // A LOOKUP was answered with this entry: push a small file's local blob into the page cache.
   void PushOnLookup(const Node& node);
 
+  // Chunk indexes the miss worker checked (bridge_session.cc sets them).
+  ChunkMap chunks;
+
  private:
   // True when a read of `ino` at `off` continues the previous read of it (a sequential stream,
   // which the kernel's own read-ahead serves); records where this one ends.
   bool Continues(uint64_t ino, uint64_t off, uint64_t end);
+  // A read of [off, off + want) answered from the cached chunks of `list`; false (not replied)
+  // when one of them is not in the cache.
+  bool ServeChunks(const ChunkList& list, fuse_req_t req, size_t want, off_t off);
   // Marks the chunk; true if it was marked already.
   bool Touch(uint64_t ino, uint64_t chunk);
 

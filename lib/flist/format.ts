@@ -26,6 +26,8 @@ export interface FlistLineInput {
   ctime?: number
   /** Symlinks. */
   target?: string
+  /** Regular files, extended format: the MD5 of the file's chunk index (`chunks=` in `extended`). */
+  chunks?: string
   /** Devices. */
   rdevMajor?: number
   rdevMinor?: number
@@ -58,8 +60,10 @@ export function formatFlistLine(entry: FlistLineInput, format: 'seed' | 'extende
     md5 = entry.md5 ?? (size === 0 ? EMPTY_MD5 : refuse(path, 'a non-empty regular file needs its md5'))
     if (!isMd5(md5)) refuse(path, `bad md5 ${JSON.stringify(md5)}`)
     md5 = md5.toLowerCase()
+    if (entry.chunks !== undefined && !isMd5(entry.chunks)) refuse(path, `bad chunk index md5 ${JSON.stringify(entry.chunks)}`)
   }
   if (format === 'seed') {
+    if (entry.chunks !== undefined) refuse(path, 'the seed format cannot name a chunk index (use the extended format)')
     if (ftype !== FType.file) refuse(path, `the seed format has regular files only, and this is a ${KIND_NAME[ftype]} (use the extended format)`)
     return `${path}|${md5}|${size}`
   }
@@ -78,6 +82,8 @@ export function formatFlistLine(entry: FlistLineInput, format: 'seed' | 'extende
     const { rdevMajor: maj, rdevMinor: min } = entry
     if (!Number.isInteger(maj) || !Number.isInteger(min) || maj! < 0 || min! < 0 || maj! > 0xffffffff || min! > 0xffffffff) refuse(path, 'a device needs rdevMajor and rdevMinor')
     ext = `${maj},${min}`
+  } else if (ftype === FType.file && entry.chunks !== undefined) {
+    ext = `chunks=${entry.chunks.toLowerCase()}`
   }
   const perm = (entry.perm ?? DEFAULT_PERM) & 0o7777
   const t = (v: number | undefined): number => Math.floor(v ?? 0)

@@ -25,6 +25,7 @@ const SLASH = 47
 const HASH = 35
 const COMMA = 44
 const MINUS = 45
+const EQUALS = 61
 const CHUNK = 4 * 1024 * 1024
 
 const EMPTY_MD5_BYTES = Buffer.from(EMPTY_MD5, 'hex')
@@ -92,6 +93,12 @@ function checkedPrefix(prefix: string): string {
 function quote(buf: Uint8Array, s: number, e: number): string {
   const str = Buffer.from(buf.buffer, buf.byteOffset + s, Math.min(e - s, 200)).toString('utf8')
   return JSON.stringify(str) + (e - s > 200 ? '...' : '')
+}
+
+/** Whether `buf[s..e)` is all hex digits. */
+function isHexRange(buf: Uint8Array, s: number, e: number): boolean {
+  for (let i = s; i < e; i++) if (HEX[buf[i]!]! < 0) return false
+  return true
 }
 
 /** The integer `buf[s..e)` in `base` (8 or 10), of at most `maxDigits` digits and at most `max`; else -1. */
@@ -322,6 +329,8 @@ class Parser {
       const min = comma === e ? -1 : parseUint(buf, comma + 1, e)
       if (maj < 0 || min < 0 || maj > 0xffffffff || min > 0xffffffff) this.fail(`bad device numbers ${quote(buf, xs, e)}: expected major,minor`)
       r.extra = `${maj},${min}`
+    } else if (regular) {
+      if (xs !== e) r.extra = this.fileKeys(buf, xs, e)
     } else if (xs !== e) {
       this.fail(`the extended field must be empty for a ${KIND_NAME[ftype]}, got ${quote(buf, xs, e)}`)
     }
@@ -331,6 +340,36 @@ class Parser {
     r.size = size
     r.uid = under ? this.id(buf, f(3), pipes[3]!, this.users, this.userCache, d.uid) : d.uid
     r.gid = under ? this.id(buf, f(4), pipes[4]!, this.groups, this.groupCache, d.gid) : d.gid
+  }
+
+  /**
+   * A regular file's extended field `buf[xs..e)`: `key=value` entries separated by `,`. Keys
+   * this version does not know are skipped (so a later field never makes a node refuse a flist);
+   * a malformed entry, or a known key with a bad value, fails the line. Returns the chunk index
+   * (`chunks=<md5>`, lower-case hex), or undefined without one.
+   */
+  private fileKeys(buf: Buffer, xs: number, e: number): string | undefined {
+    let chunks: string | undefined
+    for (let s = xs; s <= e; ) {
+      let end = s
+      while (end < e && buf[end] !== COMMA) end++
+      let eq = s
+      while (eq < end && buf[eq] !== EQUALS) eq++
+      if (eq === end || eq === s) this.fail(`bad extended entry ${quote(buf, s, end)}: expected key=value (entries separated by ",")`)
+      for (let i = s; i < eq; i++) {
+        const b = buf[i]!
+        const ok = (b >= 97 && b <= 122) || (b >= 48 && b <= 57) || b === 95 || b === 45 || b === 46
+        if (!ok) this.fail(`bad extended key ${quote(buf, s, eq)}: expected lower-case letters, digits, "_", "-" or "."`)
+      }
+      if (eq - s === 6 && buf.toString('latin1', s, eq) === 'chunks') {
+        if (chunks !== undefined) this.fail('chunks= given twice in the extended field')
+        if (end - eq - 1 !== 32 || !isHexRange(buf, eq + 1, end)) this.fail(`bad chunks ${quote(buf, eq + 1, end)}: expected the 32 hex digits of a chunk index's md5`)
+        chunks = buf.toString('latin1', eq + 1, end).toLowerCase()
+      }
+      for (let i = eq + 1; i < end; i++) if (buf[i] === CR) this.fail('stray CR inside the line')
+      s = end + 1
+    }
+    return chunks
   }
 
   /** Decode 32 hex digits into the record's md5; false if they are not that. */

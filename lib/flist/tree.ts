@@ -46,6 +46,8 @@ export interface FlistEntry extends EntryBasics {
   md5: string
   /** Symlinks: the target. */
   target?: string
+  /** Regular files stored as chunks too: the MD5 (lower-case hex) of their chunk index. */
+  chunks?: string
   /** Devices (block, char). */
   rdevMajor?: number
   rdevMinor?: number
@@ -80,7 +82,8 @@ export interface TreeDefaults {
 export interface EntryAttrs extends EntryBasics {
   /** Regular files: the 16 bytes of the MD5. Else not looked at. */
   readonly md5: Uint8Array
-  /** Symlinks: the target; devices: `"major,minor"`; else undefined. */
+  /** Symlinks: the target; devices: `"major,minor"`; regular files: the chunk index's MD5 (hex)
+   * when the line names one; else undefined. */
   extra: string | undefined
 }
 
@@ -118,7 +121,8 @@ export class FlistTree {
   /** UTF-8 names, `nameOff`/`nameLen` into it. */
   names: Buffer
   namesLength = 0
-  /** Symlink targets and device numbers (`"major,minor"`): rare, so kept aside. */
+  /** Symlink targets, device numbers (`"major,minor"`) and chunk indexes of regular files (MD5
+   * hex): rare, so kept aside. */
   extra = new Map<number, string>()
 
   private cap: number
@@ -316,6 +320,11 @@ export class FlistTree {
     return this.ftype[id] === FType.file ? Buffer.from(this.md5.buffer, this.md5.byteOffset + id * 16, 16).toString('hex') : ''
   }
 
+  /** The MD5 (hex) of a regular file's chunk index, if its line names one. */
+  chunksOf(id: number): string | undefined {
+    return this.ftype[id] === FType.file ? this.extra.get(id) : undefined
+  }
+
   /** Entry `id` as an object. */
   entry(id: number, path = this.pathOf(id)): FlistEntry {
     const ftype = this.ftype[id] as FType
@@ -335,6 +344,7 @@ export class FlistTree {
     }
     const x = this.extra.get(id)
     if (ftype === FType.symlink && x !== undefined) e.target = x
+    else if (ftype === FType.file && x !== undefined) e.chunks = x
     else if ((ftype === FType.blockdev || ftype === FType.chardev) && x !== undefined) {
       const [maj, min] = x.split(',')
       e.rdevMajor = Number(maj)

@@ -15,7 +15,7 @@
 import { EMPTY_MD5, isMd5 } from '../blob'
 import type { Config } from '../config'
 import { AysfsError } from '../errors'
-import type { Fetcher, FetchOptions } from '../fetcher'
+import type { ChunkedFile, Fetcher, FetchOptions } from '../fetcher'
 import { SourceHealth, isHealthFault, type Admission } from '../health'
 import { LocalCache, isNoSpace, type QuotaStats } from '../local-cache'
 import { createLogger, stderrLogger, type Logger, type LogOptions } from '../log'
@@ -23,6 +23,7 @@ import { createSource } from '../sources'
 import { BroSink } from '../sources/bro'
 import type { LookupFunction } from '../sources/resolve'
 import { CONTENT_FAULTS, SourceFault, sourceBlobRel, type Source } from '../sources/source'
+import { ChunkedReads, type ChunkStats } from './chunked'
 import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './download'
 import { fetchFlist, type FlistContext, type FlistResult, type ValidateFlist } from './flists'
 import type { LocalityData } from './locality'
@@ -69,6 +70,8 @@ export interface FetcherStats {
   sources: SourceStats[]
   /** Guesses fetched behind the misses (`main.speculate`; lib/pipeline/speculate.ts). */
   speculation: SpeculationStats
+  /** Reads of chunked files (lib/pipeline/chunked.ts). */
+  chunks: ChunkStats
 }
 
 /** What `createFetcher` takes: structured-cloneable (but `log`), so it can cross to a worker. */
@@ -128,6 +131,7 @@ export class Pipeline implements Fetcher {
   private noSpaceLog = { at: 0, suppressed: 0 }
   /** Blobs whose "can never fit" line was logged: once per blob (then debug). */
   private tooLargeLogged = new Set<string>()
+  private readonly chunked: ChunkedReads
 
   constructor(data: FetcherData) {
     if (data === null || typeof data !== 'object' || typeof data.config?.main?.cache !== 'string') {
@@ -160,6 +164,13 @@ export class Pipeline implements Fetcher {
     this.perSource = new SourceCounters(this.sources, this.health, this.log)
     this.pushes = new PushQueue(Math.max(1, data.pushConcurrency ?? Math.min(4, config.main.maxDownloads)), this.perSource)
     this.speculation = data.speculation
+    this.chunked = new ChunkedReads({
+      cache: this.cache,
+      sources: this.sources,
+      log: this.log,
+      fetch: (md5, size, onVerified, options) => this.fetch(md5, size, onVerified, options),
+      has: (md5, size) => this.has(md5, size),
+    })
     if (data.locality) this.setLocality(data.locality)
   }
 
@@ -179,6 +190,12 @@ export class Pipeline implements Fetcher {
       },
       { ...this.speculation, slots: this.slots.max },
     )
+  }
+
+  /** See {@link Fetcher.fetchRange}: the chunks of a chunked file that cover a read. */
+  fetchRange(md5: string, size: number, index: string, off: number, len: number, options?: FetchOptions): Promise<ChunkedFile | undefined> {
+    if (!isMd5(md5) || !isMd5(index)) return Promise.reject(new TypeError('md5 and index must be strings of 32 hex digits'))
+    return this.chunked.fetchRange(md5.toLowerCase(), size, index, off, len, options)
   }
 
   /** Where the blob lives (or will) in the local cache. */
@@ -610,6 +627,7 @@ export class Pipeline implements Fetcher {
       flists: { fetched: this.flistTally.fetched, kept: this.flistTally.kept },
       sources: this.perSource.stats(),
       speculation: this.speculator?.stats() ?? speculationOff(),
+      chunks: this.chunked.stats(),
     }
   }
 

@@ -38,6 +38,8 @@ const EXPECTED: Record<string, { unit: string; reference?: string }> = {
   'wan-python-nospec': { unit: 's', reference: 'curl' },
   'wan-node-nospec': { unit: 's', reference: 'curl' },
   'wan-tree-nospec': { unit: 's', reference: 'curl' },
+  'chunks-first': { unit: 's', reference: 'whole blob' },
+  'chunks-middle': { unit: 's', reference: 'whole blob' },
 }
 
 interface Summary {
@@ -50,7 +52,7 @@ interface Summary {
 // Sizes: enough for every workload to have work (a few hundred files, a 4 MiB "large" file), no
 // more.
 const WAN = process.env.AYSFS_BENCH_WAN === '1'
-const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'quota', ...(WAN ? ['wan'] : [])]
+const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'bro', 'quota', 'chunks', ...(WAN ? ['wan'] : [])]
 const ARGS = ['--quick', '--runs', '1', '--json', '--files', '300', '--big-size', String(4 << 20), '--million', '2000', '--quota-blobs', '500', '--only', GROUPS.join(',')]
 
 t.test('npm run bench --quick: every workload, as a table and as JSON', { timeout: 600_000 }, async (t) => {

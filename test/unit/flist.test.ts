@@ -95,6 +95,28 @@ t.test('extended lines, every type, owners', async (t) => {
   t.equal(e['/d/l']!.target, '../x|y||z')
 })
 
+t.test('key=value entries in a regular file\'s extended field: chunks, unknown keys ignored', async (t) => {
+  const text = [
+    `/c|${MD5A}|12|root|root|644|2|1|2|chunks=${MD5B.toUpperCase()}`,
+    `/u|${MD5A}|12|root|root|644|2|1|2|future=1,other.key-2=a=b|c`,
+    `/both|${MD5A}|12|root|root|644|2|1|2|zz=,chunks=${MD5B},later=x`,
+    `/plain|${MD5A}|12|root|root|644|2|1|2|`,
+  ].join('\r\n')
+  const p = parse(text)
+  const e = byPath(p)
+  t.equal(e['/c']!.chunks, MD5B, 'the chunk index, lower-cased')
+  t.equal(e['/u']!.chunks, undefined, 'unknown keys are skipped')
+  t.match(e['/u'], { ftype: FType.file, size: 12, md5: MD5A })
+  t.equal(e['/both']!.chunks, MD5B, 'chunks among unknown keys')
+  t.equal(e['/plain']!.chunks, undefined)
+  t.equal(p.tree.chunksOf(p.tree.lookup(0, Buffer.from('c'), 0, 1)), MD5B)
+  // A later line without chunks replaces one with them; the merge keeps a service's chunks.
+  const again = parse(`${text}\n/c|${MD5A}|12|root|root|644|2|1|2|`)
+  t.equal(byPath(again)['/c']!.chunks, undefined, 'a repeated path keeps its last line, chunks included')
+  const merged = mergeServices([p, parse(`/other|${MD5A}|1`, { name: 'svc2' })])
+  t.equal(byPath(merged)['/c']!.chunks, MD5B, 'carried through the merge')
+})
+
 t.test('mixed shapes, CRLF, blank and comment lines, BOM', async (t) => {
   const text = `\ufeff# a comment\r\n\r\n   \r\n/a|||root|root|700|4|1|2|\r\n/a/b|${MD5A}|5\r\n\t\n#/not|a|line\r\n/a/c|${MD5B}|6|root|root|600|2|3|4|\r\n`
   const p = parse(text)
@@ -151,7 +173,16 @@ t.test('every kind of invalid line is rejected with its line number', async (t) 
     [`/a|||root|root|666|3|1|2|8`, /bad device numbers "8"/],
     [`/a|||root|root|666|3|1|2|8,x`, /bad device numbers "8,x"/],
     [`/a|||root|root|666|3|1|2|4294967296,1`, /bad device numbers/],
-    [`/a|${MD5A}|1|root|root|644|2|1|2|junk`, /the extended field must be empty for a regular file, got "junk"/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|junk`, /bad extended entry "junk": expected key=value/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|=x`, /bad extended entry "=x"/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|a=1,`, /bad extended entry ""/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|a=1,,b=2`, /bad extended entry ""/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|Chunks=1`, /bad extended key "Chunks"/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|chunks=xyz`, /bad chunks "xyz": expected the 32 hex digits/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|chunks=`, /bad chunks ""/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|chunks=${MD5B},chunks=${MD5B}`, /chunks= given twice/],
+    [`/a|${MD5A}|1|root|root|644|2|1|2|x=a\rb`, /stray CR/],
+    [`/a|||root|root|755|4|1|2|chunks=${MD5B}`, /the extended field must be empty for a directory/],
     [`/a|||root|root|755|4|1|2|x|y`, /the extended field must be empty for a directory/],
     [`/a\r/b|${MD5A}|1`, /stray CR inside the line/],
     [`/a|||root|root|777|1|1|2|x\ry`, /stray CR/],
