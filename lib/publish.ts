@@ -612,6 +612,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   // Before any work (hashing a large tree takes a while): the key, the store, the old signature.
   if (opts.sign !== undefined && opts.unsign) throw new AysfsError('EUSAGE', '--sign and --unsign: give one of them')
   const signingKey = opts.sign !== undefined ? loadSigningKey(path.resolve(opts.sign)) : undefined
+  if (opts.revision !== undefined && opts.sign === undefined) throw new AysfsError('EUSAGE', '--revision needs --sign: the revision is carried by the signature')
   checkWritable(root)
   const flistFile = path.join(root, storeFlistRel(opts.id))
   if (opts.sign === undefined && !opts.unsign && fs.existsSync(`${flistFile}.sig`)) {
