@@ -27,6 +27,14 @@ export function checkMountpoint(mountpoint: string): void {
   const m = findMount(mountpoint)
   if (m === undefined) return
   if (m.fstype === AYSFS_FSTYPE) {
+    // A mount whose process died may still answer stat from the kernel's attribute cache; statfs
+    // always asks the file system, and a dead one answers ENOTCONN: stale, the engine clears it.
+    try {
+      fs.statfsSync(mountpoint)
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code
+      if (code === 'ENOTCONN' || code === 'ECONNABORTED') return
+    }
     throw new AysfsError(
       'EBUSY',
       `mountpoint ${mountpoint} is already mounted by aysfs-native (aysfs-native status ${mountpoint} shows what; aysfs-native unmount ${mountpoint} to replace it)`,

@@ -40,12 +40,12 @@ const MiB = 1024 * 1024
 const CHUNK = 1 * MiB
 
 /** A store holding `data` at `${PREFIX}/big`, published with --chunks (1 MiB chunks). */
-async function chunkedStore(dir: string, data: Buffer, opts: { whole?: boolean } = {}): Promise<{ store: string; index: string; chunks: { md5: string; size: number }[] }> {
+async function chunkedStore(dir: string, data: Buffer, opts: { whole?: boolean; chunkSize?: number } = {}): Promise<{ store: string; index: string; chunks: { md5: string; size: number }[] }> {
   const src = path.join(dir, 'src')
   fs.mkdirSync(src, { recursive: true })
   fs.writeFileSync(path.join(src, 'big'), data)
   const store = path.join(dir, 'store')
-  await publish({ dir: src, id: SERVICE, store, prefix: PREFIX, chunks: true, chunkSize: CHUNK, whole: opts.whole ?? false, progress: false, fsync: false })
+  await publish({ dir: src, id: SERVICE, store, prefix: PREFIX, chunks: true, chunkSize: opts.chunkSize ?? CHUNK, whole: opts.whole ?? false, progress: false, fsync: false })
   const flist = fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`), 'utf8')
   const index = /chunks=([0-9a-f]{32})/.exec(flist)![1]!
   const text = fs.readFileSync(path.join(store, 'files', index[0]!, index[1]!, index), 'utf8')
@@ -204,7 +204,9 @@ t.test('concurrent readers of one chunk cause one download', async (t) => {
 t.test('SIGKILL during a chunked download: the remount serves only checked bytes, and goes on', async (t) => {
   const dir = tmpdir(t)
   const data = randomBytes(8 * MiB, 187)
-  const { store, chunks } = await chunkedStore(dir, data)
+  // Chunks over 1 MiB stream to a temp file as they arrive (smaller ones are collected in memory
+  // and written whole at commit, too briefly to be caught in the act).
+  const { store, chunks } = await chunkedStore(dir, data, { chunkSize: 2 * MiB })
   // 256 KiB/s: a chunk takes seconds, so the kill lands in the middle of one.
   const server = await startFaultServer({ store, trickleBps: 256 * 1024 })
   t.teardown(() => server.close())

@@ -4,6 +4,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { createFetcher, type Pipeline } from '../../lib/pipeline'
 import { AysfsError } from '../../lib/errors'
+import { until } from '../helpers/hardening'
 import { startNginx, type Nginx } from '../helpers/nginx'
 import { makeConfig, makeStore, memLog, randomBytes, writeBlob } from '../helpers/store'
 import { tmpdir } from '../helpers/tmp'
@@ -102,8 +103,10 @@ t.test('push to a grid cache, exactly once; a second node then reads the grid ca
   for (const b of blobs) {
     const rel = path.join(b.md5[0], b.md5[1], b.md5)
     t.same(fs.readFileSync(path.join(n.dirs.cache, rel)), b.data, 'the pushed file is the plain content')
-    const puts = n.requests().filter((r) => r.method === 'PUT' && r.uri === `/cache/${rel}`)
-    t.same(puts.map((r) => r.status), [201], 'one PUT per blob')
+    const puts = () => n.requests().filter((r) => r.method === 'PUT' && r.uri === `/cache/${rel}`)
+    // nginx writes its access log after the response has gone out: wait for the line.
+    await until(() => puts().length > 0, 5000, 10)
+    t.same(puts().map((r) => r.status), [201], 'one PUT per blob')
   }
   t.match(a.f.stats().sources, [
     { key: 'cache[0]', misses: 2, hits: 0, pushes: 2, pushErrors: 0 },
