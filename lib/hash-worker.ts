@@ -228,36 +228,52 @@ function take(job: { op: string; of: number }): { fd: number; size: number; md5:
   return h
 }
 
+/**
+ * Puts a blob at `dest`: the bytes `read` hands to its sink go to a new temp file beside it (so the
+ * rename is atomic; a name no reader of the store looks up), which is renamed in only if they hash
+ * to `md5`. Returns undefined once it is in place, else why not (the file changed); the temp file
+ * never stays behind.
+ */
+function storeChecked(
+  dest: string,
+  md5: string,
+  fsync: boolean,
+  read: (sink: (piece: Buffer) => void) => { md5: string } | { changed: string },
+  mismatch: string,
+): { changed: string } | undefined {
+  const dir = path.dirname(dest)
+  if (!madeDirs.has(dir)) {
+    fs.mkdirSync(dir, { recursive: true })
+    madeDirs.add(dir)
+  }
+  const tmp = createTempFile(dir, path.basename(dest), 0o644)
+  let renamed = false
+  try {
+    const r = read((piece) => writeAll(tmp.fd, piece))
+    if ('changed' in r) return r
+    if (r.md5 !== md5) return { changed: mismatch }
+    if (fsync) fs.fsyncSync(tmp.fd)
+    fs.closeSync(tmp.fd)
+    fs.renameSync(tmp.path, dest)
+    renamed = true
+    return undefined
+  } finally {
+    if (!renamed) {
+      try {
+        fs.closeSync(tmp.fd)
+      } catch {
+        // closed already
+      }
+      fs.rmSync(tmp.path, { force: true })
+    }
+  }
+}
+
 function copy(job: Extract<HashJob, { op: 'copy' }>): HashReply {
   const h = take(job)
   try {
-    const dir = path.dirname(job.dest)
-    if (!madeDirs.has(dir)) {
-      fs.mkdirSync(dir, { recursive: true })
-      madeDirs.add(dir)
-    }
-    // Next to the destination, so the rename is atomic; a name no reader of the store looks up.
-    const tmp = createTempFile(dir, path.basename(job.dest), 0o644)
-    let renamed = false
-    try {
-      const r = readAll(h.fd, h.size, (chunk) => writeAll(tmp.fd, chunk))
-      if ('changed' in r) return { id: job.id, ...r }
-      if (r.md5 !== h.md5) return { id: job.id, changed: 'changed between hashing and storing (its MD5 is not what was hashed)' }
-      if (job.fsync) fs.fsyncSync(tmp.fd)
-      fs.closeSync(tmp.fd)
-      fs.renameSync(tmp.path, job.dest)
-      renamed = true
-      return { id: job.id, copied: true }
-    } finally {
-      if (!renamed) {
-        try {
-          fs.closeSync(tmp.fd)
-        } catch {
-          // closed already
-        }
-        fs.rmSync(tmp.path, { force: true })
-      }
-    }
+    const failed = storeChecked(job.dest, h.md5, job.fsync, (sink) => readAll(h.fd, h.size, sink), 'changed between hashing and storing (its MD5 is not what was hashed)')
+    return failed ? { id: job.id, ...failed } : { id: job.id, copied: true }
   } finally {
     fs.closeSync(h.fd)
   }
@@ -278,33 +294,10 @@ function writeChunks(job: Extract<HashJob, { op: 'chunks' }>): HashReply {
     off += c.size
     if (inStore(job.store, c.md5, c.size)) continue
     const dest = path.join(job.store, sourceBlobRel('store', c.md5))
-    const dir = path.dirname(dest)
-    if (!madeDirs.has(dir)) {
-      fs.mkdirSync(dir, { recursive: true })
-      madeDirs.add(dir)
-    }
-    const tmp = createTempFile(dir, path.basename(dest), 0o644)
-    let renamed = false
-    try {
-      const r = readRange(h.fd, start, c.size, (piece) => writeAll(tmp.fd, piece))
-      if ('changed' in r) return { id: job.id, ...r }
-      if (r.md5 !== c.md5) return { id: job.id, changed: "changed between hashing and storing (a chunk's MD5 is not what was hashed)" }
-      if (job.fsync) fs.fsyncSync(tmp.fd)
-      fs.closeSync(tmp.fd)
-      fs.renameSync(tmp.path, dest)
-      renamed = true
-      chunksWritten++
-      chunkBytes += c.size
-    } finally {
-      if (!renamed) {
-        try {
-          fs.closeSync(tmp.fd)
-        } catch {
-          // closed already
-        }
-        fs.rmSync(tmp.path, { force: true })
-      }
-    }
+    const failed = storeChecked(dest, c.md5, job.fsync, (sink) => readRange(h.fd, start, c.size, sink), "changed between hashing and storing (a chunk's MD5 is not what was hashed)")
+    if (failed) return { id: job.id, ...failed }
+    chunksWritten++
+    chunkBytes += c.size
   }
   return { id: job.id, chunksWritten, chunkBytes }
 }
