@@ -27,6 +27,8 @@ const GROUPS = ['stat', 'read', 'big', 'rand', 'startup', 'cold', 'million', 'br
 type Group = (typeof GROUPS)[number]
 
 interface Options {
+  /** `main.speculate` of the mounts (`--speculate on|off`). */
+  speculate: boolean
   quick: boolean
   runs: number
   json: boolean
@@ -71,6 +73,7 @@ function parseArgs(argv: string[]): Options {
     randReads: 0,
     rttMs: quick ? 10 : 40,
     rateBits: 100e6,
+    speculate: true,
   }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!
@@ -94,6 +97,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--million') o.million = int()
     else if (a === '--quota-blobs') o.quotaBlobs = int()
     else if (a === '--rand-reads') o.randReads = int()
+    else if (a === '--speculate') o.speculate = val() !== 'off'
     else if (a === '--rtt') o.rttMs = parseDuration(val())
     else if (a === '--rate') {
       o.rateBits = parseRate(val()) * 8000
@@ -276,7 +280,7 @@ class Bench {
     this.cache = path.join(d.work, 'cache')
     fs.mkdirSync(this.mnt, { recursive: true })
     this.config = {
-      main: { cache: this.cache, prefix: PREFIX, timeout: '30s' },
+      main: { cache: this.cache, prefix: PREFIX, timeout: '30s', speculate: o.speculate },
       ays: [{ id: SERVICE }],
       store: [{ url: `${nginx.url}/store` }],
     }
@@ -513,7 +517,7 @@ class Bench {
     const spec = {
       mountpoint: mnt,
       config: {
-        main: { cache: path.join(this.d.work, 'cache-million'), prefix, timeout: '30s', max_flist_size: '1GiB' },
+        main: { cache: path.join(this.d.work, 'cache-million'), prefix, timeout: '30s', max_flist_size: '1GiB', speculate: this.o.speculate },
         ays: [{ id }],
         store: [{ url: `${this.nginx.url}/store` }],
       },
