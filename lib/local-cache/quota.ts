@@ -417,6 +417,15 @@ export class CacheQuota {
           try {
             atime -= 1
             fs.utimesSync(file, atime / 1000, st.mtimeMs / 1000)
+            // The new ctime may still be behind that atime: the read may have stamped a
+            // fine-grained time and utimes a coarse one (a clock tick, up to 10 ms, apart). Then
+            // once more, just under that ctime: a file's ctime never goes back, so the next one
+            // is later still.
+            const now = fs.lstatSync(file, LSTAT)
+            if (now && now.atimeMs > now.ctimeMs) {
+              atime = now.ctimeMs - 1
+              fs.utimesSync(file, atime / 1000, st.mtimeMs / 1000)
+            }
             rearmed++
           } catch {
             atime = st.atimeMs // gone meanwhile, or not ours to touch: it keeps its atime
