@@ -108,7 +108,9 @@ t.test('every relative link of the shipped Markdown resolves to a shipped file',
 })
 
 t.test('no shipped file points at a document outside the project', async (t) => {
-  const outside = /\.\.\/shared|spec\.md|spec §/
+  // The names of the documents the project once pointed at (outside it), built so that this file
+  // itself does not name them.
+  const outside = new RegExp(['\\.\\./' + 'shared', 'spec' + '\\.md', 'spec' + ' §'].join('|'))
   const hits: string[] = []
   for (const f of files) {
     const buf = fs.readFileSync(path.join(ROOT, f))
@@ -118,7 +120,7 @@ t.test('no shipped file points at a document outside the project', async (t) => 
       if (outside.test(line)) hits.push(`${f}:${i + 1}: ${line.trim().slice(0, 120)}`)
     })
   }
-  t.same(hits, [], 'no "../shared", "spec.md" or "spec §" in the package')
+  t.same(hits, [], 'no pointer to a document outside the project')
 })
 
 t.test('every shipped source map carries its sources (none points at a file the package lacks)', async (t) => {
