@@ -37,7 +37,8 @@ async function node(t: Test, dir: string, name: string, nginx: Nginx, extra: Rec
 
 t.test('a store served by nginx mounts and reads back byte-exact; a second node uses the grid cache', async (t) => {
   const dir = tmpdir(t)
-  const entries = generateTree({ entries: 10_000, seed: 11, bigFiles: 2 })
+  // Thousands of entries through real HTTP twice; the 10,000-entry table is test/engine/tree.test.ts's.
+  const entries = generateTree({ entries: 2_500, seed: 11, bigFiles: 2 })
   writeStore(entries, path.join(dir, 'store'), 'jumpscale__base', PREFIX)
   const nginx = await serve(t, path.join(dir, 'store'))
 

@@ -1,6 +1,7 @@
-// The suite's layout (test/README.md): test/unit/ and test/fuzz/ need no mount and no server, so
-// .taprc lets their files run in parallel; every other directory with test files is in .taprc's
-// `serial` list, so its files run one at a time. A new directory must be added there.
+// The suite's layout (test/README.md): test/unit/ and test/fuzz/ need no mount and no server;
+// every other directory mounts or starts servers. All files run side by side (.taprc `jobs`),
+// which is sound because each works in a temp directory of its own and listens on ports the
+// kernel picks: this file checks the layout and that no test or helper fixes a port.
 import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
@@ -8,42 +9,50 @@ import t from 'tap'
 const ROOT = path.resolve(__dirname, '../..')
 const TEST = path.join(ROOT, 'test')
 const PARALLEL = ['unit', 'fuzz']
-// Helpers that mount, start servers or run the command line: not for parallel files.
+// Helpers that mount, start servers or run the command line: not for unit and fuzz files.
 const SERIAL_HELPERS = ['mount', 'cli', 'hardening', 'nginx', 'private-nginx', 'faults']
+// The directories of test/README.md's table, each for one kind of test.
+const KNOWN = ['unit', 'fuzz', 'engine', 'pipeline', 'e2e', 'cli', 'hardening', 'trust', 'fleet', 'package', 'bench']
 
-/** The `serial:` list of .taprc (a YAML list of plain strings). */
-function serialDirs(): string[] {
-  const lines = fs.readFileSync(path.join(ROOT, '.taprc'), 'utf8').split('\n')
-  const start = lines.findIndex((l) => /^serial:\s*$/.test(l))
-  const out: string[] = []
-  for (const line of start < 0 ? [] : lines.slice(start + 1)) {
-    const m = /^\s+-\s+"?([^"\s]+)"?\s*$/.exec(line)
-    if (!m) break
-    out.push(m[1]!.replace(/\/$/, ''))
-  }
-  return out
+/** Files below `dir` ending in `ext`, relative to the project root. */
+function filesBelow(dir: string, ext: string): string[] {
+  return (fs.readdirSync(dir, { recursive: true }) as string[])
+    .filter((f) => f.endsWith(ext))
+    .map((f) => path.relative(ROOT, path.join(dir, f)))
 }
 
 /** Test files below `dir`, relative to the project root. */
 function testFiles(dir: string): string[] {
-  return (fs.readdirSync(dir, { recursive: true }) as string[])
-    .filter((f) => f.endsWith('.test.ts'))
-    .map((f) => path.relative(ROOT, path.join(dir, f)))
+  return filesBelow(dir, '.test.ts')
 }
 
-t.test('every directory with test files outside test/unit and test/fuzz runs serially', async (t) => {
-  const serial = serialDirs()
-  t.ok(serial.length > 0, '.taprc has a serial list')
+t.test('every directory with test files is one of the layout\'s, documented in test/README.md', async (t) => {
+  const readme = fs.readFileSync(path.join(TEST, 'README.md'), 'utf8')
   const top = fs.readdirSync(TEST, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name)
   for (const name of top) {
-    if (PARALLEL.includes(name) || testFiles(path.join(TEST, name)).length === 0) continue
-    t.ok(serial.includes(`test/${name}`), `test/${name} is in .taprc's serial list`)
+    if (testFiles(path.join(TEST, name)).length === 0) continue
+    t.ok(KNOWN.includes(name), `test/${name} is a directory of the layout`)
+    t.ok(readme.includes(`\`test/${name}/\``), `test/README.md describes test/${name}/`)
   }
-  for (const name of PARALLEL) t.notOk(serial.includes(`test/${name}`), `test/${name} runs in parallel`)
   t.same(testFiles(TEST).filter((f) => path.dirname(f) === 'test'), [], 'no test file at the top of test/')
 })
 
-t.test('files that run in parallel use no helper that mounts or starts a server', async (t) => {
+t.test('no test, helper or server they start listens on a fixed port', async (t) => {
+  // A literal port in listen(), in a server's options or in an nginx `listen`; URLs of names
+  // that never resolve (test/pipeline/sources.test.ts) are not listened on. The examples/
+  // configurations keep their ports: the tests that run them rewrite those.
+  const fixed = /\blisten\(\s*[1-9]\d*\s*[,)]|\bport:\s*[1-9]\d*\b|\blisten\s+(127\.0\.0\.1:)?[1-9]\d*\s*;/
+  const files = [...filesBelow(TEST, '.ts'), ...filesBelow(path.join(ROOT, 'bench'), '.ts')]
+  t.ok(files.length > 100, `${files.length} files looked at`)
+  for (const file of files) {
+    // What a test replaces in a copied example is the example's port, not one it listens on.
+    const text = fs.readFileSync(path.join(ROOT, file), 'utf8').replace(/\.replace(All)?\(\s*(\/(\\.|[^/\n])+\/[a-z]*|'[^'\n]*'|"[^"\n]*")/g, '.replace(SEARCH')
+    const m = fixed.exec(text)
+    t.notOk(m, `${file}: no fixed port${m ? ` (${m[0]})` : ''}`)
+  }
+})
+
+t.test('unit and fuzz files use no helper that mounts or starts a server', async (t) => {
   for (const name of PARALLEL) {
     for (const file of testFiles(path.join(TEST, name))) {
       const text = fs.readFileSync(path.join(ROOT, file), 'utf8')
