@@ -68,7 +68,7 @@ import { TMP_DIR } from './layout'
 /** Passes evict down to this fraction of the quota, so that one pass makes room for many blobs. */
 export const LOW_WATER = 0.95
 /** Blobs that arrived less than this long ago are left alone by quota passes (not on a full disk). */
-const GRACE_MS = 2000
+export const GRACE_MS = 2000
 /** A quota pass re-arms atimes and re-counts at least this often (if any blob was fetched). */
 const REARM_EVERY_MS = 60_000
 /** Two passes triggered by new blobs are at least this far apart. */

@@ -66,6 +66,17 @@ export interface HttpSourceOptions {
 }
 
 /**
+ * Calls `tick` every `ms` milliseconds until the function it returns is called. The default is
+ * `setInterval`; a test passes one it drives by hand instead of waiting.
+ */
+export type Ticker = (ms: number, tick: () => void) => () => void
+
+const intervalTicker: Ticker = (ms, tick) => {
+  const timer = setInterval(tick, ms)
+  return () => clearInterval(timer)
+}
+
+/**
  * Aborts a transfer that moves fewer than {@link SPEED_FLOOR} bytes per second over any window of
  * `timeoutMs`. It samples a byte counter 8 times per window, so it fires between `timeoutMs` and
  * `timeoutMs × 9/8` after the last byte that mattered.
@@ -73,14 +84,15 @@ export interface HttpSourceOptions {
 export class Watchdog {
   /** Bytes moved so far; the transfer adds to it. */
   bytes = 0
-  private readonly timer: NodeJS.Timeout
+  private readonly stopTicks: () => void
   private readonly samples: number[] = [0]
 
-  constructor(timeoutMs: number, onSlow: () => void) {
+  /** `ticker`: what samples the counter; default `setInterval` (tests drive their own). */
+  constructor(timeoutMs: number, onSlow: () => void, ticker: Ticker = intervalTicker) {
     const tick = Math.max(5, Math.floor(timeoutMs / 8))
     const window = Math.max(1, Math.round(timeoutMs / tick))
     const floor = (SPEED_FLOOR * timeoutMs) / 1000
-    this.timer = setInterval(() => {
+    this.stopTicks = ticker(tick, () => {
       this.samples.push(this.bytes)
       const n = this.samples.length
       if (n <= window) return
@@ -90,11 +102,11 @@ export class Watchdog {
       } else if (n > 4 * window) {
         this.samples.splice(0, n - window - 1)
       }
-    }, tick)
+    })
   }
 
   stop(): void {
-    clearInterval(this.timer)
+    this.stopTicks()
   }
 }
 

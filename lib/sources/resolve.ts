@@ -55,6 +55,11 @@ export interface ResolverOptions {
   timeoutMs?: number
   /** Attempts per server; default 2. */
   tries?: number
+  /**
+   * The clock of the caches (the hosts file and resolv.conf looked at again at most once a
+   * second, answers kept for their TTL), in ms; default `Date.now` (tests pass their own).
+   */
+  now?: () => number
 }
 
 /** A resolver with its own caches; `lookup` is the function to hand to agents and sockets. */
@@ -137,22 +142,23 @@ export function createResolver(opts: ResolverOptions = {}): HostResolver {
   const resolvConf = opts.resolvConf ?? '/etc/resolv.conf'
   const timeout = opts.timeoutMs ?? 2000
   const tries = opts.tries ?? 2
+  const now = opts.now ?? Date.now
   let resolver: dns.Resolver | undefined
   let hosts: FileCache<Map<string, LookupAddress[]>> | undefined
   let search: FileCache<string[]> | undefined
   const answers = new Map<string, { until: number; list: LookupAddress[] }>()
 
   function readCached<T>(cache: FileCache<T> | undefined, path: string, parse: (s: string) => T, empty: T): FileCache<T> {
-    const now = Date.now()
-    if (cache && now - cache.checkedAt < FILE_RECHECK_MS) return cache
+    const at = now()
+    if (cache && at - cache.checkedAt < FILE_RECHECK_MS) return cache
     let mtimeMs = -1
     try {
       mtimeMs = fs.statSync(path).mtimeMs
     } catch {
-      return { path, checkedAt: now, mtimeMs, value: empty }
+      return { path, checkedAt: at, mtimeMs, value: empty }
     }
     if (cache && cache.mtimeMs === mtimeMs) {
-      cache.checkedAt = now
+      cache.checkedAt = at
       return cache
     }
     let value = empty
@@ -161,7 +167,7 @@ export function createResolver(opts: ResolverOptions = {}): HostResolver {
     } catch {
       // unreadable: behave as if empty, try again after FILE_RECHECK_MS
     }
-    return { path, checkedAt: now, mtimeMs, value }
+    return { path, checkedAt: at, mtimeMs, value }
   }
 
   function getResolver(): dns.Resolver {
@@ -191,7 +197,7 @@ export function createResolver(opts: ResolverOptions = {}): HostResolver {
   async function viaDns(name: string, family: 0 | 4 | 6): Promise<LookupAddress[]> {
     const key = `${family}:${name}`
     const hit = answers.get(key)
-    if (hit && hit.until > Date.now()) return hit.list
+    if (hit && hit.until > now()) return hit.list
     answers.delete(key)
     const candidates = [name]
     if (!name.includes('.')) {
@@ -204,7 +210,7 @@ export function createResolver(opts: ResolverOptions = {}): HostResolver {
         const { list, ttl } = await query(candidate, f)
         if (list.length > 0) {
           const keep = Math.min(Math.max(ttl, 0), MAX_TTL_MS)
-          if (keep > 0) answers.set(key, { until: Date.now() + keep, list })
+          if (keep > 0) answers.set(key, { until: now() + keep, list })
           return list
         }
       }

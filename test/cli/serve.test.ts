@@ -87,21 +87,30 @@ t.test('SIGTERM unmounts and exits 0, even with a file held open', async (t) => 
 })
 
 t.test('an outside unmount (aysfs-native unmount) ends the serving process with 0', async (t) => {
-  const { mnt, config } = await setup(t, [file('/x', 'x\n')])
+  // y: opened, never read before the unmount, and too large to be pushed into the page cache
+  // whole: only the serving process can answer its first read.
+  const y = Buffer.alloc(200_000, 'y')
+  const { mnt, config } = await setup(t, [file('/x', 'x\n'), file('/y.bin', y)])
   const cli = await serveCli(t, mnt, config)
   t.equal(fs.readFileSync(path.join(mnt, 'x'), 'utf8'), 'x\n')
   const fd = fs.openSync(path.join(mnt, 'x'), 'r')
   t.teardown(() => closeQuietly(fd))
+  const cold = fs.openSync(path.join(mnt, 'y.bin'), 'r')
+  t.teardown(() => closeQuietly(cold))
   const u = await run(['unmount', mnt])
   t.equal(u.code, 0, u.stderr)
   t.match(u.stdout, `unmounted ${mnt}`)
   t.notOk(isMounted(mnt), 'gone from the mount table at once (lazy)')
   // A lazy unmount leaves files already open working: the process serves them until they close.
-  await new Promise((r) => setTimeout(r, 300))
-  t.ok(cli.running, 'still serving the file held open')
+  // A read the process answers after the unmount shows it did not end with it.
+  const got = Buffer.alloc(y.length)
+  t.equal(fs.readSync(cold, got, 0, got.length, 0), y.length, 'a file held open and never read is served after the unmount')
+  t.ok(got.equals(y), 'with its bytes')
+  t.ok(cli.running, 'still serving the files held open')
   const buf = Buffer.alloc(4)
-  t.equal(buf.toString('utf8', 0, fs.readSync(fd, buf, 0, 4, 0)), 'x\n', 'which still reads')
+  t.equal(buf.toString('utf8', 0, fs.readSync(fd, buf, 0, 4, 0)), 'x\n', 'which still read')
   fs.closeSync(fd)
+  fs.closeSync(cold)
   const end = await cli.exited
   t.equal(end.code, 0, 'the daemon exits 0 once the last file is closed')
   t.match(end.stderr, /unmounted from outside/)

@@ -6,6 +6,7 @@ import { mount, type AysfsMount } from '../../lib/index'
 import { startNginx, type Nginx } from '../helpers/nginx'
 import { clearMounts, tmpdir } from '../helpers/mount'
 import { compareTree, generateTree, md5, writeStore, type GenEntry } from '../helpers/tree'
+import { until } from '../helpers/wait'
 
 const PREFIX = '/opt/jumpscale7'
 
@@ -49,9 +50,10 @@ t.test('a store served by nginx mounts and reads back byte-exact; a second node 
   const storeGets = () => nginx.requests().filter((r) => r.method === 'GET' && r.uri.startsWith('/store/files/') && r.status === 200)
   t.equal(storeGets().length, blobs.size, 'each distinct blob came from the store once (dedupe)')
 
-  // Pushes to the grid cache never delay reads; wait until they landed.
+  // Pushes to the grid cache never delay reads; wait until they landed (nginx logs each PUT as it
+  // completes; the mount tells nobody).
   const cached = (): number => nginx.requests().filter((r) => r.method === 'PUT' && r.status < 300).length
-  for (let i = 0; i < 100 && cached() < blobs.size; i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  await until(() => cached() >= blobs.size, 10_000)
   t.equal(cached(), blobs.size, 'the grid cache received each missed blob exactly once')
   const sample = [...blobs][0]!
   t.ok(fs.existsSync(path.join(nginx.dirs.cache, sample[0]!, sample[1]!, sample)), 'laid out as <h0>/<h1>/<md5>')

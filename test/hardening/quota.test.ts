@@ -7,12 +7,11 @@ import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
-import { CacheQuota, LOW_WATER, freeBytes } from '../../lib/local-cache/quota'
+import { CacheQuota, GRACE_MS, LOW_WATER, freeBytes } from '../../lib/local-cache/quota'
 import { cacheBlobs, config, files, mountHere, until, writeStore, type File } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
 import { memLog } from '../helpers/store'
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+import { fsClockPast, fsNow } from '../helpers/wait'
 
 /** Writes blob files straight into a cache directory (as if fetched `ageS` ago). */
 function fillCache(cache: string, n: number, size: (i: number) => number, ageS = 3600): string[] {
@@ -78,7 +77,8 @@ t.test('reads decide the order: read blobs are kept, re-armed at each pass', asy
   q.passSync() // re-arms 0..4
   const armed = fs.statSync(file(0))
   t.ok(armed.atimeMs <= armed.ctimeMs, 'the pass re-armed it: atime not after ctime, so the next read is recorded (relatime)')
-  await sleep(50)
+  // The read below stamps a time past the armed atime only once the file system's clock is past it.
+  t.ok(await fsClockPast(cache, armed.atimeMs), 'the clock moved on')
   fs.readFileSync(file(0))
   t.ok(fs.statSync(file(0)).atimeMs > armed.atimeMs, 'a read after the pass moves it again (re-armed; relatime alone would not)')
 
@@ -211,10 +211,12 @@ t.test('through a remount: the accounting and the LRU order survive', async (t) 
   const limit = 20 * 36_864 // about 20 blobs with their blocks
   const cfg = config(cache, [path.join(dir, 'store')], { cache_size: limit })
   const first = await mountHere(t, path.join(dir, 'mnt'), cfg)
-  // Session 1: files 0..29 in order, slowly enough for the atimes to be apart.
+  // Session 1: files 0..29 in order, their atimes apart: each read waits until the file system's
+  // clock is more than a millisecond past the time of the read before (re-arming moves an atime
+  // back by one).
   for (const f of list.slice(0, 30)) {
     t.ok(fs.readFileSync(path.join(first.mountpoint, f.path)).equals(f.data))
-    await sleep(15)
+    await fsClockPast(dir, fsNow(dir) + 1)
   }
   const onDisk = () => cacheBlobs(cache).reduce((n, b) => n + b.bytes, 0)
   t.ok(await until(() => onDisk() <= limit, 10_000), 'session 1 within the quota')
@@ -222,10 +224,13 @@ t.test('through a remount: the accounting and the LRU order survive', async (t) 
 
   const kept1 = new Set(cacheBlobs(cache).map((b) => b.name))
   const second = await mountHere(t, path.join(dir, 'mnt'), cfg)
-  // Past the grace period (2 s) of session 1's last blobs. Not faked by moving their mtimes back:
-  // utimes sets the ctime, which arms the atime again, and the engine's page-cache pushes of the
-  // directory's small files then read them, making session 1's blobs the most recent.
-  await sleep(2100)
+  // Past the grace period (GRACE_MS) of session 1's last blobs, which passes measure from a blob's
+  // mtime (its arrival) by Date.now(): often so already, session 1 having waited for its own
+  // passes. Not faked by moving their mtimes back: utimes sets the ctime, which arms the atime
+  // again, and the engine's page-cache pushes of the directory's small files then read them,
+  // making session 1's blobs the most recent.
+  const arrived = Math.max(...cacheBlobs(cache).map((b) => fs.statSync(b.file).mtimeMs))
+  t.ok(await until(() => Date.now() - arrived >= GRACE_MS, GRACE_MS + 5000, 10), 'session 1 arrived more than the grace period ago')
   // Session 2: ten new files. Its first pass counts what is on disk (not zero) ...
   for (const f of list.slice(30)) t.ok(fs.readFileSync(path.join(second.mountpoint, f.path)).equals(f.data))
   t.ok(await until(() => (second.stats().pipeline?.cache.passes ?? 0) > 0, 5000))

@@ -102,11 +102,13 @@ t.test('backoff: exponential with jitter up to a minute, one probe at a time, an
   t.equal(h.state('s').failures, 0)
   t.same(changes, ['s down', 's up'])
 
-  // A probe that takes long (a big download at a fine speed) holds the others up to waitMs.
-  const slow = new SourceHealth({ random: () => 0.5, baseMs: 10 })
+  // A probe that takes long (a big download at a fine speed) holds the others up to waitMs: real
+  // time (admit's wait is a timer), with the clock moved by hand past the backoff.
+  let skew = 0
+  const slow = new SourceHealth({ random: () => 0.5, baseMs: 10, now: () => Date.now() + skew })
   t.equal(await slow.admit('p'), 'try')
   slow.settle('p', false)
-  await new Promise((resolve) => setTimeout(resolve, 20))
+  skew += 10 // the backoff (at most baseMs) ran out
   t.equal(await slow.admit('p'), 'probe')
   const t0 = Date.now()
   t.equal(await slow.admit('p', 100), 'try', 'after waitMs, a waiting miss tries too')

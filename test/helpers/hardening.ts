@@ -7,6 +7,9 @@ import * as path from 'node:path'
 import { mount, type AysfsMount, type MountOptions } from '../../lib/index'
 import { clearMounts } from './mount'
 import { randomBytes } from './store'
+import { until } from './wait'
+
+export { until } from './wait'
 
 type Test = { teardown(fn: () => unknown): void }
 
@@ -237,15 +240,6 @@ function readBlobNoAtime(file: string): { bytes: Buffer; blocks: number } | unde
   }
 }
 
-/** Polls `fn` until it returns true (or `ms` passed); returns its last answer. */
-export async function until(fn: () => boolean, ms: number, every = 50): Promise<boolean> {
-  const end = Date.now() + ms
-  for (;;) {
-    if (fn()) return true
-    if (Date.now() > end) return false
-    await new Promise((resolve) => setTimeout(resolve, every))
-  }
-}
 
 /** Reads a file with a fresh async read (libuv's threadpool; the mount may be in this process). */
 export async function readAsync(file: string): Promise<Buffer> {

@@ -8,6 +8,7 @@ import { createFetcher, type Pipeline } from '../../lib/pipeline'
 import { startFaultServer, type FaultServer } from '../helpers/faults'
 import { makeConfig, memLog, randomBytes, writeBlob } from '../helpers/store'
 import { tmpdir } from '../helpers/tmp'
+import { until } from '../helpers/wait'
 
 async function faultServer(t: Test, store: string, delayMs: number): Promise<FaultServer> {
   const s = await startFaultServer({ store, delayMs })
@@ -57,7 +58,8 @@ t.test('max_downloads: never more requests at once than allowed', async (t) => {
   const cache = tmpdir(t)
   const f = fetcher(t, { cache, stores: [srv.base('slow')], maxDownloads: 3 })
   const all = Promise.all(blobs.map((b) => f.fetch(b.md5, b.size)))
-  await new Promise((r) => setTimeout(r, 50))
+  // The first three reached the server (which answers each after 150 ms); the rest wait.
+  t.ok(await until(() => srv.active === 3, 10_000, 5), 'three requests at the server')
   t.match(f.stats().downloads, { active: 3, queued: 9, max: 3 })
   await all
   t.equal(srv.maxActive, 3, 'at most 3 requests at the server at once')

@@ -86,7 +86,9 @@ t.test('IP literals, hosts file, localhost, without DNS', async (t) => {
   const hosts = path.join(dir, 'hosts')
   fs.writeFileSync(hosts, '10.1.2.3 store.example\n::2 store.example\n')
   const dns = await dnsServer(t, {})
-  const r = createResolver({ hostsFile: hosts, servers: [dns.server], resolvConf: '/nonexistent' })
+  // The resolver's clock, moved by hand: the hosts file is looked at again at most once a second.
+  let clock = 1_000_000
+  const r = createResolver({ hostsFile: hosts, servers: [dns.server], resolvConf: '/nonexistent', now: () => clock })
   t.same(await lookupAll(r.lookup, '192.0.2.1'), [{ address: '192.0.2.1', family: 4 }])
   t.same(await lookupAll(r.lookup, '[::1]'), [{ address: '::1', family: 6 }])
   t.same(await lookupOne(r.lookup, 'STORE.example.'), ['10.1.2.3', 4])
@@ -103,8 +105,9 @@ t.test('IP literals, hosts file, localhost, without DNS', async (t) => {
   fs.writeFileSync(hosts, '10.9.9.9 store.example\n')
   const later = new Date(Date.now() + 5000)
   fs.utimesSync(hosts, later, later)
-  await new Promise((r) => setTimeout(r, 1100))
-  t.same(await lookupOne(r.lookup, 'store.example'), ['10.9.9.9', 4])
+  t.same(await lookupOne(r.lookup, 'store.example'), ['10.1.2.3', 4], 'within a second of the last look, the file is not read again')
+  clock += 1000
+  t.same(await lookupOne(r.lookup, 'store.example'), ['10.9.9.9', 4], 'a second later, the changed file is read again')
 })
 
 t.test('c-ares: A, then AAAA, search domains, NXDOMAIN', async (t) => {
@@ -116,7 +119,8 @@ t.test('c-ares: A, then AAAA, search domains, NXDOMAIN', async (t) => {
     'v6only.test': ['::7'],
     'cache.lan.test': ['127.0.0.8'],
   })
-  const r = createResolver({ hostsFile: '/nonexistent', resolvConf, servers: [dns.server], timeoutMs: 500, tries: 1 })
+  let clock = 1_000_000
+  const r = createResolver({ hostsFile: '/nonexistent', resolvConf, servers: [dns.server], timeoutMs: 500, tries: 1, now: () => clock })
   t.same(await lookupAll(r.lookup, 'v4.test'), [{ address: '127.0.0.7', family: 4 }])
   t.same(await lookupAll(r.lookup, 'v6only.test'), [{ address: '::7', family: 6 }])
   t.same(await lookupOne(r.lookup, 'cache'), ['127.0.0.8', 4], 'a single label goes through the search list')
@@ -125,6 +129,9 @@ t.test('c-ares: A, then AAAA, search domains, NXDOMAIN', async (t) => {
   const before = dns.queries.length
   t.same(await lookupAll(r.lookup, 'v4.test'), [{ address: '127.0.0.7', family: 4 }])
   t.equal(dns.queries.length, before, 'answers are cached for their TTL')
+  clock += 30_000 // the server's TTL (30 s) runs out
+  t.same(await lookupAll(r.lookup, 'v4.test'), [{ address: '127.0.0.7', family: 4 }])
+  t.same(dns.queries.slice(before), ['v4.test/A'], 'and asked again once it ran out')
   t.same(dns.queries.slice(0, 3), ['v4.test/A', 'v6only.test/A', 'v6only.test/AAAA'])
 })
 

@@ -8,7 +8,7 @@ import * as net from 'node:net'
 import * as path from 'node:path'
 import { createSource } from '../../lib/sources'
 import { DirSource } from '../../lib/sources/dir'
-import { HttpSource, Watchdog } from '../../lib/sources/http'
+import { HttpSource, Watchdog, type Ticker } from '../../lib/sources/http'
 import { BlobWriter, MEMORY_BLOB_MAX } from '../../lib/local-cache/blob-writer'
 import { BufferSink, SourceFault } from '../../lib/sources/source'
 import type { SourceConfig } from '../../lib/config'
@@ -196,18 +196,30 @@ t.test('createSource: URL kinds', async (t) => {
 })
 
 t.test('watchdog: fires after the timeout for a silent transfer, not for a steady one', async (t) => {
+  // The watchdogs' ticks, driven by hand: `elapsed` is the time they have seen. (Their own timer,
+  // setInterval, cuts real transfers in test/pipeline/faults.test.ts: `stall`, `silent`.)
+  const ticks = new Set<() => void>()
+  let every = 0
+  const ticker: Ticker = (ms, tick) => {
+    every = ms
+    ticks.add(tick)
+    return () => ticks.delete(tick)
+  }
+  let elapsed = 0
   let fired = 0
-  const start = Date.now()
-  const silent = new Watchdog(400, () => (fired = Date.now() - start))
-  const steady = new Watchdog(400, () => t.fail('steady transfer cut'))
-  const feed = setInterval(() => (steady.bytes += 100), 50) // 2000 B/s
-  await new Promise((r) => setTimeout(r, 1000))
-  clearInterval(feed)
+  const silent = new Watchdog(400, () => (fired = elapsed), ticker)
+  const steady = new Watchdog(400, () => t.fail('steady transfer cut'), ticker)
+  t.equal(every, 50, 'eight samples a window')
+  while (elapsed < 1000) {
+    elapsed += every
+    steady.bytes += 100 // 2000 B/s
+    for (const tick of [...ticks]) tick()
+  }
+  t.equal(ticks.size, 1, 'the silent one stopped itself; the steady one still runs')
   silent.stop()
   steady.stop()
-  // Timers run on the event loop's clock, which lags Date.now() by up to 1 ms: 399 is on time
-  // (CI measured it once).
-  t.ok(fired >= 399 && fired < 550, `fired after ${fired} ms`)
+  t.equal(ticks.size, 0, 'stop() ends the ticks')
+  t.ok(fired >= 400 && fired <= 450, `fired after ${fired} ms: between the timeout and 9/8 of it`)
   t.type(new SourceFault('x', 'y'), Error)
 })
 

@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads'
 import { startNginx } from '../helpers/nginx'
 import { makeConfig, randomBytes, writeBlob } from '../helpers/store'
 import { tmpdir } from '../helpers/tmp'
+import { until, within } from '../helpers/wait'
 
 const POOL = Number(process.env.UV_THREADPOOL_SIZE) || 4
 
@@ -24,25 +25,39 @@ function once<T>(w: Worker, pred: (m: T) => boolean): Promise<T> {
   })
 }
 
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms)
-  })
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+/**
+ * Threads of this process asleep in an open() of a FIFO that has no writer: the kernel's
+ * `wait_for_partner` (fs/pipe.c), as /proc says where each thread sleeps.
+ */
+function inFifoOpen(): number {
+  let n = 0
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    try {
+      if (fs.readFileSync(`/proc/self/task/${tid}/wchan`, 'utf8') === 'wait_for_partner') n++
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return n
 }
 
-/** Occupy every threadpool thread with an open() of a FIFO that has no writer. */
-function blockThreadpool(dir: string): { unblock(): void } {
+/**
+ * Occupy every threadpool thread with an open() of a FIFO that has no writer. `done()`: every
+ * one of those opens has returned (after `unblock()`), its descriptor closed.
+ */
+function blockThreadpool(dir: string): { unblock(): void; done(): boolean } {
   const fifo = path.join(dir, 'fifo')
   execFileSync('mkfifo', [fifo])
+  let returned = 0
   for (let i = 0; i < POOL; i++) {
     fs.open(fifo, 'r', (err, fd) => {
       if (!err) fs.closeSync(fd)
+      returned++
     })
   }
   let released = false
   return {
+    done: () => returned === POOL,
     unblock() {
       if (released) return
       released = true
@@ -76,11 +91,12 @@ t.test('fetches complete on a worker while the threadpool and the main thread ar
   await once<{ type: string }>(w, (m) => m.type === 'ready')
 
   const block = blockThreadpool(tmpdir(t))
+  let statDone = false
   try {
-    let statDone = false
+    // Blocked: as many threads as the pool has sleep in open(). A stat queued behind them waits
+    // until they are let go (checked below, after the fetches).
+    t.ok(await until(() => inFifoOpen() >= POOL, 10_000, 10), `the threadpool (${POOL} threads) is blocked in open()`)
     fs.stat(__filename, () => (statDone = true))
-    await new Promise((r) => setTimeout(r, 300))
-    t.notOk(statDone, `the threadpool (${POOL} threads) is blocked: an async fs.stat does not complete`)
 
     const results: { type: string; md5: string; stats: { sources: { hits: number; pushes: number }[] } }[] = []
     for (const blob of [viaHttp, viaBro, viaDir]) {
@@ -109,5 +125,7 @@ t.test('fetches complete on a worker while the threadpool and the main thread ar
   } finally {
     block.unblock()
   }
-  await new Promise((r) => setTimeout(r, 100))
+  // The threadpool let go before the test ends: every blocked open() returned (its descriptor
+  // closed), and the stat queued behind them completed.
+  t.ok(await until(() => block.done() && statDone, 10_000, 10), 'the threadpool is free again')
 })

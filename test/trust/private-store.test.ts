@@ -9,9 +9,10 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
 import { clearMounts, tmpdir } from '../helpers/mount'
-import { freePort, NGINX_BIN } from '../helpers/nginx'
+import { canConnect, freePort, NGINX_BIN } from '../helpers/nginx'
 import { makeCa, startPrivateNginx, type PrivateNginx } from '../helpers/private-nginx'
 import { md5, writeStore, type GenEntry } from '../helpers/tree'
+import { until } from '../helpers/wait'
 
 const PREFIX = '/opt/jumpscale7'
 const ID = 'jumpscale__base'
@@ -118,14 +119,6 @@ function toml(file: string, lines: string[]): string {
 
 const q = (s: string) => JSON.stringify(s)
 
-async function until(cond: () => boolean, ms = 10_000): Promise<boolean> {
-  for (const end = Date.now() + ms; Date.now() < end; ) {
-    if (cond()) return true
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return cond()
-}
-
 /** A private CA made in `dir`, or undefined (the test says it skipped) where openssl is missing. */
 function caOrSkip(t: Test, dir: string): ReturnType<typeof makeCa> | undefined {
   try {
@@ -139,7 +132,11 @@ function caOrSkip(t: Test, dir: string): ReturnType<typeof makeCa> | undefined {
 t.test('token_file: store and grid cache behind a bearer token; no token, clean EIO; the token is nowhere', async (t) => {
   const dir = tmpdir(t)
   const store = path.join(dir, 'store')
-  writeStore(ENTRIES, store, ID, PREFIX)
+  // gone.txt is in the flist and its blob in no store: each read of it that asks (past the
+  // failure memory) reaches the store and caches nothing, a 404 with a good token, a 401 with a
+  // bad one: what the store source sends is seen without waiting for a fixed time.
+  const gone: GenEntry = { ...file('/gone.txt', 'in no store\n'), content: undefined }
+  writeStore([...ENTRIES, gone], store, ID, PREFIX)
   const n: PrivateNginx = await startPrivateNginx({ store, token: TOKEN })
   t.teardown(() => n.stop())
   const tokenFile = path.join(dir, 'token')
@@ -168,18 +165,38 @@ t.test('token_file: store and grid cache behind a bearer token; no token, clean 
 
   t.equal(fs.readFileSync(path.join(mnt, 'one.txt'), 'utf8'), content('one'), 'a read works with the token')
   t.ok(
-    await until(() => n.requests().some((r) => r.method === 'PUT' && r.uri.startsWith('/cache/') && r.status === 201)),
+    await until(() => n.requests().some((r) => r.method === 'PUT' && r.uri.startsWith('/cache/') && r.status === 201), 10_000),
     'the grid cache took a push with its token',
   )
 
-  // The token goes bad (revoked, or a wrong one deployed): the source re-reads the file.
+  // Reads gone.txt (EIO each time) until the store answers the miss worker's request for it with
+  // `status`.
+  const goneAnswered = async (status: number): Promise<boolean> => {
+    const from = n.requests().length
+    const answered = () => n.requests().slice(from).some((r) => r.uri === `/token/files/${gone.md5[0]}/${gone.md5[1]}/${gone.md5}` && r.status === status)
+    const codes = new Set<string>()
+    const seen = await until(() => {
+      try {
+        fs.readFileSync(path.join(mnt, 'gone.txt'))
+        codes.add('no error')
+      } catch (err) {
+        codes.add(String((err as NodeJS.ErrnoException).code))
+      }
+      return answered()
+    }, 10_000)
+    t.same([...codes], ['EIO'], 'gone.txt: EIO each time')
+    return seen
+  }
+
+  // The token goes bad (revoked, or a wrong one deployed): the source re-reads the file, at most
+  // a second after it last looked.
   fs.writeFileSync(tokenFile, `${WRONG}\n`)
-  await new Promise((r) => setTimeout(r, 1200)) // the file is looked at again at most once a second
+  t.ok(await goneAnswered(401), 'the store source sends the new token')
   const start0 = Date.now()
   t.throws(() => fs.readFileSync(path.join(mnt, 'two.txt')), { code: 'EIO' }, 'an uncached file fails with EIO')
   t.ok(Date.now() - start0 < 2000, `at once: a 401 is not a timeout (${Date.now() - start0} ms)`)
   t.equal(fs.readFileSync(path.join(mnt, 'one.txt'), 'utf8'), content('one'), 'a cached file still reads')
-  t.same(fs.readdirSync(mnt).sort(), ['four.txt', 'one.txt', 'three.txt', 'two.txt'], 'the tree is still there')
+  t.same(fs.readdirSync(mnt).sort(), ['four.txt', 'gone.txt', 'one.txt', 'three.txt', 'two.txt'], 'the tree is still there')
   const stats = await child.ask('stats')
   seen.push(JSON.stringify(stats))
   const sources = (stats.stats as { pipeline: { sources: { key: string; errorKinds: Record<string, number>; lastError?: string; url: string }[] } }).pipeline.sources
@@ -199,7 +216,7 @@ t.test('token_file: store and grid cache behind a bearer token; no token, clean 
   const r2 = await child.ask('reload')
   seen.push(JSON.stringify(r2))
   t.match(r2, { type: 'reloaded', result: { services: [{ source: 'store[0]' }] } })
-  await new Promise((r) => setTimeout(r, 1200))
+  t.ok(await goneAnswered(404), 'the store source sends the right token again')
   t.equal(fs.readFileSync(path.join(mnt, 'two.txt'), 'utf8'), content('two'), 'reads work again')
 
   // No copy kept and the wrong token: the mount fails, and its error names the store, not the token.
@@ -314,8 +331,8 @@ http { log_format t '$request_method $uri $status'; access_log ${p('access.log')
     ngx.kill('SIGTERM')
     await gone
   })
-  t.ok(await until(() => fs.existsSync(p('pid'))), 'nginx runs the example')
-  await new Promise((r) => setTimeout(r, 200))
+  t.ok(await until(() => fs.existsSync(p('pid')), 10_000), 'nginx runs the example')
+  t.ok(await until(async () => (await canConnect(storePort)) && (await canConnect(cachePort)), 10_000, 20), 'and listens on both ports')
 
   const storeToken = path.join(dir, 'store.token')
   const cacheToken = path.join(dir, 'cache.token')
@@ -340,7 +357,7 @@ http { log_format t '$request_method $uri $status'; access_log ${p('access.log')
   t.equal(first.type, 'mounted', String(first.message ?? '') + fs.readFileSync(p('error.log'), 'utf8'))
   for (const e of ENTRIES) t.equal(fs.readFileSync(path.join(dir, 'mnt', e.path), 'utf8'), e.content!.toString())
   const pushed = (e: GenEntry) => fs.existsSync(path.join(grid, e.md5[0]!, e.md5[1]!, e.md5))
-  t.ok(await until(() => ENTRIES.every(pushed)), 'every blob was pushed to the grid cache with its token')
+  t.ok(await until(() => ENTRIES.every(pushed), 10_000), 'every blob was pushed to the grid cache with its token')
   await child.stop()
   noSecrets(t, child.transcript, 'mount through the example', [TOKEN, WRONG])
 })

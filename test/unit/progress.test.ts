@@ -2,6 +2,7 @@
 import { PassThrough } from 'node:stream'
 import t from 'tap'
 import { createProgress, formatBytes, formatDuration } from '../../lib/progress'
+import { within } from '../helpers/wait'
 
 t.test('units', async (t) => {
   t.equal(formatBytes(0), '0 B')
@@ -24,9 +25,11 @@ function capture(): { stream: PassThrough & { isTTY?: boolean; columns?: number 
 
 t.test('not a TTY: a plain line now and then, and a last one', async (t) => {
   const { stream, text } = capture()
+  // The first periodic line (after 50 ms): capture() has seen it when this listener runs.
+  const periodic = new Promise((resolve) => stream.once('data', resolve))
   const p = createProgress({ label: 'prefetch', files: 4, bytes: 4096, stream, every: 0.05 })
   p.add(1, 1024)
-  await new Promise((r) => setTimeout(r, 120))
+  await within(periodic, 10_000, 'a periodic line') // the display's timer is unref'd: this one keeps the test alive
   t.match(text(), /^prefetch: 1\/4 files, 1\.00 KiB\/4\.00 KiB, \S+ \S+\/s, ETA \S+\n/, 'a periodic line with the ETA')
   p.add(3, 3072)
   p.stop()
