@@ -191,12 +191,13 @@ function buildProgram(): Command {
     .option('--chunks', 'also store files larger than the chunk size as chunks, with a chunk index (extended format; nodes read ranges of them)')
     .option('--chunk-size <size>', 'with --chunks: bytes a chunk, 256KiB to 64MiB (default 4MiB)')
     .option('--no-whole', "with --chunks: leave chunked files' whole blobs out (only for stores whose nodes all read chunks)")
-    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; revision?: number; jobs?: number; strict?: boolean; chunks?: boolean; chunkSize?: string; whole: boolean }) => {
+    .option('--startup <file>', 'also store this start-up list (aysfs-native record) as <id>.startup, signed with --sign; nodes fetch its blobs at mount')
+    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; revision?: number; jobs?: number; strict?: boolean; chunks?: boolean; chunkSize?: string; whole: boolean; startup?: string }) => {
       const { publish } = await import('./publish')
       const { parseChunkSize } = await import('./chunks')
       const chunkSize = opts.chunkSize === undefined ? undefined : parseChunkSize(opts.chunkSize)
       const { id, store, prefix, format, sign, revision, jobs, whole } = opts
-      const r = await publish({ dir, id, store, prefix, format, sign, unsign: opts.unsign ?? false, revision, jobs, strict: opts.strict ?? false, chunks: opts.chunks ?? false, chunkSize, whole })
+      const r = await publish({ dir, id, store, prefix, format, sign, unsign: opts.unsign ?? false, revision, jobs, strict: opts.strict ?? false, chunks: opts.chunks ?? false, chunkSize, whole, startup: opts.startup })
       for (const c of r.changed) process.stderr.write(`aysfs-native: warning: ${c.file} left out: it ${c.reason}\n`)
       const lines = [
         `published ${opts.id} (${r.format}, prefix ${r.prefix}) to ${r.flist}${r.unchanged ? ' (unchanged)' : ''}`,
@@ -205,6 +206,7 @@ function buildProgram(): Command {
       ]
       if (r.chunked) lines.push(`  ${r.chunked.files} files as chunks: ${r.chunked.written} chunks written (${formatBytes(r.chunked.writtenBytes)}), ${r.chunked.indexesWritten} chunk indexes written`)
       if (r.signature) lines.push(`  signature: ${r.signature} (revision ${r.revision})`)
+      if (r.startup) lines.push(`  start-up list: ${r.startup.file}, ${r.startup.blobs} blobs${r.startup.signature ? `, signed (${r.startup.signature})` : ''}`)
       if (r.removedSignature) lines.push(`  signature: removed ${r.removedSignature} (--unsign): nodes with main.trusted_keys refuse ${opts.id} from now on`)
       const skipped = Object.entries(r.skipped)
       if (skipped.length > 0) {

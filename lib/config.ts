@@ -70,6 +70,11 @@ export interface MainConfig {
   maxDownloads: number
   /** Fetch the small blobs beside a missed one with the slots misses leave free. Default true. */
   speculate: boolean
+  /**
+   * Fetch the blobs of each service's published start-up list (`md/<id>.startup`) at mount and
+   * when a new flist is applied, behind the misses. Default true.
+   */
+  startup: boolean
   /** Honour setuid/setgid bits from flists. Default false. */
   suid: boolean
   /** Honour device files from flists. Default false. */
@@ -111,7 +116,7 @@ const MAX_DOWNLOADS_LIMIT = 1024
 
 const MAIN_KEYS = [
   'mount', 'prefix', 'cache', 'cache_size', 'timeout', 'trusted_keys', 'max_entries',
-  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'refresh', 'metrics', 'speculate',
+  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'refresh', 'metrics', 'speculate', 'startup',
 ]
 const TOP_KEYS = ['main', 'ays', 'cache', 'store']
 const AYS_KEYS = ['id', 'prefetch']
@@ -469,6 +474,7 @@ function check(obj: unknown, ctx: Ctx): Config {
     suid: c(() => optBool(ctx, m.suid, 'main.suid', false)) ?? false,
     dev: c(() => optBool(ctx, m.dev, 'main.dev', false)) ?? false,
     speculate: c(() => optBool(ctx, m.speculate, 'main.speculate', true)) ?? true,
+    startup: c(() => optBool(ctx, m.startup, 'main.startup', true)) ?? true,
   }
   if (main.timeoutMs === 0) c(() => fail(ctx, 'main.timeout', 'must be more than 0'))
   if (main.maxFlistSize === 0) c(() => fail(ctx, 'main.max_flist_size', 'must be more than 0'))
@@ -535,6 +541,7 @@ function check(obj: unknown, ctx: Ctx): Config {
   if (ctx.file !== undefined) cfg.file = ctx.file
   return cfg
 }
+
 
 /**
  * Check a config object of the TOML file's shape (`{ main: {...}, ays: [...], cache: [...],

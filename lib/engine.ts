@@ -323,6 +323,12 @@ export class Engine {
     this.#worker.postMessage({ type: 'locality', data })
   }
 
+  /** Hands the miss worker's fetcher the start-up set of a new tree ({@link Fetcher.setStartup}). */
+  setStartup(data: unknown): void {
+    if (this.#gone) return
+    this.#worker.postMessage({ type: 'startup', data })
+  }
+
   /**
    * The files the tree stores as chunks too (file MD5 -> the MD5 of its chunk index, from the
    * flists' `chunks=`), for the miss worker: a miss of one of them fetches only the chunks the

@@ -20,6 +20,7 @@ import { runtimeModule } from './package-root'
 import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
 import { buildLocality, type LocalityData } from './pipeline/locality'
+import { startupSet, startupValidator, type StartupSet } from './pipeline/startup'
 import { prefixWarning } from './prefix-warning'
 import type { MetricsServer } from './metrics'
 import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
@@ -236,6 +237,8 @@ interface Loaded {
   prefetch?: Map<string, number>
   /** What the miss worker guesses from (`main.speculate`). */
   locality?: LocalityData
+  /** The blobs of the services' start-up lists the miss worker fetches (`main.startup`). */
+  startup?: StartupSet
 }
 
 /**
@@ -280,6 +283,7 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
   const services: ServiceInfo[] = []
   const pairs: LoadedPair[] = []
   const prefetch = opts.prefetch ? new Map<string, number>() : undefined
+  const startupLists: Promise<string[] | undefined>[] = []
   for (const ays of config.ays) {
     let signer: string | undefined
     let revision: number | undefined
@@ -325,7 +329,11 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
       ...(result.validators !== undefined ? { validators: result.validators } : {}),
     })
     if (prefetch && ays.prefetch) result.value.tree.forEachFile((md5, size) => prefetch.set(md5, size))
+    // Its start-up list, from where the flist came, while the next flist is fetched; none is no
+    // error, a bad one only a warning (fetchStartup never rejects for what a store does).
+    if (config.main.startup) startupLists.push(meta.fetchStartup(ays.id, result.source, startupValidator(keys, ays.id, log), { signature: keys.length > 0 }))
   }
+  const lists = (await Promise.all(startupLists)).filter((l) => l !== undefined)
   const tree = mergeServices(parsed, { maxEntries: config.main.maxEntries })
   const { buffer, count, droppedDevices } = buildTable(tree, { suid: config.main.suid, dev: config.main.dev })
   droppedDevices.forEach((n, i) => {
@@ -345,7 +353,9 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
     const index = tree.chunksOf(id)
     if (index !== undefined) chunkIndexes.set(md5, index)
   })
-  return { table: buffer, entries: count, services, pairs, prefix, chunkIndexes, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}) }
+  // Only blobs of the merged tree: a list names nothing else a node will fetch.
+  const startup = config.main.startup ? startupSet(tree, lists) : undefined
+  return { table: buffer, entries: count, services, pairs, prefix, chunkIndexes, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}), ...(startup ? { startup } : {}) }
 }
 
 /**
@@ -387,7 +397,12 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   }
   // Before any work: what the engine would refuse after the flists were fetched.
   checkMountpoint(mountpoint)
-  const fetcherData = (c: Config, locality: LocalityData | undefined): FetcherData => ({ config: c, ...(logging ? { logging } : {}), ...(locality ? { locality } : {}) })
+  const fetcherData = (c: Config, l: Pick<Loaded, 'locality' | 'startup'>): FetcherData => ({
+    config: c,
+    ...(logging ? { logging } : {}),
+    ...(l.locality ? { locality: l.locality } : {}),
+    ...(l.startup ? { startup: l.startup } : {}),
+  })
   const flists: FlistCounts = { fetched: 0, kept: 0, refused: 0 }
 
   // The highest revision accepted per service, per cache directory (a reload may move it).
@@ -416,7 +431,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       mountpoint,
       cacheDir: config.main.cache,
       table: loaded.table,
-      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config, loaded.locality) },
+      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config, loaded) },
       allowOther: options.allowOther ?? false,
       suid: config.main.suid,
       dev: config.main.dev,
@@ -440,7 +455,9 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     loaded.table = Buffer.alloc(0)
     releaseMemory()
   }
-  delete loaded.locality // the miss worker has its copy
+  // The miss worker has its copies.
+  delete loaded.locality
+  delete loaded.startup
 
   const info: MountInfo = {
     prefix: loaded.prefix,
@@ -514,6 +531,8 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
           if (fresh.locality) engine.setLocality(fresh.locality)
           engine.setChunkIndexes(fresh.chunkIndexes)
         }
+        // A new flist or revision: its start-up list (the same, mostly: what is cached is skipped).
+        if (fresh.startup) engine.setStartup(fresh.startup)
         recordPairs(fresh, meta)
         info.services = fresh.services
         info.prefix = fresh.prefix
@@ -606,9 +625,13 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       const fresh = await loadTree(next, mountpoint, nextMeta, log, flists, revisionsFor(next))
       engine.setChunkIndexes(fresh.chunkIndexes)
       const swapped = engine.swap(fresh.table)
-      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh.locality), next.main.timeoutMs * 3)
-      // Speculation guesses from the tree: the running fetcher gets the new one.
-      else if (fresh.locality) engine.setLocality(fresh.locality)
+      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh), next.main.timeoutMs * 3)
+      else {
+        // Speculation guesses from the tree, and the start-up set comes with it: the running
+        // fetcher gets the new ones.
+        if (fresh.locality) engine.setLocality(fresh.locality)
+        if (fresh.startup) engine.setStartup(fresh.startup)
+      }
       if (nextMeta !== meta) {
         void meta.close()
         meta = nextMeta

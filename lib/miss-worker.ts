@@ -165,6 +165,8 @@ async function main(): Promise<void> {
       )
     } else if (msg.type === 'locality') {
       fetcher.setLocality?.(msg.data)
+    } else if (msg.type === 'startup') {
+      fetcher.setStartup?.(msg.data)
     } else if (msg.type === 'close') {
       if (statusTimer) clearInterval(statusTimer)
       if (reportTimer) clearInterval(reportTimer)

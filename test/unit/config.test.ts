@@ -49,6 +49,7 @@ t.test('defaults', async (t) => {
     suid: false,
     dev: false,
     speculate: true,
+    startup: true,
   })
   t.same(c.ays, [{ id: 'svc', prefetch: false }])
   t.same(c.caches, [])
@@ -71,6 +72,7 @@ suid = true
 dev = true
 log_level = "debug"
 speculate = false
+startup = false
 
 [[ays]]
 id = "jumpscale__base"
@@ -111,6 +113,7 @@ ca = "/etc/aysfs/ca.pem"
     suid: true,
     dev: true,
     speculate: false,
+    startup: false,
     logLevel: 'debug',
   })
   t.same(c.ays, [{ id: 'jumpscale__base', prefetch: false }, { id: 'jumpscale__extra', prefetch: true }])
