@@ -6,6 +6,7 @@
  * exit statuses: 0 success, 1 failure at run time, 2 usage or configuration error.
  */
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config'
@@ -216,6 +217,28 @@ function buildProgram(): Command {
       if (r.changed.length > 0) lines.push(`  left out ${r.changed.length} file(s) that changed while they were published (warnings on stderr; --strict fails instead)`)
       out(lines.join('\n'))
     })
+
+  withLogOptions(
+    program
+      .command('record')
+      .description('on a staging host: run a command against a fresh mount of one service (empty cache, no speculation) and write the blobs it read, in order, as a start-up list for publish --startup')
+      .requiredOption('--ays <id>', 'the service to mount (only it)')
+      .requiredOption('--out <file>', 'where to write the start-up list')
+      .option('-c, --config <file>', `config file: its stores, keys and prefix (default: $AYSFS_CONFIG, else ${DEFAULT_CONFIG_PATH})`)
+      .option('-m, --mount <dir>', 'mount here (default: main.mount of the config: where the nodes mount it)')
+      .argument('<command...>', 'the command and its arguments, after --')
+      .passThroughOptions(),
+    'warn',
+  ).action(async (command: string[], opts: { ays: string; out: string; config?: string; mount?: string } & LogFlags) => {
+    const config = loadConfig(configPath(opts.config))
+    const log = logger(opts, config, 'warn')
+    const { record } = await import('./record')
+    const r = await record({ config, ays: opts.ays, out: opts.out, command, ...(opts.mount !== undefined ? { mountpoint: path.resolve(opts.mount) } : {}), log })
+    const ended = r.signal !== null ? `was killed by ${r.signal}` : `exited with status ${r.code}`
+    process.stderr.write(`aysfs-native: recorded ${r.blobs} blobs read by ${command[0]} (which ${ended}) to ${r.out}\n`)
+    // The command's status, as time(1) and strace(1) give it.
+    status = r.signal !== null ? 128 + (os.constants.signals[r.signal] ?? 0) : (r.code ?? 1)
+  })
 
   program
     .command('verify')

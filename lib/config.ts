@@ -539,9 +539,32 @@ function check(obj: unknown, ctx: Ctx): Config {
   }
   const cfg: Config = { main, ays, caches, stores }
   if (ctx.file !== undefined) cfg.file = ctx.file
+  ORIGINS.set(cfg, { obj, file: ctx.file, base: ctx.base })
   return cfg
 }
 
+/** The object (of the file's shape) each checked config came from: {@link reviseConfig} checks it again. */
+const ORIGINS = new WeakMap<Config, { obj: Record<string, unknown>; file?: string; base: string }>()
+
+/**
+ * `config` checked again with `changes` (keys of the file's shape, `undefined` for absent) put
+ * over its `[main]`, and its `[[ays]]` replaced by `changes.ays` when given. Relative paths
+ * resolve as they did (against the config file's directory). For a command that mounts a user's
+ * config its own way (`record`: a temp cache, no speculation).
+ * @throws TypeError when `config` did not come from this module's checker; AysfsError `EINVAL`
+ *   for a change the checker refuses.
+ */
+export function reviseConfig(config: Config, changes: { main?: Record<string, unknown>; ays?: Record<string, unknown>[] }): Config {
+  const origin = ORIGINS.get(config)
+  if (!origin) throw new TypeError('reviseConfig: config must come from loadConfig, parseConfig or checkConfig')
+  const main = { ...(isTable(origin.obj.main) ? origin.obj.main : {}), ...changes.main }
+  return check({ ...origin.obj, main, ...(changes.ays ? { ays: changes.ays } : {}) }, { file: origin.file, base: origin.base })
+}
+
+/** Whether `v` is a config this module's checker made (mount() takes one as it is). */
+export function isCheckedConfig(v: unknown): v is Config {
+  return typeof v === 'object' && v !== null && ORIGINS.has(v as Config)
+}
 
 /**
  * Check a config object of the TOML file's shape (`{ main: {...}, ays: [...], cache: [...],

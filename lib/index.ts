@@ -11,7 +11,7 @@
  */
 import path from 'node:path'
 import type { NativeStats } from '../binding'
-import { checkConfig, loadConfig, parseListenAddress, type Config } from './config'
+import { checkConfig, isCheckedConfig, loadConfig, parseListenAddress, type Config } from './config'
 import { Engine, engineStatMeta, releaseMemory } from './engine'
 import { AysfsError } from './errors'
 import { mergeServices, parseFlist, type ParsedFlist } from './flist'
@@ -61,9 +61,10 @@ export interface MountOptions {
   mountpoint?: string
   /**
    * The configuration: a TOML file's path, or an object of the file's shape
-   * (`{ main: {...}, ays: [...], cache: [...], store: [...] }`), checked the same way.
+   * (`{ main: {...}, ays: [...], cache: [...], store: [...] }`), checked the same way; or a
+   * `Config` the checker made (an {@link AysfsMount.config}), used as it is.
    */
-  config: string | Record<string, unknown>
+  config: string | Record<string, unknown> | Config
   /** Let users other than the mounting one see the tree (`allow_other`; needs
    * `user_allow_other` in /etc/fuse.conf for non-root). Default false. */
   allowOther?: boolean
@@ -73,6 +74,14 @@ export interface MountOptions {
   debug?: boolean
   /** Called when the mount goes away from outside (someone ran `umount`). */
   onExit?: () => void
+  /**
+   * Called on this thread with the MD5 of each blob a read found missing from the local cache,
+   * in the order of the misses, once per fetch the file system asks for (a file read by chunks:
+   * once per read that missed): with an empty cache and `main.speculate = false`, the order in
+   * which a program first read its files. `aysfs-native record` writes them down. Every miss is
+   * told before {@link AysfsMount.unmount} resolves.
+   */
+  onMiss?: (md5: string) => void
   /**
    * Called when a refresh (`main.refresh`, or {@link AysfsMount.refresh}) applies a new flist or
    * revision, refuses one (an older signed revision: "rollback refused"), or fails. Not called
@@ -208,6 +217,7 @@ export interface AysfsMount {
 
 function readConfig(config: MountOptions['config']): Config {
   if (typeof config === 'string') return loadConfig(config)
+  if (isCheckedConfig(config)) return config
   if (config === null || typeof config !== 'object') {
     throw new TypeError('config must be a file path or an object of the config file\'s shape')
   }
@@ -438,6 +448,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       debug: options.debug ?? false,
       stallTimeoutMs: stallTimeoutMs(config.main.timeoutMs),
       chunkIndexes: loaded.chunkIndexes,
+      ...(options.onMiss ? { onMiss: options.onMiss } : {}),
       onExit: () => {
         schedule.stop()
         void metricsServer?.close()
