@@ -18,6 +18,7 @@ import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { mount, type AysfsMount } from '../lib/index'
+import { readStartupFile, storeStartupList } from '../lib/publish'
 import { startNginx } from './nginx'
 import { judge, summarize, type Summary, type WanInfo, type WorkloadResult } from './report'
 import { blobPath, publishTree, pythonExecutable, type Blob } from './tree'
@@ -52,7 +53,7 @@ export const TREE_READERS = 8
 
 /**
  * Issue 17's targets: the mount's median over curl's. `recorded` is the target with a recorded
- * start-up set published beside the flist, which {@link VARIANTS} does not run yet.
+ * start-up set published beside the flist (the `-recorded` rows of {@link VARIANTS}).
  */
 export const WAN_TARGETS = {
   python: { default: 2, recorded: 1.3 },
@@ -61,12 +62,11 @@ export const WAN_TARGETS = {
 } as const
 
 /**
- * How a workload's mount is set up: the default config, and `speculate = false` for the ratios
- * of the same run. The recorded start-up
- * set's rows go here once `publish --startup` exists: `{ suffix: '-recorded', target:
- * 'recorded', title: 'recorded start-up set', … }`, publishing the set the `record` command
- * wrote beside each flist before the runs (start-ups only: the tree read has no such target).
- * Every variant is judged against the same curl and reports the same fetched / needed figures.
+ * How a workload's mount is set up: the default config, `speculate = false` for the ratios of the
+ * same run, and the default config with a recorded start-up set published beside the flist (the
+ * set the `record` command wrote for the workload before the runs; only for workloads with a
+ * `recorded` target: the start-ups). Every variant is judged against the same curl and reports
+ * the same fetched / needed figures.
  */
 interface Variant {
   /** Appended to the row's id. */
@@ -77,13 +77,19 @@ interface Variant {
   target: 'default' | 'recorded'
   /** `main` keys added to the mount's config. */
   main?: Record<string, unknown>
+  /** The store has the workload's recorded start-up list (`md/<id>.startup`) for these runs only. */
+  startup?: boolean
 }
 
 const VARIANTS: Variant[] = [
   { suffix: '', title: 'default config', target: 'default' },
   // The engine as it was before speculation, measured in the same run for the ratios.
   { suffix: '-nospec', title: 'speculate = false', target: 'default', main: { speculate: false } },
+  { suffix: '-recorded', title: 'recorded start-up set, default config', target: 'recorded', startup: true },
 ]
+
+/** The aysfs-native command, built beside this file (dist/bench -> dist/lib). */
+const CLI = path.resolve(__dirname, '..', 'lib', 'cli.js')
 
 /** The link and the runs. */
 export interface WanOptions {
@@ -313,6 +319,29 @@ function neededSet(dir: string, w: Workload, tree: Tree, progress: (m: string) =
   return needed
 }
 
+/**
+ * The workload's start-up set as a staging host makes it: `aysfs-native record` of the command on
+ * a mount of the tree straight from the store directory (no WAN), then stored beside the flist
+ * the way `publish --startup` stores it. Returns the list's path in the store, and its bytes.
+ */
+function recordStartup(dir: string, w: Workload, tree: Tree, store: string, mnt: string, progress: (m: string) => void): { file: string; data: Buffer; blobs: number } {
+  progress(`wan: recording the start-up set of ${w.id} (aysfs-native record)`)
+  const c = w.command(mnt)
+  const config = path.join(dir, `record-${w.key}.toml`)
+  fs.writeFileSync(config, `[main]\nprefix = ${JSON.stringify(tree.prefix)}\n\n[[ays]]\nid = ${JSON.stringify(tree.id)}\n\n[[store]]\nurl = ${JSON.stringify(store)}\n`)
+  const out = path.join(dir, `startup-${w.key}.list`)
+  const r = spawnSync(process.execPath, [CLI, 'record', '--config', config, '--ays', tree.id, '--mount', mnt, '--out', out, '--', c.file, ...c.args], {
+    cwd: c.cwd,
+    env: c.env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    maxBuffer: 16 << 20,
+  })
+  if (r.status !== 0) throw new Error(`wan: record of ${w.id} failed (${r.status ?? r.signal}): ${r.stderr?.toString() ?? ''}`)
+  const named = new Set([...tree.files.values()].map((b) => b.md5))
+  const stored = storeStartupList(store, tree.id, readStartupFile(out), named, undefined, false, Date.now())
+  return { file: stored.file, data: fs.readFileSync(stored.file), blobs: stored.blobs }
+}
+
 /** Blobs in a local cache directory (`h0/h1/md5`). */
 function cachedBlobs(cache: string): Set<string> {
   const out = new Set<string>()
@@ -480,8 +509,9 @@ interface MountRun {
   /** Needed blobs the mount never fetched (0 unless the workload differs from the strace run). */
   missingBlobs: number
   misses: number
-  /** The pipeline's speculation counters at the end of the run. */
+  /** The pipeline's speculation and start-up counters at the end of the run. */
   speculation?: Record<string, unknown>
+  startup?: Record<string, unknown>
   proxy?: ProxyStats
   profile: TraceProfile
 }
@@ -523,12 +553,17 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
       const warm = (): void => {
         for (const b of needed.blobs) fs.readFileSync(blobPath(store, b.md5, 'store'))
       }
+      const variants = VARIANTS.filter((v) => v.target in WAN_TARGETS[w.key])
+      const recorded = variants.some((v) => v.startup) ? recordStartup(dir, w, tree, store, mnt, o.progress) : undefined
       // The variants alternate run by run (a loaded machine drifts): run 1 of each, then run 2, …
-      const perVariant = VARIANTS.map(() => ({ mountRuns: [] as MountRun[], curlRuns: [] as number[], curlProxy: [] as (ProxyStats | undefined)[] }))
+      const perVariant = variants.map(() => ({ mountRuns: [] as MountRun[], curlRuns: [] as number[], curlProxy: [] as (ProxyStats | undefined)[] }))
       for (let i = 0; i < o.runs; i++) {
-        for (const [vi, v] of VARIANTS.entries()) {
+        for (const [vi, v] of variants.entries()) {
           const { mountRuns, curlRuns, curlProxy } = perVariant[vi]!
           o.progress(`${w.id}${v.suffix}: run ${i + 1} of ${o.runs}`)
+          // The published list is there for the runs of its variant only.
+          if (recorded && v.startup) fs.writeFileSync(recorded.file, recorded.data)
+          else if (recorded) fs.rmSync(recorded.file, { force: true })
           warm()
           const cache = path.join(dir, 'cache')
           trash(cache)
@@ -575,6 +610,7 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
             missingBlobs,
             misses: st.engine.misses,
             speculation: st.pipeline?.speculation as Record<string, unknown> | undefined,
+            startup: v.startup ? (st.pipeline?.startup as unknown as Record<string, unknown> | undefined) : undefined,
             proxy: stats,
             profile: profile(readTrace(traceFile), o.rttMs),
           })
@@ -596,9 +632,10 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
       }
       trash(path.join(dir, 'cache'))
       trash(path.join(dir, 'curl'))
-      for (const [vi, v] of VARIANTS.entries()) {
+      if (recorded) fs.rmSync(recorded.file, { force: true })
+      for (const [vi, v] of variants.entries()) {
         const { mountRuns, curlRuns, curlProxy } = perVariant[vi]!
-        results.push(row(w, v, needed, neededBytes, mountRuns, curlRuns, curlProxy, o))
+        results.push(row(w, v, needed, neededBytes, mountRuns, curlRuns, curlProxy, o, v.startup ? recorded : undefined))
       }
     }
   } finally {
@@ -610,7 +647,7 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
   return results
 }
 
-function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs: MountRun[], curl: number[], curlProxy: (ProxyStats | undefined)[], o: WanOptions): WorkloadResult {
+function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs: MountRun[], curl: number[], curlProxy: (ProxyStats | undefined)[], o: WanOptions, recorded?: { blobs: number }): WorkloadResult {
   const bound = (WAN_TARGETS[w.key] as Record<string, number>)[v.target]
   if (bound === undefined) throw new Error(`wan: no ${v.target} target for ${w.key}`)
   const target = { of: 'ratio' as const, op: '<=' as const, bound }
@@ -634,10 +671,12 @@ function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs:
     floorRatio: mountS.median / floorSeconds,
     curlFloorRatio: curlS.median / floorSeconds,
     mountSeconds: summarize(runs.map((r) => r.mountSeconds)),
+    // The recorded start-up list's blobs (the `-recorded` rows).
+    ...(recorded ? { startupBlobs: recorded.blobs } : {}),
   }
   const info = {
     wan,
-    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, extraBytes: r.extraBytes, speculation: r.speculation, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, proxyCpuMs: r.proxy?.cpuMs, profile: r.profile })),
+    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, extraBytes: r.extraBytes, speculation: r.speculation, startup: r.startup, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, proxyCpuMs: r.proxy?.cpuMs, profile: r.profile })),
     curlRuns: curl.map((seconds, i) => ({ seconds, wireBytesDown: curlProxy[i]?.bytesDown, connections: curlProxy[i]?.connections, proxyCpuMs: curlProxy[i]?.cpuMs })),
   }
   const title = `${w.title} (${needed.blobs.length} blobs), ${v.title}`

@@ -6,6 +6,7 @@
  * exit statuses: 0 success, 1 failure at run time, 2 usage or configuration error.
  */
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import { DEFAULT_CONFIG_PATH, loadConfig, type Config } from './config'
@@ -191,12 +192,13 @@ function buildProgram(): Command {
     .option('--chunks', 'also store files larger than the chunk size as chunks, with a chunk index (extended format; nodes read ranges of them)')
     .option('--chunk-size <size>', 'with --chunks: bytes a chunk, 256KiB to 64MiB (default 4MiB)')
     .option('--no-whole', "with --chunks: leave chunked files' whole blobs out (only for stores whose nodes all read chunks)")
-    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; revision?: number; jobs?: number; strict?: boolean; chunks?: boolean; chunkSize?: string; whole: boolean }) => {
+    .option('--startup <file>', 'also store this start-up list (aysfs-native record) as <id>.startup, signed with --sign; nodes fetch its blobs at mount')
+    .action(async (dir: string, opts: { id: string; store: string; prefix?: string; format: 'seed' | 'extended'; sign?: string; unsign?: boolean; revision?: number; jobs?: number; strict?: boolean; chunks?: boolean; chunkSize?: string; whole: boolean; startup?: string }) => {
       const { publish } = await import('./publish')
       const { parseChunkSize } = await import('./chunks')
       const chunkSize = opts.chunkSize === undefined ? undefined : parseChunkSize(opts.chunkSize)
       const { id, store, prefix, format, sign, revision, jobs, whole } = opts
-      const r = await publish({ dir, id, store, prefix, format, sign, unsign: opts.unsign ?? false, revision, jobs, strict: opts.strict ?? false, chunks: opts.chunks ?? false, chunkSize, whole })
+      const r = await publish({ dir, id, store, prefix, format, sign, unsign: opts.unsign ?? false, revision, jobs, strict: opts.strict ?? false, chunks: opts.chunks ?? false, chunkSize, whole, startup: opts.startup })
       for (const c of r.changed) process.stderr.write(`aysfs-native: warning: ${c.file} left out: it ${c.reason}\n`)
       const lines = [
         `published ${opts.id} (${r.format}, prefix ${r.prefix}) to ${r.flist}${r.unchanged ? ' (unchanged)' : ''}`,
@@ -205,6 +207,7 @@ function buildProgram(): Command {
       ]
       if (r.chunked) lines.push(`  ${r.chunked.files} files as chunks: ${r.chunked.written} chunks written (${formatBytes(r.chunked.writtenBytes)}), ${r.chunked.indexesWritten} chunk indexes written`)
       if (r.signature) lines.push(`  signature: ${r.signature} (revision ${r.revision})`)
+      if (r.startup) lines.push(`  start-up list: ${r.startup.file}, ${r.startup.blobs} blobs${r.startup.signature ? `, signed (${r.startup.signature})` : ''}`)
       if (r.removedSignature) lines.push(`  signature: removed ${r.removedSignature} (--unsign): nodes with main.trusted_keys refuse ${opts.id} from now on`)
       const skipped = Object.entries(r.skipped)
       if (skipped.length > 0) {
@@ -214,6 +217,28 @@ function buildProgram(): Command {
       if (r.changed.length > 0) lines.push(`  left out ${r.changed.length} file(s) that changed while they were published (warnings on stderr; --strict fails instead)`)
       out(lines.join('\n'))
     })
+
+  withLogOptions(
+    program
+      .command('record')
+      .description('on a staging host: run a command against a fresh mount of one service (empty cache, no speculation) and write the blobs it read, in order, as a start-up list for publish --startup')
+      .requiredOption('--ays <id>', 'the service to mount (only it)')
+      .requiredOption('--out <file>', 'where to write the start-up list')
+      .option('-c, --config <file>', `config file: its stores, keys and prefix (default: $AYSFS_CONFIG, else ${DEFAULT_CONFIG_PATH})`)
+      .option('-m, --mount <dir>', 'mount here (default: main.mount of the config: where the nodes mount it)')
+      .argument('<command...>', 'the command and its arguments, after --')
+      .passThroughOptions(),
+    'warn',
+  ).action(async (command: string[], opts: { ays: string; out: string; config?: string; mount?: string } & LogFlags) => {
+    const config = loadConfig(configPath(opts.config))
+    const log = logger(opts, config, 'warn')
+    const { record } = await import('./record')
+    const r = await record({ config, ays: opts.ays, out: opts.out, command, ...(opts.mount !== undefined ? { mountpoint: path.resolve(opts.mount) } : {}), log })
+    const ended = r.signal !== null ? `was killed by ${r.signal}` : `exited with status ${r.code}`
+    process.stderr.write(`aysfs-native: recorded ${r.blobs} blobs read by ${command[0]} (which ${ended}) to ${r.out}\n`)
+    // The command's status, as time(1) and strace(1) give it.
+    status = r.signal !== null ? 128 + (os.constants.signals[r.signal] ?? 0) : (r.code ?? 1)
+  })
 
   program
     .command('verify')

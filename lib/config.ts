@@ -70,6 +70,11 @@ export interface MainConfig {
   maxDownloads: number
   /** Fetch the small blobs beside a missed one with the slots misses leave free. Default true. */
   speculate: boolean
+  /**
+   * Fetch the blobs of each service's published start-up list (`md/<id>.startup`) at mount and
+   * when a new flist is applied, behind the misses. Default true.
+   */
+  startup: boolean
   /** Honour setuid/setgid bits from flists. Default false. */
   suid: boolean
   /** Honour device files from flists. Default false. */
@@ -111,7 +116,7 @@ const MAX_DOWNLOADS_LIMIT = 1024
 
 const MAIN_KEYS = [
   'mount', 'prefix', 'cache', 'cache_size', 'timeout', 'trusted_keys', 'max_entries',
-  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'refresh', 'metrics', 'speculate',
+  'max_flist_size', 'max_downloads', 'suid', 'dev', 'log_level', 'refresh', 'metrics', 'speculate', 'startup',
 ]
 const TOP_KEYS = ['main', 'ays', 'cache', 'store']
 const AYS_KEYS = ['id', 'prefetch']
@@ -469,6 +474,7 @@ function check(obj: unknown, ctx: Ctx): Config {
     suid: c(() => optBool(ctx, m.suid, 'main.suid', false)) ?? false,
     dev: c(() => optBool(ctx, m.dev, 'main.dev', false)) ?? false,
     speculate: c(() => optBool(ctx, m.speculate, 'main.speculate', true)) ?? true,
+    startup: c(() => optBool(ctx, m.startup, 'main.startup', true)) ?? true,
   }
   if (main.timeoutMs === 0) c(() => fail(ctx, 'main.timeout', 'must be more than 0'))
   if (main.maxFlistSize === 0) c(() => fail(ctx, 'main.max_flist_size', 'must be more than 0'))
@@ -533,7 +539,31 @@ function check(obj: unknown, ctx: Ctx): Config {
   }
   const cfg: Config = { main, ays, caches, stores }
   if (ctx.file !== undefined) cfg.file = ctx.file
+  ORIGINS.set(cfg, { obj, file: ctx.file, base: ctx.base })
   return cfg
+}
+
+/** The object (of the file's shape) each checked config came from: {@link reviseConfig} checks it again. */
+const ORIGINS = new WeakMap<Config, { obj: Record<string, unknown>; file?: string; base: string }>()
+
+/**
+ * `config` checked again with `changes` (keys of the file's shape, `undefined` for absent) put
+ * over its `[main]`, and its `[[ays]]` replaced by `changes.ays` when given. Relative paths
+ * resolve as they did (against the config file's directory). For a command that mounts a user's
+ * config its own way (`record`: a temp cache, no speculation).
+ * @throws TypeError when `config` did not come from this module's checker; AysfsError `EINVAL`
+ *   for a change the checker refuses.
+ */
+export function reviseConfig(config: Config, changes: { main?: Record<string, unknown>; ays?: Record<string, unknown>[] }): Config {
+  const origin = ORIGINS.get(config)
+  if (!origin) throw new TypeError('reviseConfig: config must come from loadConfig, parseConfig or checkConfig')
+  const main = { ...(isTable(origin.obj.main) ? origin.obj.main : {}), ...changes.main }
+  return check({ ...origin.obj, main, ...(changes.ays ? { ays: changes.ays } : {}) }, { file: origin.file, base: origin.base })
+}
+
+/** Whether `v` is a config this module's checker made (mount() takes one as it is). */
+export function isCheckedConfig(v: unknown): v is Config {
+  return typeof v === 'object' && v !== null && ORIGINS.has(v as Config)
 }
 
 /**

@@ -41,6 +41,13 @@ export interface EngineOptions extends Partial<EngineTunables> {
   fetcher: FetcherSpec
   /** Called when the mount went away from outside (`umount`), after the engine cleaned up. */
   onExit?: () => void
+  /**
+   * Called on this thread with each blob the native side hands the miss worker (MD5, size), in
+   * the order the misses came: once per fetch it asks for (a chunked file's: once per read that
+   * missed). For recording what a program reads (`aysfs-native record`). Every miss told before
+   * {@link Engine.unmount} resolves.
+   */
+  onMiss?: (md5: string, size: number) => void
   /** Files stored as chunks too: file MD5 -> chunk index MD5 (see {@link Engine.setChunkIndexes}). */
   chunkIndexes?: ReadonlyMap<string, string>
 }
@@ -122,6 +129,7 @@ export function nativeMountOptions(options: EngineOptions): NativeMountOptions {
     throw expected('the path of a fetcher module', 'fetcher.module')
   }
   if (options.onExit !== undefined && typeof options.onExit !== 'function') throw expected('a function', 'onExit')
+  if (options.onMiss !== undefined && typeof options.onMiss !== 'function') throw expected('a function', 'onMiss')
   const tunables: Record<string, unknown> = {}
   for (const [key, tunable] of Object.entries(TUNABLES) as [string, Tunable<unknown>][]) {
     const value = (options as unknown as Record<string, unknown>)[key]
@@ -231,7 +239,7 @@ export class Engine {
     prepareCacheDir(options.cacheDir)
     const { stallTimeoutMs } = mountOptions
     const worker = new Worker(runtimeModule('miss-worker'), {
-      workerData: { module: options.fetcher.module, data: options.fetcher.data, stallTimeoutMs },
+      workerData: { module: options.fetcher.module, data: options.fetcher.data, stallTimeoutMs, reportMisses: options.onMiss !== undefined },
       // No loader hooks of the parent (a test runner's TypeScript loader): plain, fast start.
       execArgv: [],
       stdout: false,
@@ -241,6 +249,9 @@ export class Engine {
     // The exit callback lives as long as the mount: it must not close over `options`, which
     // holds the table (hundreds of MB for millions of entries) the native side has copied.
     const userOnExit = options.onExit
+    // For the life of the worker: the misses it posted before it closed all arrive before `closed`.
+    const onMiss = options.onMiss
+    if (onMiss) worker.on('message', (msg: { type: string; md5?: string; size?: number }) => void (msg.type === 'miss' && onMiss(msg.md5!, msg.size!)))
     // The worker starts (loads the fetcher module) on its own thread while this one mounts:
     // misses that come before it is attached wait for it on the native side.
     const ready = message(worker, 'ready')
@@ -321,6 +332,12 @@ export class Engine {
   setLocality(data: unknown): void {
     if (this.#gone) return
     this.#worker.postMessage({ type: 'locality', data })
+  }
+
+  /** Hands the miss worker's fetcher the start-up set of a new tree ({@link Fetcher.setStartup}). */
+  setStartup(data: unknown): void {
+    if (this.#gone) return
+    this.#worker.postMessage({ type: 'startup', data })
   }
 
   /**

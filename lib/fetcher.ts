@@ -46,6 +46,12 @@ export interface Fetcher {
    * (lib/pipeline/locality.ts), as `createFetcher`'s data carried it at the start.
    */
   setLocality?(data: unknown): void
+  /**
+   * Optional: the blobs of the mount's start-up lists to fetch now, behind any miss
+   * (lib/pipeline/startup.ts); at the start `createFetcher`'s data carries them, then each new tree
+   * brings its own, which replaces what is left of the last.
+   */
+  setStartup?(data: unknown): void
 
   /**
    * Optional: a file stored as chunks too (`index`: the MD5 of its chunk index). Puts the chunks

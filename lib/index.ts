@@ -11,7 +11,7 @@
  */
 import path from 'node:path'
 import type { NativeStats } from '../binding'
-import { checkConfig, loadConfig, parseListenAddress, type Config } from './config'
+import { checkConfig, isCheckedConfig, loadConfig, parseListenAddress, type Config } from './config'
 import { Engine, engineStatMeta, releaseMemory } from './engine'
 import { AysfsError } from './errors'
 import { mergeServices, parseFlist, type ParsedFlist } from './flist'
@@ -20,6 +20,7 @@ import { runtimeModule } from './package-root'
 import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
 import { buildLocality, type LocalityData } from './pipeline/locality'
+import { startupSet, startupValidator, type StartupSet } from './pipeline/startup'
 import { prefixWarning } from './prefix-warning'
 import type { MetricsServer } from './metrics'
 import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
@@ -60,9 +61,10 @@ export interface MountOptions {
   mountpoint?: string
   /**
    * The configuration: a TOML file's path, or an object of the file's shape
-   * (`{ main: {...}, ays: [...], cache: [...], store: [...] }`), checked the same way.
+   * (`{ main: {...}, ays: [...], cache: [...], store: [...] }`), checked the same way; or a
+   * `Config` the checker made (an {@link AysfsMount.config}), used as it is.
    */
-  config: string | Record<string, unknown>
+  config: string | Record<string, unknown> | Config
   /** Let users other than the mounting one see the tree (`allow_other`; needs
    * `user_allow_other` in /etc/fuse.conf for non-root). Default false. */
   allowOther?: boolean
@@ -72,6 +74,14 @@ export interface MountOptions {
   debug?: boolean
   /** Called when the mount goes away from outside (someone ran `umount`). */
   onExit?: () => void
+  /**
+   * Called on this thread with the MD5 of each blob a read found missing from the local cache,
+   * in the order of the misses, once per fetch the file system asks for (a file read by chunks:
+   * once per read that missed): with an empty cache and `main.speculate = false`, the order in
+   * which a program first read its files. `aysfs-native record` writes them down. Every miss is
+   * told before {@link AysfsMount.unmount} resolves.
+   */
+  onMiss?: (md5: string) => void
   /**
    * Called when a refresh (`main.refresh`, or {@link AysfsMount.refresh}) applies a new flist or
    * revision, refuses one (an older signed revision: "rollback refused"), or fails. Not called
@@ -207,6 +217,7 @@ export interface AysfsMount {
 
 function readConfig(config: MountOptions['config']): Config {
   if (typeof config === 'string') return loadConfig(config)
+  if (isCheckedConfig(config)) return config
   if (config === null || typeof config !== 'object') {
     throw new TypeError('config must be a file path or an object of the config file\'s shape')
   }
@@ -236,6 +247,8 @@ interface Loaded {
   prefetch?: Map<string, number>
   /** What the miss worker guesses from (`main.speculate`). */
   locality?: LocalityData
+  /** The blobs of the services' start-up lists the miss worker fetches (`main.startup`). */
+  startup?: StartupSet
 }
 
 /**
@@ -280,6 +293,7 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
   const services: ServiceInfo[] = []
   const pairs: LoadedPair[] = []
   const prefetch = opts.prefetch ? new Map<string, number>() : undefined
+  const startupLists: Promise<string[] | undefined>[] = []
   for (const ays of config.ays) {
     let signer: string | undefined
     let revision: number | undefined
@@ -325,7 +339,11 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
       ...(result.validators !== undefined ? { validators: result.validators } : {}),
     })
     if (prefetch && ays.prefetch) result.value.tree.forEachFile((md5, size) => prefetch.set(md5, size))
+    // Its start-up list, from where the flist came, while the next flist is fetched; none is no
+    // error, a bad one only a warning (fetchStartup never rejects for what a store does).
+    if (config.main.startup) startupLists.push(meta.fetchStartup(ays.id, result.source, startupValidator(keys, ays.id, log), { signature: keys.length > 0 }))
   }
+  const lists = (await Promise.all(startupLists)).filter((l) => l !== undefined)
   const tree = mergeServices(parsed, { maxEntries: config.main.maxEntries })
   const { buffer, count, droppedDevices } = buildTable(tree, { suid: config.main.suid, dev: config.main.dev })
   droppedDevices.forEach((n, i) => {
@@ -345,7 +363,9 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
     const index = tree.chunksOf(id)
     if (index !== undefined) chunkIndexes.set(md5, index)
   })
-  return { table: buffer, entries: count, services, pairs, prefix, chunkIndexes, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}) }
+  // Only blobs of the merged tree: a list names nothing else a node will fetch.
+  const startup = config.main.startup ? startupSet(tree, lists) : undefined
+  return { table: buffer, entries: count, services, pairs, prefix, chunkIndexes, ...(prefetch ? { prefetch } : {}), ...(locality ? { locality } : {}), ...(startup ? { startup } : {}) }
 }
 
 /**
@@ -387,7 +407,12 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   }
   // Before any work: what the engine would refuse after the flists were fetched.
   checkMountpoint(mountpoint)
-  const fetcherData = (c: Config, locality: LocalityData | undefined): FetcherData => ({ config: c, ...(logging ? { logging } : {}), ...(locality ? { locality } : {}) })
+  const fetcherData = (c: Config, l: Pick<Loaded, 'locality' | 'startup'>): FetcherData => ({
+    config: c,
+    ...(logging ? { logging } : {}),
+    ...(l.locality ? { locality: l.locality } : {}),
+    ...(l.startup ? { startup: l.startup } : {}),
+  })
   const flists: FlistCounts = { fetched: 0, kept: 0, refused: 0 }
 
   // The highest revision accepted per service, per cache directory (a reload may move it).
@@ -416,13 +441,14 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       mountpoint,
       cacheDir: config.main.cache,
       table: loaded.table,
-      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config, loaded.locality) },
+      fetcher: { module: runtimeModule('pipeline/index'), data: fetcherData(config, loaded) },
       allowOther: options.allowOther ?? false,
       suid: config.main.suid,
       dev: config.main.dev,
       debug: options.debug ?? false,
       stallTimeoutMs: stallTimeoutMs(config.main.timeoutMs),
       chunkIndexes: loaded.chunkIndexes,
+      ...(options.onMiss ? { onMiss: options.onMiss } : {}),
       onExit: () => {
         schedule.stop()
         void metricsServer?.close()
@@ -440,7 +466,9 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     loaded.table = Buffer.alloc(0)
     releaseMemory()
   }
-  delete loaded.locality // the miss worker has its copy
+  // The miss worker has its copies.
+  delete loaded.locality
+  delete loaded.startup
 
   const info: MountInfo = {
     prefix: loaded.prefix,
@@ -514,6 +542,8 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
           if (fresh.locality) engine.setLocality(fresh.locality)
           engine.setChunkIndexes(fresh.chunkIndexes)
         }
+        // A new flist or revision: its start-up list (the same, mostly: what is cached is skipped).
+        if (fresh.startup) engine.setStartup(fresh.startup)
         recordPairs(fresh, meta)
         info.services = fresh.services
         info.prefix = fresh.prefix
@@ -606,9 +636,13 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
       const fresh = await loadTree(next, mountpoint, nextMeta, log, flists, revisionsFor(next))
       engine.setChunkIndexes(fresh.chunkIndexes)
       const swapped = engine.swap(fresh.table)
-      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh.locality), next.main.timeoutMs * 3)
-      // Speculation guesses from the tree: the running fetcher gets the new one.
-      else if (fresh.locality) engine.setLocality(fresh.locality)
+      if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh), next.main.timeoutMs * 3)
+      else {
+        // Speculation guesses from the tree, and the start-up set comes with it: the running
+        // fetcher gets the new ones.
+        if (fresh.locality) engine.setLocality(fresh.locality)
+        if (fresh.startup) engine.setStartup(fresh.startup)
+      }
       if (nextMeta !== meta) {
         void meta.close()
         meta = nextMeta

@@ -19,7 +19,7 @@ const EIO = 5
 const PUBLISH_EVERY_MS = 100
 const port = parentPort!
 const binding = missWorkerBinding()
-const { module: modulePath, data, stallTimeoutMs } = workerData as { module: string; data: unknown; stallTimeoutMs: number }
+const { module: modulePath, data, stallTimeoutMs, reportMisses } = workerData as { module: string; data: unknown; stallTimeoutMs: number; reportMisses?: boolean }
 /** Progress goes to the native side this often while fetches run (a tenth of the backstop's
  * window, 10 to 250 ms): one call for every fetch, whatever the number of chunks. */
 const REPORT_EVERY_MS = Math.min(250, Math.max(10, Math.floor(stallTimeoutMs / 10)))
@@ -95,6 +95,8 @@ async function main(): Promise<void> {
   }
 
   const onMiss = (md5: string, size: number, off = 0, len = 0): void => {
+    // The engine's onMiss (a recording): told before the fetch starts, in the misses' order.
+    if (reportMisses) port.postMessage({ type: 'miss', md5, size })
     inFlight++
     const f: Running = { md5, abort: new AbortController(), moved: false, abandoned: false }
     let fetches = running.get(md5)
@@ -165,6 +167,8 @@ async function main(): Promise<void> {
       )
     } else if (msg.type === 'locality') {
       fetcher.setLocality?.(msg.data)
+    } else if (msg.type === 'startup') {
+      fetcher.setStartup?.(msg.data)
     } else if (msg.type === 'close') {
       if (statusTimer) clearInterval(statusTimer)
       if (reportTimer) clearInterval(reportTimer)

@@ -24,8 +24,9 @@ import { fileKindOf, type FileKind } from './file-kind'
 import { FType, formatFlistLine, parseFlist, type FlistLineInput } from './flist'
 import type { HashJob, HashReply, HashResult } from './hash-worker'
 import { runtimeModule } from './package-root'
-import { isRevision, loadSigningKey, MAX_REVISION, parseSignature, signFlist } from './sign'
-import { sourceBlobRel, storeFlistRel } from './sources/source'
+import { isRevision, loadSigningKey, MAX_REVISION, parseSignature, signFlist, signStartup } from './sign'
+import { formatStartupList, MAX_STARTUP_SIZE, parseStartupList, type StartupEntry } from './startup'
+import { sourceBlobRel, storeFlistRel, storeStartupRel } from './sources/source'
 import { systemIds } from './system-ids'
 import { createProgress } from './progress'
 import { createTempFile, writeAll } from './temp-file'
@@ -80,6 +81,12 @@ export interface PublishOptions {
   chunkSize?: number
   /** With `chunks`: false leaves a chunked file's whole blob out of the store. Default true. */
   whole?: boolean
+  /**
+   * A start-up list (`aysfs-native record`'s output) to store beside the flist as
+   * `md/<id>.startup`, signed in `md/<id>.startup.sig` with `sign`. Read and checked before any
+   * work; every blob it names must be one the new flist names.
+   */
+  startup?: string
 }
 
 /** A file {@link publish} left out because it changed under it. */
@@ -122,6 +129,8 @@ export interface PublishResult {
   /** With `chunks`: files stored as chunks, chunk blobs written now and their bytes, and chunk
    * indexes written now (the rest were in the store). */
   chunked?: { files: number; written: number; writtenBytes: number; indexesWritten: number }
+  /** With `startup`: the list written, the blobs it names, and its signature (with `sign`). */
+  startup?: { file: string; blobs: number; signature?: string }
 }
 
 type Kind = FileKind
@@ -512,9 +521,9 @@ function chooseRevision(opts: PublishOptions, flistFile: string, now: number): n
  * renamed back to back: the flist, then its signature. Until the first rename the old pair is
  * whole (an interrupted run changes nothing); a node that reads the pair between the two renames
  * gets the new flist with the old signature, refuses it, and fetches the pair once more
- * (lib/pipeline/flists.ts).
+ * (lib/pipeline/flists.ts). A start-up list and its `.sig` are put in place the same way.
  */
-function replaceFlist(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean, now: number): { unchanged: boolean; removedSignature: boolean } {
+function replaceSigned(flistFile: string, data: Buffer, sig: Buffer | undefined, fsync: boolean, now: number): { unchanged: boolean; removedSignature: boolean } {
   const mdDir = path.dirname(flistFile)
   const sigFile = `${flistFile}.sig`
   fs.mkdirSync(mdDir, { recursive: true })
@@ -624,6 +633,7 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const now = opts.now ?? Date.now
   // An explicit revision is checked before any work: one that nodes would refuse fails at once.
   if (opts.revision !== undefined) chooseRevision(opts, flistFile, now())
+  const startup = opts.startup !== undefined ? readStartupFile(opts.startup) : undefined
 
   // The store may live inside the tree (publish . --store ./store): never publish it into itself.
   const exclude = new Set<string>([root])
@@ -831,16 +841,21 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
   const data = Buffer.from(lines.length > 0 ? `${lines.join('\n')}\n` : '')
   // What we write must mount: check it with the parser the mount uses.
   parseFlist(data, { name: opts.id, prefix, file: `${opts.id}.flist` })
+  // A start-up list names blobs of this flist only (a node would drop any other): checked
+  // before the flist moves.
+  const named = new Set(files.map((f) => f.md5!))
+  if (startup) checkStartup(startup, named, opts.id)
 
   const revision = chooseRevision(opts, flistFile, now())
   const sig = signingKey !== undefined ? signFlist(data, signingKey, { id: opts.id, revision: revision! }) : undefined
   let unchanged: boolean
   let removedSignature: boolean
   try {
-    ;({ unchanged, removedSignature } = replaceFlist(flistFile, data, sig, fsync, now()))
+    ;({ unchanged, removedSignature } = replaceSigned(flistFile, data, sig, fsync, now()))
   } catch (err) {
     throw fromSystemError(err, `store ${root}: cannot write ${flistFile}`)
   }
+  const stored = startup && storeStartupList(root, opts.id, startup, named, signingKey && { key: signingKey, revision: revision! }, fsync, now())
 
   return {
     flist: flistFile,
@@ -861,7 +876,79 @@ export async function publish(opts: PublishOptions): Promise<PublishResult> {
     changed,
     unchanged,
     ...(chunkSize !== undefined ? { chunked } : {}),
+    ...(stored ? { startup: stored } : {}),
   }
+}
+
+/** A start-up list read from a file ({@link readStartupFile}). */
+export interface StartupFile {
+  file: string
+  entries: StartupEntry[]
+}
+
+/**
+ * `--startup FILE`, read and parsed (publish does it before any work).
+ * @throws AysfsError `EUSAGE` when it cannot be read; `EINVAL` (with the file and line) for a bad line.
+ */
+export function readStartupFile(file: string): StartupFile {
+  let data: Buffer
+  try {
+    const st = fs.statSync(file)
+    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' })
+    if (st.size > MAX_STARTUP_SIZE) throw new Error(`larger than ${MAX_STARTUP_SIZE} bytes`)
+    data = fs.readFileSync(file)
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    throw new AysfsError('EUSAGE', `--startup ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`, { file, cause: err })
+  }
+  return { file, entries: parseStartupList(data, file) }
+}
+
+/**
+ * What `publish --startup` does once the flist is in place: stores `list` as
+ * `<root>/md/<id>.startup` (one MD5 a line, lower case, each once: the text nodes get), with its
+ * signature when `sign` is given (else a stale `.sig` is removed), each through a temp file,
+ * fsync and rename, after checking that `named` (the MD5s of the flist's regular files) has every
+ * blob it names. After the flist, as the flist after its blobs: a node that comes between gets
+ * the new flist with the old list, and drops what the new flist does not name. (Exported for the
+ * WAN bench, whose flists are written by a walker of its own.)
+ * @throws AysfsError `EINVAL` as {@link checkStartup}; the fs error naming the file.
+ */
+export function storeStartupList(
+  root: string,
+  id: string,
+  list: StartupFile,
+  named: ReadonlySet<string>,
+  sign: { key: crypto.KeyObject; revision: number } | undefined,
+  fsync: boolean,
+  now: number,
+): { file: string; blobs: number; signature?: string } {
+  const data = checkStartup(list, named, id)
+  const file = path.join(root, storeStartupRel(id))
+  const sig = sign && signStartup(data, sign.key, { id, revision: sign.revision })
+  try {
+    replaceSigned(file, data, sig, fsync, now)
+  } catch (err) {
+    throw fromSystemError(err, `store ${root}: cannot write ${file}`)
+  }
+  return { file, blobs: list.entries.length, ...(sig ? { signature: `${file}.sig` } : {}) }
+}
+
+/**
+ * The start-up list's text as the store gets it, once every blob it names is in `named` (the
+ * flist's regular files).
+ * @throws AysfsError `EINVAL` naming the list's line of the first blob the flist does not name.
+ */
+function checkStartup(list: StartupFile, named: ReadonlySet<string>, id: string): Buffer {
+  const stray = list.entries.find((e) => !named.has(e.md5))
+  if (stray) {
+    throw new AysfsError(
+      'EINVAL',
+      `--startup ${list.file} line ${stray.line}: blob ${stray.md5} is not named by the flist of ${id} being published: a start-up list names blobs of its service's own tree (record it again against this tree: aysfs-native record --ays ${id} …)`,
+      { file: list.file, line: stray.line },
+    )
+  }
+  return formatStartupList(list.entries.map((e) => e.md5))
 }
 
 /** The chunk size `publish` cuts at, or undefined without `chunks`; refuses what cannot go together. */

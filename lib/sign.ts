@@ -31,6 +31,10 @@
  *
  * Only `signature` is cryptographic; `key` only says which trusted key to check it with.
  *
+ * A start-up list (lib/startup.ts) is signed the same way in `<id>.startup.sig` (version 2 only),
+ * its message starting `aysfs-native startup\0` instead: no signature of one kind is ever valid
+ * for the other.
+ *
  * Everything here is synchronous: it runs on the main thread at mount and reload (and in the CLI).
  */
 import * as crypto from 'node:crypto'
@@ -78,10 +82,23 @@ export interface SignedRevision {
   revision: number
 }
 
+/**
+ * What a signature file signs: a flist (`<id>.flist.sig`), or a start-up list
+ * (`<id>.startup.sig`, lib/startup.ts). The kind is the first word of the signed message, so a
+ * signature of one is never one of the other.
+ */
+export type SignedKind = 'flist' | 'startup'
+
+/** How each kind is named: in the signed message, the files, the messages. */
+const KINDS: Record<SignedKind, { word: string; label: string; ext: string }> = {
+  flist: { word: 'flist', label: 'flist', ext: 'flist' },
+  startup: { word: 'startup', label: 'start-up list', ext: 'startup' },
+}
+
 /** The bytes a version 2 signature signs: see the module comment. */
-function signedMessage(data: Buffer, rev: SignedRevision | undefined): Buffer {
+function signedMessage(data: Buffer, rev: SignedRevision | undefined, kind: SignedKind = 'flist'): Buffer {
   if (rev === undefined) return data
-  return Buffer.concat([Buffer.from(`aysfs-native flist\0${rev.id}\0${rev.revision}\0`), data])
+  return Buffer.concat([Buffer.from(`aysfs-native ${KINDS[kind].word}\0${rev.id}\0${rev.revision}\0`), data])
 }
 
 /** Whether `n` can be a revision. */
@@ -194,16 +211,31 @@ function readKeyText(file: string, fail: (msg: string, cause?: unknown) => never
  *   private key.
  */
 export function signFlist(data: Buffer, privateKeyFile: string | crypto.KeyObject, rev?: SignedRevision): Buffer {
-  if (!Buffer.isBuffer(data)) throw new TypeError('data must be a Buffer (the flist\'s exact bytes)')
+  return sign('flist', data, privateKeyFile, rev)
+}
+
+/**
+ * Sign a start-up list: the contents of `<id>.startup.sig` for exactly these bytes, a version 2
+ * signature of the same format as a flist's whose signed message starts `aysfs-native startup`
+ * (docs/format.md). `publish --sign --startup` gives it the flist's revision.
+ * @throws AysfsError `EINVAL` naming the key file, as {@link signFlist}.
+ */
+export function signStartup(data: Buffer, privateKeyFile: string | crypto.KeyObject, rev: SignedRevision): Buffer {
+  return sign('startup', data, privateKeyFile, rev)
+}
+
+function sign(kind: SignedKind, data: Buffer, privateKeyFile: string | crypto.KeyObject, rev: SignedRevision | undefined): Buffer {
+  if (!Buffer.isBuffer(data)) throw new TypeError(`data must be a Buffer (the ${KINDS[kind].label}'s exact bytes)`)
   if (rev !== undefined && (typeof rev.id !== 'string' || rev.id === '' || /[\0\n\r]/.test(rev.id) || !isRevision(rev.revision))) {
     throw new TypeError('rev must be { id: a service id, revision: a non-negative safe integer }')
   }
   const key = typeof privateKeyFile === 'string' ? loadSigningKey(privateKeyFile) : privateKeyFile
-  const signature = crypto.sign(null, signedMessage(data, rev), key)
+  const signature = crypto.sign(null, signedMessage(data, rev, kind), key)
   return formatSignature(
     rev === undefined
       ? { version: 1, algorithm: 'ed25519', keyId: keyIdOf(key), revision: 0, signature }
       : { version: SIGNATURE_VERSION, algorithm: 'ed25519', keyId: keyIdOf(key), id: rev.id, revision: rev.revision, signature },
+    kind,
   )
 }
 
@@ -232,11 +264,11 @@ export function loadSigningKey(privateKeyFile: string): crypto.KeyObject {
   return key
 }
 
-/** The text of a `.flist.sig` (version 1, or 2 with `id` and `revision`). */
-export function formatSignature(sig: SignatureInfo): Buffer {
+/** The text of a `.flist.sig` (version 1, or 2 with `id` and `revision`), or of a `.startup.sig`. */
+export function formatSignature(sig: SignatureInfo, kind: SignedKind = 'flist'): Buffer {
   const bound = sig.version >= 2 ? `id: ${sig.id ?? ''}\nrevision: ${sig.revision}\n` : ''
   return Buffer.from(
-    `# aysfs-native flist signature\nversion: ${sig.version}\nalgorithm: ${sig.algorithm}\nkey: ${sig.keyId}\n${bound}signature: ${sig.signature.toString('base64')}\n`,
+    `# aysfs-native ${KINDS[kind].label} signature\nversion: ${sig.version}\nalgorithm: ${sig.algorithm}\nkey: ${sig.keyId}\n${bound}signature: ${sig.signature.toString('base64')}\n`,
   )
 }
 
@@ -320,37 +352,55 @@ export function loadTrustedKeys(files: string[]): TrustedKey[] {
  *   a signature made for another service, or a signature that does not match the bytes.
  */
 export function verifyFlist(data: Buffer, signature: Buffer | undefined, keys: TrustedKey[], where: { id: string; source: string }): Verified {
+  return verify('flist', data, signature, keys, where)
+}
+
+/**
+ * Check that `signature` (the bytes of `<id>.startup.sig`) is a valid version 2 signature of the
+ * start-up list `data` for service `where.id` by one of `keys` ({@link signStartup}).
+ * @returns as {@link verifyFlist}.
+ * @throws AysfsError `EACCES` as {@link verifyFlist} (`service <id>: start-up list from <source>
+ *   refused: …`); also for a version 1 signature, which would not say what it signs.
+ */
+export function verifyStartup(data: Buffer, signature: Buffer | undefined, keys: TrustedKey[], where: { id: string; source: string }): Verified {
+  return verify('startup', data, signature, keys, where)
+}
+
+function verify(kind: SignedKind, data: Buffer, signature: Buffer | undefined, keys: TrustedKey[], where: { id: string; source: string }): Verified {
   if (!Buffer.isBuffer(data)) throw new TypeError('data must be a Buffer')
   if (!Array.isArray(keys) || keys.length === 0) throw new TypeError('keys must list at least one trusted key')
+  const { label, ext } = KINDS[kind]
   const refuse = (reason: string): never => {
-    throw new AysfsError('EACCES', `service ${where.id}: flist from ${where.source} refused: ${reason}`, { key: 'main.trusted_keys' })
+    throw new AysfsError('EACCES', `service ${where.id}: ${label} from ${where.source} refused: ${reason}`, { key: 'main.trusted_keys' })
   }
   if (signature === undefined) {
     return refuse(
-      `it has no signature (${where.id}.flist.sig), and main.trusted_keys is set: only flists signed by a trusted key mount; publish it with --sign KEY, the private key of one listed in main.trusted_keys`,
+      `it has no signature (${where.id}.${ext}.sig), and main.trusted_keys is set: only ${label}s signed by a trusted key ${kind === 'flist' ? 'mount' : 'are used'}; publish it with --sign KEY, the private key of one listed in main.trusted_keys`,
     )
   }
   let sig: SignatureInfo
   try {
     sig = parseSignature(signature)
   } catch (err) {
-    return refuse(`its signature file ${where.id}.flist.sig is not valid: ${(err as Error).message}; publish it again with --sign`)
+    return refuse(`its signature file ${where.id}.${ext}.sig is not valid: ${(err as Error).message}; publish it again with --sign`)
   }
+  // A version 1 signature covers the bytes alone: as a start-up list's, it could be a flist's.
+  if (kind !== 'flist' && sig.id === undefined) return refuse(`its signature file ${where.id}.${ext}.sig is version 1; a ${label} is signed with version 2 (publish it again with --sign)`)
   if (sig.id !== undefined && sig.id !== where.id) {
-    return refuse(`its signature was made for service ${JSON.stringify(sig.id.slice(0, 200))}, not ${where.id} (a store cannot serve one service's flist as another's)`)
+    return refuse(`its signature was made for service ${JSON.stringify(sig.id.slice(0, 200))}, not ${where.id} (a store cannot serve one service's ${label} as another's)`)
   }
   const candidates = keys.filter((k) => k.id === sig.keyId)
   if (candidates.length === 0) {
     return refuse(
-      `signed by key ${sig.keyId}, which is not trusted (main.trusted_keys: ${keys.map((k) => `${k.file} = ${k.id}`).join(', ')}): if that key is yours, add its .pub file to main.trusted_keys; if not, the store holds a flist you did not sign`,
+      `signed by key ${sig.keyId}, which is not trusted (main.trusted_keys: ${keys.map((k) => `${k.file} = ${k.id}`).join(', ')}): if that key is yours, add its .pub file to main.trusted_keys; if not, the store holds a ${label} you did not sign`,
     )
   }
-  const message = signedMessage(data, sig.id === undefined ? undefined : { id: sig.id, revision: sig.revision })
+  const message = signedMessage(data, sig.id === undefined ? undefined : { id: sig.id, revision: sig.revision }, kind)
   for (const k of candidates) {
     if (crypto.verify(null, message, k.key, sig.signature)) return { keyId: k.id, revision: sig.revision }
   }
   return refuse(
-    `bad signature: its bytes are not what key ${sig.keyId} (${candidates[0]!.file}) signed (changed after signing, or the signature is another flist's): publish it again with --sign, and find out what changed the store's copy`,
+    `bad signature: its bytes are not what key ${sig.keyId} (${candidates[0]!.file}) signed (changed after signing, or the signature is another ${label}'s): publish it again with --sign, and find out what changed the store's copy`,
   )
 }
 

@@ -3,8 +3,8 @@
  * calls the cache manager). {@link LocalCache} is one user's handle on it: it owns the layout
  * (layout.ts), who may own the directory (dir.ts), temp files and their clean-up (temp.ts),
  * putting checked blobs in place (blob-writer.ts, through the addon's committer: committer.ts),
- * making room (the quota and its evictions: quota.ts) and the kept flists. `verify` re-hashes a
- * cache with check.ts.
+ * making room (the quota and its evictions: quota.ts) and the kept flists and start-up lists.
+ * `verify` re-hashes a cache with check.ts.
  *
  * Errors of the cache itself are `AysfsError` `EIO` naming the directory (their `cause` the fs
  * error), so a caller never blames a source for them.
@@ -16,7 +16,7 @@ import type { Logger } from '../log'
 import { writeAll } from '../temp-file'
 import { BlobWriter, LocalFailure } from './blob-writer'
 import { CACHE_FILE_MODE, makeCacheSubdir, octalMode, prepareCacheDir } from './dir'
-import { KEPT_DIR, TMP_DIR, blobPath, keptFlistPath } from './layout'
+import { KEPT_DIR, TMP_DIR, blobPath, keptFlistPath, keptStartupPath } from './layout'
 import { acquireQuota, releaseQuota, type CacheQuota, type QuotaStats } from './quota'
 import { cleanTmp, tempName } from './temp'
 
@@ -57,6 +57,23 @@ export interface KeptFlist {
   data: Buffer
   /** Its signature, when asked for and kept. */
   signature?: Buffer
+}
+
+/**
+ * The bytes of `file` if it is a regular file of at most `maxBytes`: opened once with
+ * `O_NOFOLLOW | O_NONBLOCK` (a link is `ELOOP`, a FIFO is not waited on), checked by its fd.
+ * @throws the fs error; `EINVAL` for anything but a regular file, `EFBIG` when it is larger.
+ */
+function readRegularFile(file: string, maxBytes: number): Buffer {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+  try {
+    const st = fs.fstatSync(fd)
+    if (!st.isFile()) throw Object.assign(new Error(`${file}: not a regular file`), { code: 'EINVAL' })
+    if (st.size > maxBytes) throw Object.assign(new Error(`${file}: larger than ${maxBytes} bytes`), { code: 'EFBIG' })
+    return fs.readFileSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
 }
 
 /** One user's handle on a local cache directory; see the module comment. */
@@ -212,8 +229,54 @@ export class LocalCache {
   /** Atomically replace `md/<id>.flist` (and its `.sig`; `null` removes a stale one). A failure
    * is logged, not thrown: the copy is for a later start without a store. */
   keepFlist(id: string, data: Buffer, signature: Buffer | undefined | null): void {
+    this.keep(id, 'flist', this.keptFlistFile(id), data, signature)
+  }
+
+  /** `md/<id>.flist`: where the copy of a service's flist is kept. */
+  keptFlistFile(id: string): string {
+    return keptFlistPath(this.dir, id)
+  }
+
+  /** The kept copy of a service's flist (and its signature, if asked for and kept).
+   * @throws the fs error when there is none. */
+  readKeptFlist(id: string, withSignature: boolean): KeptFlist {
+    return this.readKept(this.keptFlistFile(id), withSignature, Infinity)
+  }
+
+  /**
+   * Atomically replace `md/<id>.startup` (and its `.sig` as {@link keepFlist} does), or remove
+   * both when `data` is undefined (the store has no list any more). A failure is logged.
+   */
+  keepStartup(id: string, data: Buffer | undefined, signature: Buffer | undefined | null): void {
+    const file = keptStartupPath(this.dir, id)
+    if (data !== undefined) return this.keep(id, 'start-up list', file, data, signature)
+    for (const f of [file, `${file}.sig`]) {
+      try {
+        fs.rmSync(f, { force: true })
+      } catch (err) {
+        this.log.warn({ id, file: f }, `start-up list ${id}: cannot remove ${f}: ${(err as Error).message}`)
+      }
+    }
+  }
+
+  /**
+   * The kept copy of a service's start-up list (and its signature, if asked for and kept); at most
+   * `maxBytes`, and undefined when there is none.
+   * @throws the fs error for anything else (a link, a directory, too large: `EFBIG`).
+   */
+  readKeptStartup(id: string, withSignature: boolean, maxBytes: number): KeptFlist | undefined {
+    try {
+      return this.readKept(keptStartupPath(this.dir, id), withSignature, maxBytes)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+  }
+
+  /** Writes `file` (and its `.sig`: `undefined` removes a stale one, `null` leaves it) through temp
+   * files renamed in, so a link planted there is replaced, never written through. */
+  private keep(id: string, what: string, file: string, data: Buffer, signature: Buffer | undefined | null): void {
     const dir = path.join(this.dir, KEPT_DIR)
-    const file = this.keptFlistFile(id)
     const write = (to: string, buf: Buffer) => {
       const tmp = tempName(this.tmpDir, `md-${id.length > 64 ? id.slice(0, 64) : id}`)
       const fd = fs.openSync(tmp, 'wx', CACHE_FILE_MODE)
@@ -231,23 +294,17 @@ export class LocalCache {
       if (signature) write(`${file}.sig`, signature)
       else if (signature === undefined) fs.rmSync(`${file}.sig`, { force: true })
     } catch (err) {
-      this.log.warn({ id, dir }, `flist ${id}: cannot keep a copy in ${dir}: ${(err as Error).message}`)
+      this.log.warn({ id, dir }, `${what} ${id}: cannot keep a copy in ${dir}: ${(err as Error).message}`)
     }
   }
 
-  /** `md/<id>.flist`: where the copy of a service's flist is kept. */
-  keptFlistFile(id: string): string {
-    return keptFlistPath(this.dir, id)
-  }
-
-  /** The kept copy of a service's flist (and its signature, if asked for and kept).
-   * @throws the fs error when there is none. */
-  readKeptFlist(id: string, withSignature: boolean): KeptFlist {
-    const file = this.keptFlistFile(id)
-    const kept: KeptFlist = { file, data: fs.readFileSync(file) }
+  /** A kept file and its `.sig` (when asked for and there), each opened without following a link
+   * and read from that fd only if it is a regular file of at most `maxBytes`. */
+  private readKept(file: string, withSignature: boolean, maxBytes: number): KeptFlist {
+    const kept: KeptFlist = { file, data: readRegularFile(file, maxBytes) }
     if (withSignature) {
       try {
-        kept.signature = fs.readFileSync(`${file}.sig`)
+        kept.signature = readRegularFile(`${file}.sig`, maxBytes)
       } catch {
         // none kept
       }

@@ -60,6 +60,8 @@ export class Download {
   onVerified?: (data: Buffer) => void
   /** A guess (lib/pipeline/speculate.ts) that no miss has joined yet: it may be cancelled. */
   speculative = false
+  /** The guess is a blob of the start-up set (counted apart from the guesses of locality). */
+  startup = false
   /** A guess that gave its slot to a miss (and runs on outside the slots). */
   slotless = false
   /** A guess's checked bytes, kept until it settles for a miss that joins it meanwhile. */

@@ -25,10 +25,11 @@ import type { LookupFunction } from '../sources/resolve'
 import { CONTENT_FAULTS, SourceFault, sourceBlobRel, type Source } from '../sources/source'
 import { ChunkedReads, type ChunkStats } from './chunked'
 import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './download'
-import { fetchFlist, type FlistContext, type FlistResult, type ValidateFlist } from './flists'
+import { fetchFlist, fetchStartup, type FlistContext, type FlistResult, type ValidateFlist, type ValidateStartup } from './flists'
 import type { LocalityData } from './locality'
 import { PushQueue } from './pushes'
-import { Speculator, speculationOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats } from './speculate'
+import { Speculator, speculationOff, startupOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats, type StartupStats } from './speculate'
+import type { StartupSet } from './startup'
 import { SourceCounters, asFault, type SourceStats } from './source-stats'
 
 /** A download that finds the disk full while other fetches pin blobs waits this many times, at
@@ -70,6 +71,8 @@ export interface FetcherStats {
   sources: SourceStats[]
   /** Guesses fetched behind the misses (`main.speculate`; lib/pipeline/speculate.ts). */
   speculation: SpeculationStats
+  /** The recorded start-up set fetched behind the misses (`main.startup`; lib/pipeline/startup.ts). */
+  startup: StartupStats
   /** Reads of chunked files (lib/pipeline/chunked.ts). */
   chunks: ChunkStats
 }
@@ -91,6 +94,8 @@ export interface FetcherData {
   backoff?: { baseMs?: number; maxMs?: number }
   /** The mount's tree, for speculation (lib/pipeline/locality.ts); none: no speculation. */
   locality?: LocalityData
+  /** The start-up set to fetch at once (lib/pipeline/startup.ts), when `main.startup`. */
+  startup?: StartupSet
   /** Bounds of speculation; default {@link SPECULATION_DEFAULTS} (tests set them). */
   speculation?: SpeculationOptions
 }
@@ -121,7 +126,7 @@ export class Pipeline implements Fetcher {
   private readonly perSource: SourceCounters
   private readonly pushes: PushQueue
   private readonly health: SourceHealth
-  /** Guesses behind the misses, when `main.speculate` and a tree to guess from. */
+  /** Guesses behind the misses: from a tree (`main.speculate`) and a start-up set (`main.startup`). */
   private speculator?: Speculator
   private readonly speculation?: SpeculationOptions
   /** Guesses running, oldest first, by their key in `inflight`: a miss may cancel the newest. */
@@ -172,24 +177,29 @@ export class Pipeline implements Fetcher {
       has: (md5, size) => this.has(md5, size),
     })
     if (data.locality) this.setLocality(data.locality)
+    if (data.startup) this.setStartup(data.startup)
   }
 
   /** The tree to guess from (at the start, and after a reload); nothing when `main.speculate` is off. */
   setLocality(data: LocalityData): void {
-    if (!this.config.main.speculate || this.closed) return
-    if (this.speculator) {
-      this.speculator.setLocality(data)
-      return
-    }
-    this.speculator = new Speculator(
-      data,
+    if (this.config.main.speculate && !this.closed) this.speculate().setLocality(data)
+  }
+
+  /** The start-up set to fetch (at the start, and with a new tree); nothing when `main.startup` is off. */
+  setStartup(set: StartupSet): void {
+    if (this.config.main.startup && !this.closed) this.speculate().setStartup(set)
+  }
+
+  private speculate(): Speculator {
+    this.speculator ??= new Speculator(
       {
         canStart: () => !this.closed && this.slots.active < this.slots.max && this.slots.queued === 0,
-        start: (md5, size) => this.guess(md5, size),
+        start: (md5, size, startup) => this.guess(md5, size, startup),
         path: (md5) => this.cache.path(md5),
       },
       { ...this.speculation, slots: this.slots.max },
     )
+    return this.speculator
   }
 
   /** See {@link Fetcher.fetchRange}: the chunks of a chunked file that cover a read. */
@@ -230,7 +240,7 @@ export class Pipeline implements Fetcher {
         // A miss of a blob being guessed: the guess paid off, and is no longer one.
         dl.speculative = false
         this.guesses.delete(dl)
-        this.speculator?.claimed(size)
+        if (!dl.startup) this.speculator?.claimed(size)
       }
       if (onVerified && !dl.onVerified) {
         if (dl.checked) {
@@ -250,10 +260,11 @@ export class Pipeline implements Fetcher {
   }
 
   /** A new download of the blob, in `inflight` until it settles. */
-  private start(md5: string, size: number, key: string, onVerified: ((data: Buffer) => void) | undefined, speculative = false): Download {
+  private start(md5: string, size: number, key: string, onVerified: ((data: Buffer) => void) | undefined, speculative = false, startup = false): Download {
     const d = new Download()
     d.onVerified = onVerified
     d.speculative = speculative
+    d.startup = startup
     // Pinned until the event-loop turn after it settled (LocalCache.releaseSoon).
     this.cache.pin(md5)
     d.promise = this.download(md5, size, d).finally(() => {
@@ -267,15 +278,15 @@ export class Pipeline implements Fetcher {
   }
 
   /**
-   * A guess of the speculator: a download like a miss's, in a slot nobody waits for, that a miss
-   * may join (then it counts as used) or cancel for its slot. Undefined when the blob is cached or
-   * in flight already, or no slot is free.
+   * A guess of the speculator (or a blob of the start-up set): a download like a miss's, in a slot
+   * nobody waits for, that a miss may join (then it counts as used) or take the slot of. Undefined
+   * when the blob is cached or in flight already, or no slot is free.
    */
-  private guess(md5: string, size: number): Promise<GuessOutcome> | undefined {
+  private guess(md5: string, size: number, startup: boolean): Promise<GuessOutcome> | undefined {
     const key = `${md5}:${size}`
     if (this.closed || this.inflight.has(key) || this.cache.has(md5, size)) return undefined
     if (!this.slots.tryAcquire()) return undefined
-    const d = this.start(md5, size, key, undefined, true)
+    const d = this.start(md5, size, key, undefined, true, startup)
     this.guesses.set(d, key)
     return d.promise.then(
       () => (d.speculative ? 'landed' : 'used'),
@@ -294,7 +305,7 @@ export class Pipeline implements Fetcher {
     if (!newest) return
     newest.slotless = true
     this.slots.release()
-    this.speculator?.yielded()
+    if (!newest.startup) this.speculator?.yielded()
   }
 
   /** One caller's wait for a download: see {@link FetchOptions}. */
@@ -594,7 +605,17 @@ export class Pipeline implements Fetcher {
   /** The flist of service `id`, from the first store that has it, or the copy kept in the local
    * cache: see lib/pipeline/flists.ts. */
   fetchFlist<T>(id: string, validate: ValidateFlist<T>, opts: { signature?: boolean } = {}): Promise<FlistResult<T>> {
-    const ctx: FlistContext = {
+    return fetchFlist(this.flistContext(), id, validate, opts)
+  }
+
+  /** The start-up list of service `id` from where its flist came (`from`: a store's key, or
+   * `kept`), or undefined: see lib/pipeline/flists.ts. */
+  fetchStartup<T>(id: string, from: string, validate: ValidateStartup<T>, opts: { signature?: boolean } = {}): Promise<T | undefined> {
+    return fetchStartup(this.flistContext(), id, from, validate, opts)
+  }
+
+  private flistContext(): FlistContext {
+    return {
       stores: this.sources.filter((s) => s.role === 'store'),
       maxFlistSize: this.config.main.maxFlistSize,
       cache: this.cache,
@@ -602,7 +623,6 @@ export class Pipeline implements Fetcher {
       log: this.log,
       tally: this.flistTally,
     }
-    return fetchFlist(ctx, id, validate, opts)
   }
 
   /** The stores, in order (a refresh asks them whether a flist changed: lib/refresh.ts). */
@@ -627,6 +647,7 @@ export class Pipeline implements Fetcher {
       flists: { fetched: this.flistTally.fetched, kept: this.flistTally.kept },
       sources: this.perSource.stats(),
       speculation: this.speculator?.stats() ?? speculationOff(),
+      startup: this.speculator && this.config.main.startup ? this.speculator.startupStats() : startupOff(this.config.main.startup),
       chunks: this.chunked.stats(),
     }
   }

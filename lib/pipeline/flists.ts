@@ -1,14 +1,16 @@
 /**
  * Fetching a service's flist at mount and reload: from the first store that has it, checked by
  * the caller's `validate` (its signature, then its lines), kept in the local cache for a later
- * start without a store, and read from that kept copy when no store answers.
+ * start without a store, and read from that kept copy when no store answers. Its start-up list
+ * (lib/startup.ts) comes the same way, from where the flist came.
  */
 import { AysfsError } from '../errors'
 import type { LocalCache } from '../local-cache'
 import type { Logger } from '../log'
 import { isServiceId, SERVICE_ID_RULE } from '../paths'
 import { RollbackRefused } from '../revisions'
-import { BufferSink, storeFlistRel, type Source, type Validators } from '../sources/source'
+import { MAX_STARTUP_SIZE } from '../startup'
+import { BufferSink, storeFlistRel, storeStartupRel, type Source, type Validators } from '../sources/source'
 import { asFault, type SourceCounters } from './source-stats'
 
 /** Largest `.flist.sig` accepted. */
@@ -162,4 +164,55 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
   ctx.tally.kept++
   ctx.log.warn({ id, file: kept.file }, `flist ${id}: ${why}; using the copy kept in ${kept.file}`)
   return { value, data: kept.data, signature: kept.signature, source: 'kept', kept: true }
+}
+
+/**
+ * What the caller makes of a start-up list's bytes (and signature, when asked for): its value, or
+ * undefined when the list is not to be used (the caller says why: unsigned, badly signed, bad).
+ */
+export type ValidateStartup<T> = (data: Buffer, signature: Buffer | undefined, source: string) => T | undefined
+
+/**
+ * The start-up list of service `id` (`R/md/<id>.startup`), from where its flist came: `from` is
+ * that store's key, or `kept`. With `signature`, `R/md/<id>.startup.sig` too. No list is no error:
+ * undefined. A list `validate` accepts is kept in `<cache>/md/<id>.startup`; a store that has none
+ * any more has the kept copy removed. When the flist came from the kept copy, or the store fails
+ * to serve the list, the kept list is used (validated again); an unreadable one is logged.
+ */
+export async function fetchStartup<T>(ctx: FlistContext, id: string, from: string, validate: ValidateStartup<T>, opts: { signature?: boolean } = {}): Promise<T | undefined> {
+  const store = ctx.stores.find((s) => s.key === from)
+  if (store) {
+    const rel = storeStartupRel(id)
+    let data: Buffer | undefined
+    let signature: Buffer | undefined
+    try {
+      const sink = new BufferSink(MAX_STARTUP_SIZE, `start-up list ${id}`)
+      if ((await store.get(rel, sink)) === 'absent') {
+        ctx.cache.keepStartup(id, undefined, null)
+        return undefined
+      }
+      data = sink.data()
+      if (opts.signature) {
+        const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of start-up list ${id}`)
+        if ((await store.get(`${rel}.sig`, sigSink)) === 'ok') signature = sigSink.data()
+      }
+    } catch (err) {
+      // Counted and logged (once per kind) as the store's failure; the kept copy stands in.
+      ctx.counters.fault(store, asFault(err))
+      data = undefined
+    }
+    if (data !== undefined) {
+      const value = validate(data, signature, `${store.key} (${store.url})`)
+      if (value !== undefined) ctx.cache.keepStartup(id, data, opts.signature ? signature : null)
+      return value
+    }
+  }
+  let kept
+  try {
+    kept = ctx.cache.readKeptStartup(id, opts.signature === true, MAX_STARTUP_SIZE)
+  } catch (err) {
+    ctx.log.warn({ id }, `start-up list ${id}: the kept copy cannot be read (${(err as Error).message}); none is used`)
+    return undefined
+  }
+  return kept && validate(kept.data, kept.signature, `the copy kept in ${kept.file}`)
 }

@@ -104,6 +104,11 @@ export function storeFlistRel(id: string): string {
   return `md/${id}.flist`
 }
 
+/** Where a store keeps the start-up list of service `id`: `md/<id>.startup` (and `.sig` after it). */
+export function storeStartupRel(id: string): string {
+  return `md/${id}.startup`
+}
+
 /** Collects a small body (an flist, a signature) in memory, at most `maxBytes`. */
 export class BufferSink implements Sink {
   private chunks: Buffer[] | undefined = []

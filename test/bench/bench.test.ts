@@ -38,6 +38,8 @@ const EXPECTED: Record<string, { unit: string; reference?: string }> = {
   'wan-python-nospec': { unit: 's', reference: 'curl' },
   'wan-node-nospec': { unit: 's', reference: 'curl' },
   'wan-tree-nospec': { unit: 's', reference: 'curl' },
+  'wan-python-recorded': { unit: 's', reference: 'curl' },
+  'wan-node-recorded': { unit: 's', reference: 'curl' },
   'chunks-first': { unit: 's', reference: 'whole blob' },
   'chunks-middle': { unit: 's', reference: 'whole blob' },
 }
@@ -111,7 +113,7 @@ t.test('npm run bench --quick: every workload, as a table and as JSON', { timeou
   t.ok(million.tableEntries > million.flistEntries, 'the synthetic flist was mounted, its directories implied')
   // The WAN rows: the mount fetched at least what strace says the workload needs; the floor is one
   // RTT per needed blob.
-  const bounds: Record<string, number> = WAN ? { 'wan-python': 2, 'wan-node': 3, 'wan-tree': 1.5 } : {}
+  const bounds: Record<string, number> = WAN ? { 'wan-python': 2, 'wan-node': 3, 'wan-tree': 1.5, 'wan-python-recorded': 1.3, 'wan-node-recorded': 1.3 } : {}
   for (const id of Object.keys(bounds)) {
     const row = byId.get(id)!
     const w = row.info!.wan as Record<string, number>
@@ -125,6 +127,13 @@ t.test('npm run bench --quick: every workload, as a table and as JSON', { timeou
     t.ok(runs.every((x) => x.profile.requests >= w.neededBlobs && x.profile.connections >= 1), `${id}: the proxy saw a request per blob`)
   }
   if (WAN) {
+    // The recorded rows: the set `record` wrote was published, and the mount fetched it.
+    for (const id of ['wan-python-recorded', 'wan-node-recorded']) {
+      const w = byId.get(id)!.info!.wan as Record<string, number>
+      t.ok(w.startupBlobs >= w.neededBlobs * 0.9, `${id}: a recorded set of ${w.startupBlobs} blobs for ${w.neededBlobs} needed`)
+      const runs = byId.get(id)!.info!.runs as { startup: { listed: number; fetched: number; alreadyCached: number } }[]
+      t.ok(runs.every((x) => x.startup.listed === w.startupBlobs && x.startup.fetched + x.startup.alreadyCached > 0), `${id}: each mount took the list`)
+    }
     const treeBlobs = (byId.get('wan-tree')!.info!.wan as Record<string, number>).neededBlobs
     t.ok((byId.get('wan-node')!.info!.wan as Record<string, number>).neededBlobs < treeBlobs, 'npm --version needs part of the npm tree')
     t.match(r.stderr, /WAN row\s+link\s+needed blobs \/ bytes/, 'the WAN table on stderr')

@@ -11,7 +11,7 @@ const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'))
 t.test('--help and --version exit 0', async (t) => {
   const help = await run(['--help'])
   t.equal(help.code, 0)
-  for (const cmd of ['demo', 'unmount', 'status', 'prefetch', 'publish', 'verify', 'keygen', 'rebuild']) t.match(help.stdout, new RegExp(`^  ${cmd}\\b`, 'm'), `lists ${cmd}`)
+  for (const cmd of ['demo', 'unmount', 'status', 'prefetch', 'publish', 'record', 'verify', 'keygen', 'rebuild']) t.match(help.stdout, new RegExp(`^  ${cmd}\\b`, 'm'), `lists ${cmd}`)
   t.match(help.stdout, /--mount <dir>/)
   t.match(help.stdout, /Exit status: 0 success, 1 failure at run time, 2 usage or configuration error/)
   const v = await run(['--version'])

@@ -118,6 +118,7 @@ export function makeConfig(opts: {
       suid: false,
       dev: false,
       speculate: opts.speculate ?? true,
+      startup: true,
     },
     ays: [{ id: 'test__service', prefetch: false }],
     caches: (opts.caches ?? []).map(src('cache')),

@@ -1,15 +1,17 @@
 // The bounds of speculation (lib/pipeline/speculate.ts) on the pipeline itself, against an HTTP
 // store of the test's own that holds the guesses' answers: guesses at once, guessed bytes not
-// read yet, and the budget paid back by a read. Counted at the server and in the counters.
+// read yet, and the budget paid back by a read; a start-up set within the same bounds. Counted at
+// the server and in the counters.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t from 'tap'
 import { mergeServices, parseFlist } from '../../lib/flist'
 import { createFetcher } from '../../lib/pipeline'
 import { buildLocality } from '../../lib/pipeline/locality'
-import type { SpeculationStats } from '../../lib/pipeline/speculate'
+import type { SpeculationStats, StartupStats } from '../../lib/pipeline/speculate'
+import { startupSet } from '../../lib/pipeline/startup'
 import { makeFiles, startStore, writeTree } from '../helpers/counting-store'
-import { PREFIX, SERVICE, until } from '../helpers/hardening'
+import { PREFIX, SERVICE, md5, until } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
 import { makeConfig, memLog } from '../helpers/store'
 
@@ -69,4 +71,69 @@ t.test('no locality, or speculate = false: no guesses', async (t) => {
   await off.fetch(list[0]!.md5, 500)
   t.match(off.stats().speculation, { enabled: false, started: 0 })
   t.equal(srv.log.length, 1)
+})
+
+t.test('a start-up set: before any guess, within its bounds at once, not held to the byte budget', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const app = makeFiles(Array.from({ length: 7 }, (_, i) => `app/s${i}.so`), () => 1000, 11)
+  // Of another kind: its miss guesses none of the others.
+  const pre = makeFiles(['app/pre.dat'], () => 1000, 13)[0]!
+  const pkg = makeFiles(Array.from({ length: 4 }, (_, i) => `pkg/m${i}.js`), () => 700, 12)
+  writeTree(store, [...app, pre, ...pkg])
+  const srv = await startStore(t, store)
+  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
+  const f = createFetcher({
+    config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }),
+    log: memLog(),
+    fsync: false,
+    locality: buildLocality(tree),
+    // A budget of guessed bytes smaller than the set: the set is not held to it.
+    speculation: { maxBytes: 1500, maxDownloads: 2, startupDownloads: 2 },
+  })
+  t.teardown(() => f.close())
+  // One blob of the set is cached already: skipped.
+  await f.fetch(pre.md5, 1000)
+  for (const a of app) srv.hold.add(a.md5)
+  f.setStartup(startupSet(tree, [[...app.map((a) => a.md5), pre.md5, md5(Buffer.from('not in the tree'))]]))
+  const st = (): StartupStats => f.stats().startup
+  t.ok(await until(() => srv.held === 2, 20_000), 'two of the set asked for at once')
+  t.match(st(), { enabled: true, listed: 9, dropped: 1, alreadyCached: 0, started: 2, active: 2, queued: 6 })
+  // A miss elsewhere: it is served at once, and its neighbours wait behind the set.
+  await f.fetch(pkg[0]!.md5, 700)
+  t.equal(f.stats().speculation.started, 0, 'no guess while the set has blobs left')
+  for (let i = 1; i <= 7; i++) {
+    srv.releaseOne()
+    t.ok(await until(() => st().fetched === i && srv.held === Math.min(2, 7 - i), 20_000), `${i} fetched, the next asked for`)
+  }
+  t.ok(await until(() => st().active === 0 && f.stats().speculation.active === 0 && f.stats().speculation.started >= 1, 20_000), 'then the guesses')
+  t.match(st(), { started: 7, fetched: 7, alreadyCached: 1, failed: 0, bytes: 7000, queued: 0 }, "7000 bytes: more than the guesses' budget")
+  const firstGuess = srv.log.findIndex((e) => pkg.slice(1).some((p) => p.md5 === e.md5))
+  const lastOfSet = srv.log.map((e) => app.some((a) => a.md5 === e.md5)).lastIndexOf(true)
+  t.ok(firstGuess > lastOfSet, 'the guesses came after the set')
+  t.ok(srv.maxInFlight <= 3, `at most two of the set and the miss at once at the server (${srv.maxInFlight})`)
+  t.equal(srv.log.filter((e) => e.md5 === pre.md5).length, 1, 'the cached one asked for once, by its own fetch')
+})
+
+t.test('a start-up set starts a blob while less than its byte bound is in flight: a large one goes with the others', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const list = makeFiles(['app/big.so', 'app/a.pyc', 'app/b.pyc', 'app/c.pyc'], (i) => (i === 0 ? 3000 : 1000), 14)
+  writeTree(store, list)
+  const srv = await startStore(t, store)
+  srv.hold.add(list[0]!.md5)
+  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
+  const f = createFetcher({
+    config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }),
+    log: memLog(),
+    fsync: false,
+    speculation: { startupInFlightBytes: 2500 },
+  })
+  t.teardown(() => f.close())
+  f.setStartup(startupSet(tree, [[list[1]!.md5, list[0]!.md5, list[2]!.md5, list[3]!.md5]]))
+  t.ok(await until(() => srv.held === 1 && f.stats().startup.fetched === 1, 20_000), 'a 1000-byte blob, and the 3000-byte one beside it (1000 < 2500 in flight)')
+  t.equal(srv.log.length, 2, 'no third while 3000 bytes are in flight')
+  srv.release()
+  t.ok(await until(() => f.stats().startup.fetched === 4, 20_000), 'then the last two')
+  t.equal(srv.log.length, 4)
 })

@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { checkConfig, DEFAULT_CONFIG_PATH, keyLines, loadConfig, parseConfig, parseDuration, parseSize, redactUrl } from '../../lib/config'
+import { checkConfig, DEFAULT_CONFIG_PATH, isCheckedConfig, keyLines, loadConfig, parseConfig, parseDuration, parseSize, redactUrl, reviseConfig } from '../../lib/config'
 import { AysfsError } from '../../lib/errors'
 
 const FILE = '/etc/aysfs/config.toml'
@@ -49,6 +49,7 @@ t.test('defaults', async (t) => {
     suid: false,
     dev: false,
     speculate: true,
+    startup: true,
   })
   t.same(c.ays, [{ id: 'svc', prefetch: false }])
   t.same(c.caches, [])
@@ -71,6 +72,7 @@ suid = true
 dev = true
 log_level = "debug"
 speculate = false
+startup = false
 
 [[ays]]
 id = "jumpscale__base"
@@ -111,6 +113,7 @@ ca = "/etc/aysfs/ca.pem"
     suid: true,
     dev: true,
     speculate: false,
+    startup: false,
     logLevel: 'debug',
   })
   t.same(c.ays, [{ id: 'jumpscale__base', prefetch: false }, { id: 'jumpscale__extra', prefetch: true }])
@@ -317,6 +320,28 @@ t.test('loadConfig', async (t) => {
   fs.writeFileSync(file, `${MIN}[main]\nmax_downloads = -1\n`)
   err = errorOf(t, () => loadConfig(file))
   t.equal(err.message, `config ${file} line 4: main.max_downloads: expected an integer from 1 to 1024, got -1`)
+})
+
+t.test('reviseConfig: a checked config checked again with changes, relative paths as they were', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-config-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'config.toml')
+  fs.writeFileSync(file, `[main]\ncache = "cache"\nrefresh = "5m"\ntrusted_keys = ["keys/a.pub"]\n\n[[ays]]\nid = "a"\nprefetch = true\n\n[[ays]]\nid = "b"\n`)
+  const c = loadConfig(file)
+  t.ok(isCheckedConfig(c))
+  t.notOk(isCheckedConfig({ ...c }), 'a copy is not one the checker made')
+  t.notOk(isCheckedConfig({ main: {} }))
+  const r = reviseConfig(c, { main: { cache: '/tmp/x', speculate: false, refresh: undefined }, ays: [{ id: 'b' }] })
+  t.ok(isCheckedConfig(r))
+  t.equal(r.main.cache, '/tmp/x')
+  t.equal(r.main.speculate, false)
+  t.equal(r.main.refreshMs, undefined, 'undefined: absent')
+  t.same(r.main.trustedKeys, [path.join(dir, 'keys/a.pub')], 'relative to the config file still')
+  t.same(r.ays, [{ id: 'b', prefetch: false }])
+  t.equal(r.file, file)
+  t.equal(c.main.cache, path.join(dir, 'cache'), 'the original unchanged')
+  t.throws(() => reviseConfig(c, { main: { speculate: 'no' } }), { code: 'EINVAL', key: 'main.speculate' }, 'changes are checked')
+  t.throws(() => reviseConfig({ ...c }, {}), TypeError)
 })
 
 t.test('[[stores]] and every array-table typo are reported with their line', async (t) => {

@@ -104,6 +104,26 @@ t.test('kept flists: replaced atomically, with or without their signature', asyn
   t.same(fs.readdirSync(c.tmpDir), [], 'no temp file is left')
 })
 
+t.test('kept start-up lists: beside the flist, 0600, removed with their signature; a link there is never read', async (t) => {
+  const c = cacheIn(t)
+  t.equal(c.readKeptStartup('svc', true, 1000), undefined, 'none kept yet')
+  c.keepStartup('svc', Buffer.from('list\n'), Buffer.from('sig\n'))
+  const file = path.join(c.dir, 'md', 'svc.startup')
+  t.same(c.readKeptStartup('svc', true, 1000), { file, data: Buffer.from('list\n'), signature: Buffer.from('sig\n') })
+  t.equal(fs.statSync(file).mode & 0o777, 0o600)
+  t.throws(() => c.readKeptStartup('svc', false, 3), { code: 'EFBIG' }, 'larger than asked for')
+  c.keepStartup('svc', undefined, null)
+  t.notOk(fs.existsSync(file) || fs.existsSync(`${file}.sig`), 'both removed')
+  const target = path.join(c.dir, 'elsewhere')
+  fs.writeFileSync(target, 'not a list\n')
+  fs.symlinkSync(target, file)
+  t.throws(() => c.readKeptStartup('svc', false, 1000), { code: 'ELOOP' }, 'a link is not followed')
+  c.keepStartup('svc', Buffer.from('new\n'), undefined)
+  t.ok(fs.lstatSync(file).isFile(), 'a new copy replaces the link')
+  t.equal(fs.readFileSync(target, 'utf8'), 'not a list\n', 'and never writes through it')
+  t.same(fs.readdirSync(c.tmpDir), [], 'no temp file is left')
+})
+
 t.test('verify\'s helpers: every blob-named file, re-hashed; a bad one moved to bad/', async (t) => {
   const c = cacheIn(t)
   const good = writeBlob(c.dir, 'good\n', { layout: 'cache' })

@@ -1,0 +1,144 @@
+/**
+ * `aysfs-native record --ays ID --out FILE -- CMD…`, on a staging host: mounts service ID where
+ * nodes mount it, with an empty temporary local cache and no speculation, runs CMD against it,
+ * and writes the blobs CMD read, in the order it first read them, as a start-up list
+ * (lib/startup.ts) for `publish --startup`. On an empty cache every first read of a file is a
+ * miss, and with nothing guessed every miss is a read: the misses the engine reports, in their
+ * order, are the list.
+ */
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { reviseConfig, type Config } from './config'
+import { AysfsError, fromSystemError } from './errors'
+import { mount } from './index'
+import type { Logger } from './log'
+import { isServiceId, SERVICE_ID_RULE } from './paths'
+import { formatStartupList } from './startup'
+import { createTempFile, writeAll } from './temp-file'
+
+/** Options of {@link record}. */
+export interface RecordOptions {
+  /** The checked config (its stores, keys, prefix, mount). */
+  config: Config
+  /** The service to record: only it is mounted. */
+  ays: string
+  /** Where to write the start-up list. */
+  out: string
+  /** The command and its arguments. */
+  command: string[]
+  /** Where to mount; default `main.mount`. */
+  mountpoint?: string
+  log: Logger
+}
+
+/** What {@link record} did. */
+export interface RecordResult {
+  /** The file written. */
+  out: string
+  /** Blobs in it. */
+  blobs: number
+  /** The command's exit code, or the signal that ended it. */
+  code: number | null
+  signal: NodeJS.Signals | null
+}
+
+/** Signals passed on to the command while it runs (SIGINT from a terminal reaches it by itself). */
+const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP']
+
+/**
+ * Mounts, runs the command (stdio inherited, in this process's working directory, looked up again
+ * so that one below the mountpoint is in the mount, and environment), unmounts whatever happened, and writes the list, whatever the command's exit
+ * status (a server stopped with Ctrl-C once it is up has read its start-up set).
+ * @throws AysfsError `EUSAGE` for an id that is not a service id, no mountpoint, or an output
+ *   directory that does not exist (before anything is mounted); the mount's errors; `ENOENT` when
+ *   the command cannot be run (nothing is written then).
+ */
+export async function record(opts: RecordOptions): Promise<RecordResult> {
+  if (!isServiceId(opts.ays)) throw new AysfsError('EUSAGE', `--ays ${JSON.stringify(opts.ays)}: a service id must be ${SERVICE_ID_RULE}`)
+  if (opts.command.length === 0) throw new AysfsError('EUSAGE', 'no command: record --ays ID --out FILE -- CMD [ARGS...]')
+  const mountpoint = opts.mountpoint ?? opts.config.main.mount
+  if (mountpoint === undefined) {
+    throw new AysfsError('EUSAGE', `no mountpoint: pass --mount DIR, or set main.mount in ${opts.config.file ?? 'the config'} (record where the nodes mount, so the command sees the paths it will see there)`, { key: 'main.mount' })
+  }
+  const out = path.resolve(opts.out)
+  const outDir = path.dirname(out)
+  if (!fs.statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) throw new AysfsError('EUSAGE', `--out ${opts.out}: ${outDir} is not a directory`)
+
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-record-'))
+  const order: string[] = []
+  const seen = new Set<string>()
+  let child: { code: number | null; signal: NodeJS.Signals | null }
+  try {
+    // Only this service, an empty cache of our own, nothing fetched but what is read.
+    const config = reviseConfig(opts.config, {
+      main: { cache, cache_size: undefined, speculate: false, startup: false, refresh: undefined, metrics: undefined },
+      ays: [{ id: opts.ays }],
+    })
+    const m = await mount({
+      mountpoint,
+      config,
+      log: opts.log,
+      onMiss: (md5) => {
+        if (seen.has(md5)) return
+        seen.add(md5)
+        order.push(md5)
+      },
+    })
+    try {
+      child = await run(opts.command)
+    } finally {
+      await m.unmount()
+    }
+  } finally {
+    fs.rmSync(cache, { recursive: true, force: true })
+  }
+  writeList(out, order)
+  return { out, blobs: order.length, ...child }
+}
+
+/** Runs the command to its end, passing on {@link FORWARDED} signals; SIGINT does not end us meanwhile. */
+function run(command: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve, reject) => {
+    // The working directory by its path: one at or below the mountpoint is then the mount's (an
+    // inherited one would be the directory the mount now hides).
+    const c = spawn(command[0]!, command.slice(1), { stdio: 'inherit', cwd: process.cwd() })
+    const forward = (sig: NodeJS.Signals): void => void c.kill(sig)
+    const ignore = (): void => undefined
+    const handlers = FORWARDED.map((sig) => [sig, () => forward(sig)] as const)
+    for (const [sig, h] of handlers) process.on(sig, h)
+    process.on('SIGINT', ignore)
+    const done = (): void => {
+      for (const [sig, h] of handlers) process.off(sig, h)
+      process.off('SIGINT', ignore)
+    }
+    c.once('error', (err) => {
+      done()
+      reject(fromSystemError(err, `cannot run ${command[0]}`))
+    })
+    c.once('exit', (code, signal) => {
+      done()
+      resolve({ code, signal })
+    })
+  })
+}
+
+/** Writes the list to a temp file beside `out` and renames it over `out`. */
+function writeList(out: string, md5s: string[]): void {
+  const tmp = createTempFile(path.dirname(out), path.basename(out), 0o644)
+  try {
+    writeAll(tmp.fd, formatStartupList(md5s))
+    fs.fsyncSync(tmp.fd)
+    fs.closeSync(tmp.fd)
+    fs.renameSync(tmp.path, out)
+  } catch (err) {
+    try {
+      fs.closeSync(tmp.fd)
+    } catch {
+      // closed already
+    }
+    fs.rmSync(tmp.path, { force: true })
+    throw fromSystemError(err, `--out ${out}: cannot write`)
+  }
+}

@@ -1,0 +1,134 @@
+// `aysfs-native record` and `publish --startup`: a command run against a fresh mount writes the
+// blobs it read, in order, as a start-up list; publish stores it beside the flist (signed with
+// --sign) and refuses one that names a blob the flist does not. The store counts every blob
+// request: what the recording mount fetched is what the command read, and nothing else.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import t from 'tap'
+import { loadTrustedKeys, verifyStartup } from '../../lib/sign'
+import { formatStartupList } from '../../lib/startup'
+import { isMounted, run } from '../helpers/cli'
+import { startStore } from '../helpers/counting-store'
+import { md5 } from '../helpers/hardening'
+import { tmpdir } from '../helpers/mount'
+
+const PREFIX = '/opt/rec'
+const ID = 'rec__svc'
+
+/** A tree of small files: six of one kind in one directory (what speculation would guess), and a tool. */
+function makeTree(dir: string): Map<string, Buffer> {
+  const files = new Map<string, Buffer>()
+  for (let i = 0; i < 6; i++) files.set(`lib/m${i}.py`, Buffer.from(`module ${i}\n`.repeat(50 + i)))
+  files.set('bin/tool', Buffer.from('#!/bin/sh\necho tool\n'))
+  for (const [rel, data] of files) {
+    fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true })
+    fs.writeFileSync(path.join(dir, rel), data)
+  }
+  return files
+}
+
+function tmpEntries(): Set<string> {
+  return new Set(fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('aysfs-record-')))
+}
+
+t.test('record writes the blobs a command read, first read first; the mount fetched those and nothing else', async (t) => {
+  const dir = tmpdir(t)
+  const files = makeTree(path.join(dir, 'src'))
+  const store = path.join(dir, 'store')
+  const pub = await run(['publish', path.join(dir, 'src'), '--id', ID, '--store', store, '--prefix', PREFIX])
+  t.equal(pub.code, 0, pub.stderr)
+  const srv = await startStore(t, store)
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  const nodeCache = path.join(dir, 'node-cache')
+  // The config of a node: speculation on (the default), a cache of its own; record uses neither.
+  const config = path.join(dir, 'config.toml')
+  fs.writeFileSync(config, `[main]\nmount = ${JSON.stringify(mnt)}\nprefix = "${PREFIX}"\ncache = ${JSON.stringify(nodeCache)}\nrefresh = "1s"\n\n[[ays]]\nid = "${ID}"\nprefetch = true\n\n[[store]]\nurl = "${srv.url}"\n`)
+  const before = tmpEntries()
+  const out = path.join(dir, 'startup.list')
+  // Relative paths, from a working directory that is the mountpoint: the command sees the mount.
+  const r = await run(['record', '--config', config, '--ays', ID, '--out', out, '--', 'sh', '-c', 'cat lib/m3.py bin/tool lib/m0.py lib/m3.py; exit 7'], { cwd: mnt })
+  t.equal(r.code, 7, `the command's exit status: ${r.stderr}`)
+  const want = ['lib/m3.py', 'bin/tool', 'lib/m0.py'].map((f) => md5(files.get(f)!))
+  t.equal(r.stdout, [files.get('lib/m3.py'), files.get('bin/tool'), files.get('lib/m0.py'), files.get('lib/m3.py')].join(''), 'its output passed through')
+  t.match(r.stderr, new RegExp(`recorded 3 blobs read by sh \\(which exited with status 7\\) to ${out.replace(/[.]/g, '\\.')}`))
+  t.equal(fs.readFileSync(out, 'utf8'), `aysfs-native startup 1\n${want.join('\n')}\n`)
+  t.same(srv.log.map((e) => e.md5), want, 'the store was asked for exactly those, in that order: no guess, no prefetch')
+  t.notOk(isMounted(mnt), 'unmounted')
+  t.notOk(fs.existsSync(nodeCache), "the node's cache untouched")
+  t.same([...tmpEntries()].filter((n) => !before.has(n)), [], 'the temp cache removed')
+  t.same(fs.readdirSync(dir).filter((n) => n.includes('.tmp')), [], 'no temp file left beside the list')
+
+  // A command that cannot run: nothing written, nothing left mounted.
+  fs.rmSync(out)
+  const missing = await run(['record', '--config', config, '--ays', ID, '--out', out, '--', path.join(dir, 'no-such-command')])
+  t.equal(missing.code, 1)
+  t.match(missing.stderr, /cannot run .*no-such-command: spawn .* ENOENT/)
+  t.notOk(fs.existsSync(out))
+  t.notOk(isMounted(mnt))
+})
+
+t.test('record refuses what it cannot do before it mounts', async (t) => {
+  const dir = tmpdir(t)
+  const config = path.join(dir, 'config.toml')
+  fs.writeFileSync(config, `[main]\nprefix = "${PREFIX}"\n\n[[ays]]\nid = "${ID}"\n\n[[store]]\nurl = "${dir}/store"\n`)
+  const noMount = await run(['record', '--config', config, '--ays', ID, '--out', path.join(dir, 'l'), '--', 'true'])
+  t.equal(noMount.code, 2)
+  t.match(noMount.stderr, /no mountpoint: pass --mount DIR, or set main\.mount/)
+  const noDir = await run(['record', '--config', config, '--ays', ID, '--mount', dir, '--out', path.join(dir, 'nope', 'l'), '--', 'true'])
+  t.equal(noDir.code, 2)
+  t.match(noDir.stderr, /--out .*nope\/l: .*nope is not a directory/)
+  const noCommand = await run(['record', '--config', config, '--ays', ID, '--out', path.join(dir, 'l')])
+  t.equal(noCommand.code, 2)
+  const badId = await run(['record', '--config', config, '--ays', 'a/b', '--mount', dir, '--out', path.join(dir, 'l'), '--', 'true'])
+  t.equal(badId.code, 2)
+  t.match(badId.stderr, /--ays "a\/b": a service id must be/)
+})
+
+t.test('publish --startup stores the list beside the flist, signed with --sign; a blob the flist does not name is refused', async (t) => {
+  const dir = tmpdir(t)
+  const src = path.join(dir, 'src')
+  const files = makeTree(src)
+  const store = path.join(dir, 'store')
+  const keys = path.join(dir, 'keys')
+  t.equal((await run(['keygen', '--out', keys])).code, 0)
+  const md5s = ['bin/tool', 'lib/m2.py'].map((f) => md5(files.get(f)!))
+  const list = path.join(dir, 'in.list')
+  // Written by hand: upper case, a comment, a blob twice; the store gets the canonical text.
+  fs.writeFileSync(list, `aysfs-native startup 1\n# by hand\n${md5s[0]!.toUpperCase()}\n${md5s[1]}\n${md5s[0]}\n`)
+  const r = await run(['publish', src, '--id', ID, '--store', store, '--prefix', PREFIX, '--sign', path.join(keys, 'aysfs.key'), '--startup', list])
+  t.equal(r.code, 0, r.stderr)
+  const stored = path.join(store, 'md', `${ID}.startup`)
+  t.match(r.stdout, `start-up list: ${stored}, 2 blobs, signed (${stored}.sig)`)
+  t.equal(fs.readFileSync(stored, 'utf8'), formatStartupList(md5s).toString())
+  const trusted = loadTrustedKeys([path.join(keys, 'aysfs.pub')])
+  const sig = fs.readFileSync(`${stored}.sig`)
+  const flistRevision = /revision: (\d+)/.exec(fs.readFileSync(path.join(store, 'md', `${ID}.flist.sig`), 'utf8'))![1]
+  t.same(verifyStartup(fs.readFileSync(stored), sig, trusted, { id: ID, source: 'test' }).revision, Number(flistRevision), 'signed, with the flist\'s revision')
+
+  // A list naming a blob this tree does not have: refused with its line, before the flist moves.
+  const flistBefore = fs.readFileSync(path.join(store, 'md', `${ID}.flist`))
+  fs.writeFileSync(list, `aysfs-native startup 1\n${md5s[0]}\n${md5(Buffer.from('elsewhere'))}\n`)
+  fs.writeFileSync(path.join(src, 'new-file'), 'new\n')
+  const stray = await run(['publish', src, '--id', ID, '--store', store, '--prefix', PREFIX, '--sign', path.join(keys, 'aysfs.key'), '--startup', list])
+  t.equal(stray.code, 2)
+  t.match(stray.stderr, new RegExp(`--startup ${list.replace(/[.]/g, '\\.')} line 3: blob ${md5(Buffer.from('elsewhere'))} is not named by the flist of ${ID} being published`))
+  t.same(fs.readFileSync(path.join(store, 'md', `${ID}.flist`)), flistBefore, 'the flist in the store is the old one')
+  t.equal(fs.readFileSync(stored, 'utf8'), formatStartupList(md5s).toString(), 'and so is the list')
+
+  // A bad line: refused before any file is hashed.
+  fs.writeFileSync(list, `aysfs-native startup 1\n${md5s[0]}\nnot-a-hash\n`)
+  const bad = await run(['publish', src, '--id', ID, '--store', store, '--prefix', PREFIX, '--sign', path.join(keys, 'aysfs.key'), '--startup', list])
+  t.equal(bad.code, 2)
+  t.match(bad.stderr, new RegExp(`start-up list ${list.replace(/[.]/g, '\\.')} line 3: "not-a-hash": expected an MD5`))
+  t.notMatch(bad.stderr, /publishing:/, 'nothing hashed')
+
+  // Unsigned from now on: the list's stale signature goes with the flist's.
+  fs.writeFileSync(list, `aysfs-native startup 1\n${md5s[1]}\n`)
+  const unsigned = await run(['publish', src, '--id', ID, '--store', store, '--prefix', PREFIX, '--unsign', '--startup', list])
+  t.equal(unsigned.code, 0, unsigned.stderr)
+  t.equal(fs.readFileSync(stored, 'utf8'), formatStartupList([md5s[1]!]).toString())
+  t.notOk(fs.existsSync(`${stored}.sig`))
+  t.same(fs.readdirSync(path.join(store, 'md')).filter((n) => n.endsWith('.tmp')), [], 'no temp file left')
+})
