@@ -10,7 +10,7 @@ const ROOT = path.resolve(__dirname, '../..')
 const TEST = path.join(ROOT, 'test')
 const PARALLEL = ['unit', 'fuzz']
 // Helpers that mount, start servers or run the command line: not for unit and fuzz files.
-const SERIAL_HELPERS = ['mount', 'cli', 'hardening', 'nginx', 'private-nginx', 'faults']
+const SERIAL_HELPERS = ['mount', 'cli', 'hardening', 'nginx', 'private-nginx', 'faults', 'package']
 // The directories of test/README.md's table, each for one kind of test.
 const KNOWN = ['unit', 'fuzz', 'engine', 'pipeline', 'e2e', 'cli', 'hardening', 'trust', 'fleet', 'package', 'bench']
 
