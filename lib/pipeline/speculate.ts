@@ -267,13 +267,14 @@ export class Speculator {
         this.ranges.pop()
         continue
       }
-      const size = this.index.sizeOf(r.from)
+      const entry = r.perm ? r.perm[r.from]! : r.from
+      const size = this.index.sizeOf(entry)
       if (this.active > 0 && this.inFlightBytes + size > this.maxInFlightBytes) return
       if (this.outstanding + size > this.maxBytes) {
         // Full: see whether reads paid some back (at most every 100 ms), else wait for them.
         if (!this.check(true) || this.outstanding + size > this.maxBytes) return
       }
-      const md5 = this.index.md5Of(r.from)
+      const md5 = this.index.md5Of(entry)
       r.from++
       const p = this.host.start(md5, size, false)
       if (!p) continue

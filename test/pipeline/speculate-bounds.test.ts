@@ -137,3 +137,28 @@ t.test('a start-up set starts a blob while less than its byte bound is in flight
   t.ok(await until(() => f.stats().startup.fetched === 4, 20_000), 'then the last two')
   t.equal(srv.log.length, 4)
 })
+
+t.test('cousins (a name in sibling directories) are guessed like a directory, within the byte budget', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const list = makeFiles(Array.from({ length: 6 }, (_, i) => `nm/p${i}/package.json`), () => 1000, 11)
+  writeTree(store, list)
+  const srv = await startStore(t, store)
+  const trigger = list[0]!
+  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
+  const f = createFetcher({
+    config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }),
+    log: memLog(),
+    fsync: false,
+    locality: buildLocality(tree),
+    // 3.5 blobs of budget.
+    speculation: { maxBytes: 3500 },
+  })
+  t.teardown(() => f.close())
+  const spec = (): SpeculationStats => f.stats().speculation
+  await f.fetch(trigger.md5, trigger.data.length)
+  t.ok(await until(() => spec().active === 0 && spec().landed === 3, 20_000), 'three package.json of the other packages landed')
+  const guessed = srv.log.filter((e) => e.md5 !== trigger.md5).map((e) => e.md5)
+  t.equal(guessed.length, 3, 'no fourth: the budget holds')
+  t.ok(guessed.every((m) => list.some((x) => x.md5 === m && x.rel !== trigger.rel)), 'only the other packages\' package.json')
+})
