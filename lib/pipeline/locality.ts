@@ -304,7 +304,7 @@ export class LocalityIndex {
    * {@link MAX_GROUPS_PER_BLOB}), the range of its kind there, then the companion's main kind.
    * Each range has a key, so a caller can take a range only once.
    */
-  neighbours(md5: string): { key: number; range: Range }[] {
+  neighbours(md5: string, cousins = true): { key: number; range: Range }[] {
     if (md5.length !== 32) return []
     const q = Buffer.from(md5, 'hex')
     const out: { key: number; range: Range }[] = []
@@ -317,7 +317,7 @@ export class LocalityIndex {
       const g = this.groupOf[i]!
       // Cousins first: the speculator takes the newest range first, so the miss's own directory
       // goes before them (with the cousins first instead, the Python start-up took 1.09x as long).
-      for (const c of [this.data.cousin2[i] ?? -1, this.data.cousin1[i] ?? -1]) {
+      for (const c of cousins ? [this.data.cousin2[i] ?? -1, this.data.cousin1[i] ?? -1] : []) {
         if (c >= 0 && !out.some((o) => o.key === COUSIN_KEYS + c)) out.push({ key: COUSIN_KEYS + c, range: { from: this.data.cousinStart[c]!, to: this.data.cousinStart[c + 1]!, perm: this.data.cousins } })
       }
       out.push(this.kindRange(g, this.data.kind[i]!))
