@@ -60,11 +60,12 @@ export const SPECULATION_DEFAULTS = {
 
 /**
  * A miss's cousins (./locality.ts) are guessed only while the demand downloads take this long or
- * more to their last checked byte (the fastest of the last 8, at least 3 measured): over a 40 ms round trip they took the Node
- * start-up of the benchmark from 2.73 s to 2.30 s, on loopback they only cost the miss worker
- * CPU (0.72-1.08 s against 0.56-0.88 s, same run).
+ * more to their last checked byte (the fastest of the last 8, at least 3 measured). Over a 40 ms
+ * round trip they took the Node start-up of the benchmark from 2.50 s to 1.99 s; on loopback
+ * they only cost the miss worker CPU (0.72-1.08 s against 0.56-0.88 s, same run). With 15 ms a
+ * loopback store on a CPU loaded by other processes still looked far in some runs.
  */
-export const FAR_MS = 15
+export const FAR_MS = 30
 
 /** Landed guesses kept for the atime check; the oldest beyond are written off as unread. */
 const MAX_LANDED = 65_536

@@ -164,3 +164,18 @@ t.test('cousins (a name in sibling directories) are guessed once the sources ans
   t.equal(guessed.length, 3, 'no fourth guess: the budget holds')
   t.ok(guessed.every((m) => list.slice(4).some((x) => x.md5 === m)), "only the other packages' package.json")
 })
+
+t.test('a near store (the fastest of the last demand downloads under FAR_MS): no cousins', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const list = makeFiles(Array.from({ length: 8 }, (_, i) => `nm/p${i}/package.json`), () => 1000, 13)
+  writeTree(store, list)
+  const srv = await startStore(t, store)
+  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
+  const f = createFetcher({ config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }), log: memLog(), fsync: false, locality: buildLocality(tree) })
+  t.teardown(() => f.close())
+  // Loopback: one of these answers in well under FAR_MS even on a loaded machine.
+  for (const x of list.slice(0, 6)) await f.fetch(x.md5, 1000)
+  t.equal(f.stats().speculation.started, 0, 'nothing guessed: each directory holds only its own file, and the cousins are not named')
+  t.equal(srv.log.length, 6)
+})
