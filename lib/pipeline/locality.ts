@@ -20,7 +20,8 @@
  * way: Node reads `node_modules/<each package>/package.json`, then often `lib/index.js`; Python
  * imports `<each package>/__pycache__/__init__.cpython-311.pyc`. Each miss of a new package was a
  * round trip that directory locality could not foresee (the Node start-up of the WAN benchmark
- * waited on one per directory).
+ * waited on one per directory). The speculator asks for them only over a far link (`FAR_MS` of
+ * ./speculate.ts): near, a guess costs the miss worker more CPU than the round trip it saves.
  */
 import type { FlistTree } from '../flist'
 
