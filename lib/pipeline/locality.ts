@@ -170,9 +170,10 @@ export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): L
 /**
  * Trees with more small files than this get no cousins: they cost about 2.5 µs a file at mount
  * (0.6-0.8 s for 250,000 files on the loaded bench machine, 5x the directory groups), and a
- * mount with a warm cache pays it too.
+ * mount with a warm cache pays it too: at most ~50 ms here. The start-ups they help (an
+ * interpreter's library, a Node tree) are a few thousand files.
  */
-export const MAX_COUSIN_FILES = 50_000
+export const MAX_COUSIN_FILES = 20_000
 
 /** Cousin groups larger than this are cut (the smallest kept): a name everywhere says little. */
 const MAX_COUSINS = 512
