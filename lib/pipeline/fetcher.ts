@@ -28,7 +28,7 @@ import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './downlo
 import { fetchFlist, fetchStartup, type FlistContext, type FlistResult, type ValidateFlist, type ValidateStartup } from './flists'
 import type { LocalityData } from './locality'
 import { PushQueue } from './pushes'
-import { Speculator, speculationOff, startupOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats, type StartupStats } from './speculate'
+import { FAR_MS, Speculator, speculationOff, startupOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats, type StartupStats } from './speculate'
 import type { StartupSet } from './startup'
 import { SourceCounters, asFault, type SourceStats } from './source-stats'
 
@@ -131,6 +131,23 @@ export class Pipeline implements Fetcher {
   private readonly speculation?: SpeculationOptions
   /** Guesses running, oldest first, by their key in `inflight`: a miss may cancel the newest. */
   private readonly guesses = new Map<Download, string>()
+  /**
+   * The last demand downloads' times from request to last checked byte, in ms: the cousins of a
+   * miss are guessed only when at least 3 were measured and the fastest of them took
+   * {@link FAR_MS} or more (the round trip is the floor of each; a loaded CPU or a new
+   * connection only adds to some).
+   */
+  private readonly demandMs = new Float64Array(8)
+  private demandCount = 0
+
+  /** The sources are far enough for a miss's cousins to pay (see {@link demandMs}). */
+  private far(): boolean {
+    if (this.demandCount < 3) return false
+    const n = Math.min(this.demandCount, this.demandMs.length)
+    let min = Infinity
+    for (let i = 0; i < n; i++) min = Math.min(min, this.demandMs[i]!)
+    return min >= FAR_MS
+  }
   private closed = false
   /** The full-disk message is logged once a minute at most, with the count of the others. */
   private noSpaceLog = { at: 0, suppressed: 0 }
@@ -254,7 +271,7 @@ export class Pipeline implements Fetcher {
     } else {
       this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, fetching`)
       dl = this.start(hash, size, key, onVerified)
-      this.speculator?.demand(hash)
+      this.speculator?.demand(hash, this.far())
     }
     return this.join(dl, key, options)
   }
@@ -539,7 +556,10 @@ export class Pipeline implements Fetcher {
       let hit = false
       try {
         const sink = new MeteredSink(broSink ?? writer, dl, (d) => this.moved(d))
+        const asked = performance.now()
         if ((await src.get(sourceBlobRel(src.role, md5, bro), sink)) === 'absent') continue
+        // How far the sources are: a moving average of the demand downloads' request times.
+        if (!dl.speculative) this.demandMs[this.demandCount++ % this.demandMs.length] = performance.now() - asked
         if (dl.signal.aborted) throw new Abandoned('the download was abandoned')
         // Checked bytes: the source's hit counts before the readers get them.
         st.hits++

@@ -8,7 +8,7 @@ import t from 'tap'
 import { mergeServices, parseFlist } from '../../lib/flist'
 import { createFetcher } from '../../lib/pipeline'
 import { buildLocality } from '../../lib/pipeline/locality'
-import type { SpeculationStats, StartupStats } from '../../lib/pipeline/speculate'
+import { FAR_MS, type SpeculationStats, type StartupStats } from '../../lib/pipeline/speculate'
 import { startupSet } from '../../lib/pipeline/startup'
 import { makeFiles, startStore, writeTree } from '../helpers/counting-store'
 import { PREFIX, SERVICE, md5, until } from '../helpers/hardening'
@@ -136,4 +136,46 @@ t.test('a start-up set starts a blob while less than its byte bound is in flight
   srv.release()
   t.ok(await until(() => f.stats().startup.fetched === 4, 20_000), 'then the last two')
   t.equal(srv.log.length, 4)
+})
+
+t.test('cousins (a name in sibling directories) are guessed once the sources answer slowly, within the byte budget', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const list = makeFiles(Array.from({ length: 8 }, (_, i) => `nm/p${i}/package.json`), () => 1000, 11)
+  writeTree(store, list)
+  // Every answer FAR_MS late or more: a far store, as over a WAN.
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
+  const f = createFetcher({
+    config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }),
+    log: memLog(),
+    fsync: false,
+    locality: buildLocality(tree),
+    // 3.5 blobs of budget.
+    speculation: { maxBytes: 3500 },
+  })
+  t.teardown(() => f.close())
+  const spec = (): SpeculationStats => f.stats().speculation
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, 1000)
+  t.equal(spec().started, 0, 'the first three misses: too few measured yet, no cousins (their directories hold nothing else)')
+  await f.fetch(list[3]!.md5, 1000)
+  t.ok(await until(() => spec().active === 0 && spec().landed === 3, 20_000), 'the fourth: three package.json of the other packages landed')
+  const guessed = srv.log.map((e) => e.md5).filter((m) => !list.slice(0, 4).some((x) => x.md5 === m))
+  t.equal(guessed.length, 3, 'no fourth guess: the budget holds')
+  t.ok(guessed.every((m) => list.slice(4).some((x) => x.md5 === m)), "only the other packages' package.json")
+})
+
+t.test('a near store (the fastest of the last demand downloads under FAR_MS): no cousins', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const list = makeFiles(Array.from({ length: 8 }, (_, i) => `nm/p${i}/package.json`), () => 1000, 13)
+  writeTree(store, list)
+  const srv = await startStore(t, store)
+  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
+  const f = createFetcher({ config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }), log: memLog(), fsync: false, locality: buildLocality(tree) })
+  t.teardown(() => f.close())
+  // Loopback: one of these answers in well under FAR_MS even on a loaded machine.
+  for (const x of list.slice(0, 6)) await f.fetch(x.md5, 1000)
+  t.equal(f.stats().speculation.started, 0, 'nothing guessed: each directory holds only its own file, and the cousins are not named')
+  t.equal(srv.log.length, 6)
 })

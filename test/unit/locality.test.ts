@@ -17,7 +17,7 @@ function tree(lines: [string, number, number][]): ReturnType<typeof mergeService
 function named(ix: LocalityIndex, miss: number): string[][] {
   return ix.neighbours(md5(miss)).map(({ range }) => {
     const out: string[] = []
-    for (let i = range.from; i < range.to; i++) out.push(ix.md5Of(i).replace(/^0+/, ''))
+    for (let i = range.from; i < range.to; i++) out.push(ix.md5Of(range.perm ? range.perm[i]! : i).replace(/^0+/, ''))
     return out
   })
 }
@@ -58,6 +58,28 @@ t.test('a miss beside a __pycache__ also names its byte code of the main kind', 
   t.same(named(ix, 3), [['3', '2']], 'a miss in __pycache__: its own kind there')
 })
 
+t.test('a miss names its cousins (one name in sibling directories, at one and two levels) before its directory (which goes first)', async (t) => {
+  const ix = index([
+    ['/nm/a/package.json', 1, 300],
+    ['/nm/a/index.js', 2, 50],
+    ['/nm/b/package.json', 3, 100],
+    ['/nm/c/package.json', 4, 200],
+    ['/nm/c/lib/index.js', 5, 40],
+    ['/nm/d/lib/index.js', 6, 30],
+    ['/nm/d/lib/util.js', 7, 20],
+    ['/nm/e/README', 8, 10],
+    ['/lib/x/__pycache__/__init__.cpython-311.pyc', 9, 90],
+    ['/lib/y/__pycache__/__init__.cpython-311.pyc', 10, 80],
+    ['/lib/y/__pycache__/z.cpython-311.pyc', 11, 70],
+  ])
+  t.same(named(ix, 1), [['3', '4', '1'], ['1']], 'the package.json of every package, smallest first, then its directory (package.json alone of its kind)')
+  t.same(named(ix, 5), [['6', '5'], ['5']], 'lib/index.js of the other packages (two levels)')
+  t.same(named(ix, 7), [['7', '6']], 'a name no sibling has: its directory only')
+  t.same(named(ix, 8), [['8']])
+  t.same(named(ix, 9), [['a', '9'], ['9']], 'the __init__ byte code of the other packages')
+  t.same(named(ix, 11), [['b', 'a']])
+})
+
 t.test('a blob in two directories names both', async (t) => {
   const ix = index([
     ['/a/x.js', 1, 10],
@@ -66,7 +88,7 @@ t.test('a blob in two directories names both', async (t) => {
     ['/b/z.js', 3, 30],
   ])
   const got = named(ix, 1).map((r) => r.sort()).sort()
-  t.same(got, [['1', '2'], ['1', '3']])
+  t.same(got, [['1', '1'], ['1', '2'], ['1', '3']], 'both directories, and x.js in each (its cousins: one name in sibling directories), once')
 })
 
 t.test('a tree with more small files than the bound is not guessed from', async (t) => {
