@@ -1,4 +1,4 @@
-// The package as users install it, for test/package/install-prebuilt.test.ts and
+// The package as users install it, for test/artifact/install-prebuilt.test.ts and
 // install-source.test.ts: a copy of the source tree to pack, a PATH with node and npm only (no
 // compiler), a fresh consumer project per install, and a real mount through the installed
 // package's engine run in a child process of that project.

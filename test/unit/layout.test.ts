@@ -12,7 +12,7 @@ const PARALLEL = ['unit', 'fuzz']
 // Helpers that mount, start servers or run the command line: not for unit and fuzz files.
 const SERIAL_HELPERS = ['mount', 'cli', 'hardening', 'nginx', 'private-nginx', 'faults', 'package']
 // The directories of test/README.md's table, each for one kind of test.
-const KNOWN = ['unit', 'fuzz', 'engine', 'pipeline', 'e2e', 'cli', 'hardening', 'trust', 'fleet', 'package', 'bench']
+const KNOWN = ['artifact', 'unit', 'fuzz', 'engine', 'pipeline', 'e2e', 'cli', 'hardening', 'trust', 'fleet', 'package', 'bench']
 
 /** Files below `dir` ending in `ext`, relative to the project root. */
 function filesBelow(dir: string, ext: string): string[] {
