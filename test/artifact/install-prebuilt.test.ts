@@ -20,7 +20,7 @@ import { floorViolations } from '../helpers/elf'
 import { checkMount, cleanEnv, fullPath, packageWork, pkg, prebuildName, root, run, SHIPPED, sourceCopy, tail, tarList } from '../helpers/package'
 
 const installScript = require(path.join(root, 'scripts', 'install.js')) as { missingPackages(env: NodeJS.ProcessEnv): string[] }
-const { work, bare, consumer, mountAndRead, rebuild } = packageWork(t)
+const { work, bare, consumer, install: installTarball, mountAndRead, rebuild } = packageWork(t)
 
 // ---- pack (once for the file) ----
 
@@ -56,11 +56,7 @@ t.test('installed with --ignore-scripts and no compiler, the prebuild loads and 
     'on this PATH no compile could happen',
   )
   const project = consumer('prebuilt')
-  const install = run(
-    path.join(bare, 'npm'),
-    ['install', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund', tarball],
-    { cwd: project, env: cleanEnv(bare), timeout: 300_000 },
-  )
+  const install = installTarball(project, tarball, bare, { scripts: false })
   t.equal(install.status, 0, `npm install: ${install.status === 0 ? 'ok' : tail(install)}`)
   const installed = path.join(project, 'node_modules', pkg.name)
   t.notOk(fs.existsSync(path.join(installed, 'build')), 'no build/ directory')

@@ -15,7 +15,7 @@ import path from 'node:path'
 import t from 'tap'
 import { builtName, checkMount, cleanEnv, fullPath, packageWork, pkg, prebuildName, root, run, SHIPPED, sourceCopy, tail, tarList } from '../helpers/package'
 
-const { work, bare, consumer, mountAndRead, rebuild } = packageWork(t)
+const { work, bare, consumer, install: installTarball, mountAndRead, rebuild } = packageWork(t)
 
 // ---- pack without prebuilds/ (once for the file) ----
 
@@ -58,11 +58,7 @@ t.test('with no prebuild for the platform, the install script compiles the addon
 
   t.test('no compiler: the install fails and names the packages', async (t) => {
     const project = consumer('nocompiler')
-    const install = run(
-      path.join(bare, 'npm'),
-      ['install', '--prefer-offline', '--foreground-scripts', '--no-audit', '--no-fund', tarball],
-      { cwd: project, env: cleanEnv(bare), timeout: 300_000 },
-    )
+    const install = installTarball(project, tarball, bare)
     t.not(install.status, 0, 'npm install fails')
     const output = install.stdout + install.stderr
     t.match(output, /no prebuilt addon for linux-\w+; compiling from source/, 'says why it compiles')
@@ -71,11 +67,7 @@ t.test('with no prebuild for the platform, the install script compiles the addon
 
   t.test('with a compiler: it compiles, loads from build/Release and mounts', async (t) => {
     const project = consumer('compiled')
-    const install = run(
-      path.join(bare, 'npm'),
-      ['install', '--prefer-offline', '--foreground-scripts', '--no-audit', '--no-fund', tarball],
-      { cwd: project, env: cleanEnv(fullPath), timeout: 300_000 },
-    )
+    const install = installTarball(project, tarball, fullPath)
     t.equal(install.status, 0, `npm install: ${install.status === 0 ? 'ok' : tail(install)}`)
     t.match(install.stdout + install.stderr, /no prebuilt addon for linux-\w+; compiling from source/, 'the install script compiled')
     const installed = path.join(project, 'node_modules', pkg.name)

@@ -182,6 +182,11 @@ export interface PackageWork {
   bare: string
   /** A fresh project in `work` with no dependencies yet. */
   consumer(name: string): string
+  /**
+   * `npm install TARBALL` in `project` with PATH as given: with the install script
+   * (`--foreground-scripts`, its output kept), or without (`scripts: false`, `--ignore-scripts`).
+   */
+  install(project: string, tarball: string, PATH: string, opts?: { scripts?: boolean }): Result
   /** Mounts through the package installed in `project`, with PATH as given; the child's result when it failed. */
   mountAndRead(project: string, PATH: string): CheckOutput | Result
   /** `rebuild()` (lib/rebuild.ts) of the package installed in `project`, with PATH as given. */
@@ -203,6 +208,15 @@ export function packageWork(t: Test): PackageWork {
     fs.mkdirSync(dir)
     fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: `consumer-${name}`, version: '1.0.0', private: true }))
     return dir
+  }
+
+  function install(project: string, tarball: string, PATH: string, opts: { scripts?: boolean } = {}): Result {
+    const scripts = opts.scripts === false ? ['--ignore-scripts'] : ['--foreground-scripts']
+    return run(path.join(bare, 'npm'), ['install', ...scripts, '--prefer-offline', '--no-audit', '--no-fund', tarball], {
+      cwd: project,
+      env: cleanEnv(PATH),
+      timeout: 300_000,
+    })
   }
 
   function mountAndRead(project: string, PATH: string): CheckOutput | Result {
@@ -235,7 +249,7 @@ export function packageWork(t: Test): PackageWork {
     return run(path.join(bare, 'node'), ['-e', script], { cwd: project, env: cleanEnv(PATH), timeout: 300_000 })
   }
 
-  return { work, bare, consumer, mountAndRead, rebuild }
+  return { work, bare, consumer, install, mountAndRead, rebuild }
 }
 
 /** Checks what mountAndRead() reported: the tree read through a mount, with `from` the only addon. */

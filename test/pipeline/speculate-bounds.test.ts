@@ -4,9 +4,10 @@
 // the server and in the counters.
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { mergeServices, parseFlist } from '../../lib/flist'
 import { createFetcher } from '../../lib/pipeline'
+import type { FetcherData } from '../../lib/pipeline/fetcher'
 import { buildLocality } from '../../lib/pipeline/locality'
 import { FAR_MS, type SpeculationStats, type StartupStats } from '../../lib/pipeline/speculate'
 import { startupSet } from '../../lib/pipeline/startup'
@@ -14,6 +15,20 @@ import { makeFiles, startStore, writeTree } from '../helpers/counting-store'
 import { PREFIX, SERVICE, md5, until } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
 import { makeConfig, memLog } from '../helpers/store'
+
+/** The store's one service as a tree, and a fetcher (cache in `dir`) guessing from it with `speculation`. */
+function speculating(t: Test, dir: string, store: string, url: string, speculation: FetcherData['speculation']) {
+  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
+  const f = createFetcher({
+    config: makeConfig({ cache: path.join(dir, 'cache'), stores: [url], timeoutMs: 60_000 }),
+    log: memLog(),
+    fsync: false,
+    locality: buildLocality(tree),
+    speculation,
+  })
+  t.teardown(() => f.close())
+  return { tree, f }
+}
 
 t.test('guesses at once and guessed bytes stay within their bounds; a read pays bytes back', async (t) => {
   const dir = tmpdir(t)
@@ -82,16 +97,8 @@ t.test('a start-up set: before any guess, within its bounds at once, not held to
   const pkg = makeFiles(Array.from({ length: 4 }, (_, i) => `pkg/m${i}.js`), () => 700, 12)
   writeTree(store, [...app, pre, ...pkg])
   const srv = await startStore(t, store)
-  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
-  const f = createFetcher({
-    config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }),
-    log: memLog(),
-    fsync: false,
-    locality: buildLocality(tree),
     // A budget of guessed bytes smaller than the set: the set is not held to it.
-    speculation: { maxBytes: 1500, maxDownloads: 2, startupDownloads: 2 },
-  })
-  t.teardown(() => f.close())
+  const { tree, f } = speculating(t, dir, store, srv.url, { maxBytes: 1500, maxDownloads: 2, startupDownloads: 2 })
   // One blob of the set is cached already: skipped.
   await f.fetch(pre.md5, 1000)
   for (const a of app) srv.hold.add(a.md5)
@@ -145,16 +152,8 @@ t.test('cousins (a name in sibling directories) are guessed once the sources ans
   writeTree(store, list)
   // Every answer FAR_MS late or more: a far store, as over a WAN.
   const srv = await startStore(t, store, FAR_MS * 3)
-  const tree = mergeServices([parseFlist(fs.readFileSync(path.join(store, 'md', `${SERVICE}.flist`)), { name: SERVICE, prefix: PREFIX })])
-  const f = createFetcher({
-    config: makeConfig({ cache: path.join(dir, 'cache'), stores: [srv.url], timeoutMs: 60_000 }),
-    log: memLog(),
-    fsync: false,
-    locality: buildLocality(tree),
     // 3.5 blobs of budget.
-    speculation: { maxBytes: 3500 },
-  })
-  t.teardown(() => f.close())
+  const { tree, f } = speculating(t, dir, store, srv.url, { maxBytes: 3500 })
   const spec = (): SpeculationStats => f.stats().speculation
   for (const x of list.slice(0, 3)) await f.fetch(x.md5, 1000)
   t.equal(spec().started, 0, 'the first three misses: too few measured yet, no cousins (their directories hold nothing else)')
