@@ -6,7 +6,7 @@ import path from 'node:path'
 import t from 'tap'
 import { checkChunkIndex } from '../../lib/chunks'
 import { parseFlist } from '../../lib/flist'
-import { tmpdir } from '../helpers/mount'
+import { publishDirs, tmpdir } from '../helpers/mount'
 import { randomBytes } from '../helpers/store'
 import { run } from '../helpers/cli'
 
@@ -92,11 +92,7 @@ t.test('--chunks: chunk blobs, an index named by the flist line, the whole blob;
 })
 
 t.test('chunk sizes out of bounds and combinations publish refuses, naming the flag', async (t) => {
-  const dir = tmpdir(t, 'aysfs-chunks-')
-  const src = path.join(dir, 'src')
-  fs.mkdirSync(src)
-  fs.writeFileSync(path.join(src, 'f'), 'x')
-  const store = path.join(dir, 'store')
+  const { src, store } = publishDirs(t, { f: 'x' }, 'aysfs-chunks-')
   const cases: [string[], RegExp][] = [
     [['--chunks', '--chunk-size', '255KiB'], /--chunk-size 261120: the chunk size must be from 256KiB \(262144\) to 64MiB \(67108864\) bytes/],
     [['--chunks', '--chunk-size', '65MiB'], /--chunk-size 68157440: the chunk size must be from 256KiB/],

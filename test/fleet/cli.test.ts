@@ -5,16 +5,12 @@ import fs from 'node:fs'
 import path from 'node:path'
 import t from 'tap'
 import { freePort, startNginx } from '../helpers/nginx'
-import { tmpdir } from '../helpers/mount'
+import { publishDirs } from '../helpers/mount'
 import { run, serveCli, writeConfig } from '../helpers/cli'
 import { until } from '../helpers/hardening'
 
 t.test('publish --revision, serve --metrics with refresh, status', async (t) => {
-  const dir = tmpdir(t, 'aysfs-fleet-cli-')
-  const src = path.join(dir, 'src')
-  fs.mkdirSync(src)
-  fs.writeFileSync(path.join(src, 'tool'), 'v1\n')
-  const store = path.join(dir, 'store')
+  const { dir, src, store } = publishDirs(t, { tool: 'v1\n' }, 'aysfs-fleet-cli-')
   t.equal((await run(['keygen', '--out', path.join(dir, 'keys')])).code, 0)
   const key = path.join(dir, 'keys', 'aysfs.key')
   const pub = path.join(dir, 'keys', 'aysfs.pub')

@@ -12,7 +12,7 @@ import { until } from '../helpers/hardening'
 import { clearMounts } from '../helpers/mount'
 import { freePort, startNginx } from '../helpers/nginx'
 import { ROOT } from '../helpers/cli'
-import { tmpdir } from '../helpers/tmp'
+import { publishDirs, tmpdir } from '../helpers/tmp'
 
 const SECRETS = ['s3cret-password', 'hunter2-header-value', 'token-file-secret', 'deploy:']
 
@@ -135,11 +135,7 @@ t.test('metrics at /metrics: every native counter, reads and misses move them, n
 })
 
 t.test('two mounts in one process: their own listeners and mountpoint labels', async (t) => {
-  const dir = tmpdir(t, 'aysfs-metrics2-')
-  const src = path.join(dir, 'src')
-  fs.mkdirSync(src)
-  fs.writeFileSync(path.join(src, 'a'), 'a\n')
-  const store = path.join(dir, 'store')
+  const { dir, src, store } = publishDirs(t, { a: 'a\n' }, 'aysfs-metrics2-')
   await publish({ dir: src, id: 'svc', store, prefix: '/opt/svc', progress: false, fsync: false })
   const mounts = []
   for (const name of ['one', 'two']) {

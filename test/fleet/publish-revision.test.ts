@@ -8,7 +8,7 @@ import t from 'tap'
 import { publish } from '../../lib/publish'
 import { generateKeyPair, parseSignature } from '../../lib/sign'
 import { startNginx } from '../helpers/nginx'
-import { tmpdir } from '../helpers/tmp'
+import { publishDirs, tmpdir } from '../helpers/tmp'
 
 const ID = 'svc'
 
@@ -17,12 +17,8 @@ function sigOf(store: string) {
 }
 
 t.test('the revision: default the time, always above the store, an explicit one checked', async (t) => {
-  const dir = tmpdir(t)
+  const { dir, src, store } = publishDirs(t, { a: 'a\n' })
   const key = generateKeyPair(path.join(dir, 'keys'))
-  const src = path.join(dir, 'src')
-  fs.mkdirSync(src)
-  fs.writeFileSync(path.join(src, 'a'), 'a\n')
-  const store = path.join(dir, 'store')
   const now = () => 1_800_000_000_500
   const base = { dir: src, id: ID, store, prefix: '/x', sign: key.privateKey, progress: false as const, fsync: false, now }
 
@@ -85,12 +81,8 @@ t.test('a same-size flist published within the same second gets a new ETag from 
 })
 
 t.test('the new flist and signature are always later than the old ones, even against a clock that lags', async (t) => {
-  const dir = tmpdir(t)
+  const { dir, src, store } = publishDirs(t, { a: 'one\n' })
   const key = generateKeyPair(path.join(dir, 'keys'))
-  const src = path.join(dir, 'src')
-  fs.mkdirSync(src)
-  fs.writeFileSync(path.join(src, 'a'), 'one\n')
-  const store = path.join(dir, 'store')
   const opts = { dir: src, id: ID, store, prefix: '/x', sign: key.privateKey, progress: false as const, fsync: false }
   await publish(opts)
   const flist = path.join(store, 'md', `${ID}.flist`)

@@ -9,7 +9,7 @@ import { clearMounts } from './tmp'
 
 type Test = { teardown(fn: () => unknown): void }
 
-export { clearMounts, mountsBelow, tmpdir } from './tmp'
+export { clearMounts, mountsBelow, publishDirs, tmpdir } from './tmp'
 
 export const FIXTURE_FETCHER = path.resolve(__dirname, '../fixtures/fetcher.js')
 

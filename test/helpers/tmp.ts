@@ -46,3 +46,15 @@ export function tmpdir(t: Test, prefix = 'aysfs-test-'): string {
   })
   return dir
 }
+
+/**
+ * A fresh {@link tmpdir} holding a tree to publish: `src/` with `files` (name → content), and
+ * the path of `store/` (not created) to publish it to.
+ */
+export function publishDirs(t: Test, files: Record<string, string>, prefix?: string): { dir: string; src: string; store: string } {
+  const dir = tmpdir(t, prefix)
+  const src = path.join(dir, 'src')
+  fs.mkdirSync(src)
+  for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(src, name), content)
+  return { dir, src, store: path.join(dir, 'store') }
+}
