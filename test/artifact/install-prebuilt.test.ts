@@ -1,5 +1,5 @@
 // The package as users get it from the registry: `npm pack` with its lifecycle scripts (prepack
-// builds dist/ and the prebuild), then the tarball installed into a fresh project.
+// builds the prebuild, prepare dist/), then the tarball installed into a fresh project.
 //  1. The tarball ships the prebuild (stripped, needing nothing above the symbol floor), the
 //     compiled JS and the sources to compile from; no build/, tests or TypeScript sources.
 //  2. Installed with --ignore-scripts on a PATH with only node and npm (no compiler, cmake, make,

@@ -39,7 +39,7 @@ t.test('npm pack --ignore-scripts with dist/ copied in ships what a real pack do
   for (const file of SHIPPED) t.ok(list.includes(file), `ships ${file}`)
   t.same(list.filter((p) => p.endsWith('.node') || p.startsWith('prebuilds/')), [], 'no prebuilds/ and no binary')
   t.same(list.filter((p) => /^(build|test|node_modules|lib|\.ci)\//.test(p)), [], 'no build/, tests, TypeScript sources or CI files')
-  // The dist/ copied in is the one `npm run build:ts` makes from these sources, as prepack would.
+  // The dist/ copied in is the one `npm run build:ts` makes from these sources, as prepare would.
   const sources = filesBelow(path.join(root, 'lib'), '.ts').filter((f) => !f.endsWith('.d.ts'))
   t.same(
     list.filter((p) => p.startsWith('dist/lib/') && p.endsWith('.js')).sort(),
