@@ -24,6 +24,7 @@ import * as path from 'node:path'
 import { AysfsError } from './errors'
 import { CACHE_FILE_MODE, makeCacheSubdir } from './local-cache/dir'
 import { KEPT_DIR, TMP_DIR, keptFlistPath } from './local-cache/layout'
+import { readRegularFile } from './local-cache/read-kept'
 import { tempName } from './local-cache/temp'
 import type { Logger } from './log'
 import { writeAll } from './temp-file'
@@ -171,33 +172,25 @@ export class Revisions {
 
   private read(id: string): RevisionRecord | undefined {
     const file = this.file(id)
-    let fd: number
+    let text: string
     try {
       this.mdDir(false)
-      fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
+      text = readRegularFile(file, MAX_RECORD).toString('utf8')
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code
       if (code === 'ENOENT') return undefined
       this.log.warn({ id, file }, `service ${id}: revision record ${file} not read: ${code === 'ELOOP' ? 'a symbolic link (not followed)' : (err as Error).message}`)
       return undefined
     }
-    try {
-      const st = fs.fstatSync(fd)
-      if (!st.isFile() || st.size > MAX_RECORD) throw new Error(st.isFile() ? 'too large' : 'not a regular file')
-      const buf = Buffer.alloc(st.size)
-      const n = fs.readSync(fd, buf, 0, st.size, 0)
-      const text = buf.subarray(0, n).toString('utf8')
-      const rev = /^revision: (0|[1-9][0-9]{0,15})$/m.exec(text)
-      const sum = /^sha256: ([0-9a-f]{64})$/m.exec(text)
-      if (!rev || !sum || !Number.isSafeInteger(Number(rev[1]))) throw new Error('not a revision record')
-      return { revision: Number(rev[1]), sha256: sum[1]! }
-    } catch (err) {
-      this.log.warn({ id, file }, `service ${id}: revision record ${file} ignored: ${(err as Error).message}`)
+    const rev = /^revision: (0|[1-9][0-9]{0,15})$/m.exec(text)
+    const sum = /^sha256: ([0-9a-f]{64})$/m.exec(text)
+    if (!rev || !sum || !Number.isSafeInteger(Number(rev[1]))) {
+      this.log.warn({ id, file }, `service ${id}: revision record ${file} ignored: not a revision record`)
       return undefined
-    } finally {
-      fs.closeSync(fd)
     }
+    return { revision: Number(rev[1]), sha256: sum[1]! }
   }
+
 
   private write(id: string, rec: RevisionRecord): void {
     const dir = this.mdDir(true)

@@ -3,7 +3,8 @@
  * calls the cache manager). {@link LocalCache} is one user's handle on it: it owns the layout
  * (layout.ts), who may own the directory (dir.ts), temp files and their clean-up (temp.ts),
  * putting checked blobs in place (blob-writer.ts, through the addon's committer: committer.ts),
- * making room (the quota and its evictions: quota.ts) and the kept flists and start-up lists.
+ * making room (the quota and its evictions: quota.ts) and the kept flists and start-up lists
+ * (read back without following a link: read-kept.ts).
  * `verify` re-hashes a cache with check.ts.
  *
  * Errors of the cache itself are `AysfsError` `EIO` naming the directory (their `cause` the fs
@@ -18,6 +19,7 @@ import { BlobWriter, LocalFailure } from './blob-writer'
 import { CACHE_FILE_MODE, makeCacheSubdir, octalMode, prepareCacheDir } from './dir'
 import { KEPT_DIR, TMP_DIR, blobPath, keptFlistPath, keptStartupPath } from './layout'
 import { acquireQuota, releaseQuota, type CacheQuota, type QuotaStats } from './quota'
+import { readRegularFile } from './read-kept'
 import { cleanTmp, tempName } from './temp'
 
 export { cachedBlobs, checkCachedBlob } from './check'
@@ -57,23 +59,6 @@ export interface KeptFlist {
   data: Buffer
   /** Its signature, when asked for and kept. */
   signature?: Buffer
-}
-
-/**
- * The bytes of `file` if it is a regular file of at most `maxBytes`: opened once with
- * `O_NOFOLLOW | O_NONBLOCK` (a link is `ELOOP`, a FIFO is not waited on), checked by its fd.
- * @throws the fs error; `EINVAL` for anything but a regular file, `EFBIG` when it is larger.
- */
-function readRegularFile(file: string, maxBytes: number): Buffer {
-  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
-  try {
-    const st = fs.fstatSync(fd)
-    if (!st.isFile()) throw Object.assign(new Error(`${file}: not a regular file`), { code: 'EINVAL' })
-    if (st.size > maxBytes) throw Object.assign(new Error(`${file}: larger than ${maxBytes} bytes`), { code: 'EFBIG' })
-    return fs.readFileSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
 }
 
 /** One user's handle on a local cache directory; see the module comment. */
