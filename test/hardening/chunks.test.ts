@@ -171,6 +171,8 @@ t.test('a corrupted chunk is never served: the next source is tried; none right:
   const off = 3 * MiB + 500
   t.same(await readAt(path.join(mnt, 'big'), off, 4096), data.subarray(off, off + 4096), 'the right bytes, from the second store')
   t.same(asked(server), [c3], 'only the chunk the first store had wrong')
+  // The miss worker's counters reach stats() as a snapshot it posts: wait for the count to land.
+  await until(() => pipelineOf(m).sources[0]?.errorKinds.md5 === 1, 10_000)
   const first = pipelineOf(m).sources[0]!
   t.match(first, { errorKinds: { md5: 1 } }, 'the first store\'s wrong chunk is counted')
 
