@@ -34,7 +34,7 @@ struct CommitResult {
   uint32_t token;
   int err;
   const char* step;   // a string literal of commit.cc, or nullptr
-  std::string where;  // a push's failing path (commit.h PushJob::done); empty otherwise
+  std::string where;  // a push's failing path (commit.h GridPush::done); empty otherwise
   bool push;
 };
 
@@ -98,7 +98,7 @@ class Committer : public Napi::ObjectWrap<Committer> {
     return Napi::Boolean::New(env, Submit(info, std::move(job), 1, 2, 3));
   }
 
-  // push(token, root, rel, src, size, sync): copy `src` to `root/rel` (commit.h PushJob).
+  // push(token, root, rel, src, size, sync): copy `src` to `root/rel` (commit.h GridPush).
   Napi::Value Push(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!CheckArgs(info, "push",
@@ -111,7 +111,7 @@ class Committer : public Napi::ObjectWrap<Committer> {
       return env.Undefined();
     }
     if (!Hold(env)) return Napi::Boolean::New(env, false);
-    PushJob job;
+    GridPush job;
     job.root = info[1].As<Napi::String>().Utf8Value();
     job.rel = info[2].As<Napi::String>().Utf8Value();
     job.src = info[3].As<Napi::String>().Utf8Value();

@@ -257,7 +257,7 @@ int Copy(int in, int out, uint64_t size, const char** step) {
   return 0;
 }
 
-int RunPush(const PushJob& job, const char** step, std::string* where) {
+int RunPush(const GridPush& job, const char** step, std::string* where) {
   std::vector<std::string> parts;
   *step = "path";
   *where = job.rel;
@@ -378,7 +378,7 @@ void SubmitCommit(CommitJob job) {
   });
 }
 
-void SubmitPush(PushJob job) {
+void SubmitPush(GridPush job) {
   SubmitTask([job = std::move(job)]() mutable {
     const char* step = nullptr;
     std::string where;

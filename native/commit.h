@@ -40,7 +40,7 @@ void SubmitCommit(CommitJob job);
 // anywhere below the root fails the push (ELOOP), never followed. What the push creates takes
 // the root's group; directories the root's permission bits (less setuid), files the root's read
 // bits plus the owner's read and write.
-struct PushJob {
+struct GridPush {
   std::string root;   // the grid cache's directory, as the operator configured it (opened normally)
   std::string rel;    // `<h0>/<h1>/<md5>`: `/`-separated components below `root`, none `.`/`..`
   std::string src;    // the local-cache blob, opened without following a link
@@ -55,6 +55,6 @@ struct PushJob {
 };
 
 // Queues `job` on the same pool as SubmitCommit.
-void SubmitPush(PushJob job);
+void SubmitPush(GridPush job);
 
 }  // namespace aysfs
