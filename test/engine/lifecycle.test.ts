@@ -81,7 +81,7 @@ t.test('unmount returns within a second while a file is held open and a read wai
   const engine = await Engine.mount({ mountpoint: mnt, cacheDir, table, fetcher: fixtureFetcher({ cacheDir, mode: 'never', sourceDir: blobs }) })
   t.teardown(() => engine.unmount())
   // Another process holds a file open and a third waits on a miss that never settles.
-  const holder = spawn('sh', ['-c', `exec 3<${mnt}/hello; echo ready; sleep 30`], { stdio: ['ignore', 'pipe', 'ignore'] })
+  const holder = spawn('sh', ['-c', `exec 3<${mnt}/hello; echo ready; exec sleep 30`], { stdio: ['ignore', 'pipe', 'ignore'] })
   const waiter = spawn('cat', [path.join(mnt, 'slow')], { stdio: 'ignore' })
   const waiterExit = new Promise((resolve) => waiter.on('exit', resolve))
   t.teardown(() => {
