@@ -8,6 +8,7 @@ import t from 'tap'
 import { until } from '../helpers/hardening'
 import { fixtureFetcher, mountEngine, tmpdir } from '../helpers/mount'
 import { md5, tableFor } from '../helpers/tree'
+import { within } from '../helpers/wait'
 
 // An O_DIRECT read into an aligned buffer: with asynchronous direct I/O (libfuse's default) the
 // kernel would send it as a background request and the reader could not be killed until it was
@@ -50,7 +51,7 @@ t.test('a killed O_DIRECT reader of a blob being fetched ends at once; the fetch
 
   const killedAt = Date.now()
   child.kill('SIGKILL')
-  const gone = await Promise.race([exited, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 5000))])
+  const gone = await within(exited, 5000, 'the killed reader').catch(() => undefined)
   t.ok(gone !== undefined, gone === undefined ? 'the killed reader is still there after 5 s' : `the killed reader ended after ${gone - killedAt} ms`)
   t.equal(child.signalCode, 'SIGKILL', 'killed, not answered')
   t.ok(await until(() => engine.stats().interrupted >= 1, 3000), 'its read was answered EINTR (counted)')
