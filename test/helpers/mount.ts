@@ -16,7 +16,7 @@ export const FIXTURE_FETCHER = path.resolve(__dirname, '../fixtures/fetcher.js')
 /** Data for test/fixtures/fetcher.js. */
 export interface FixtureData {
   cacheDir: string
-  mode: 'copy' | 'reject' | 'never' | 'early' | 'early-short' | 'progress' | 'gate' | 'block'
+  mode: 'copy' | 'link' | 'reject' | 'never' | 'early' | 'early-short' | 'progress' | 'gate' | 'block'
   sourceDir?: string
   delayMs?: number
   callsFile?: string
