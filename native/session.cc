@@ -222,18 +222,21 @@ void Session::Unmount() {
     }
   }
   if (loop_thread_.joinable()) loop_thread_.join();
+  // The loop can end before the connection does: a request that comes after fuse_session_exit
+  // (a reader of a file still open) wakes it, and libfuse drops that request unanswered, no
+  // abort having been needed above. Its reader then holds a page lock until the connection ends,
+  // and a push into that page (notify_store) waits on the lock in the kernel, so the pushers
+  // could never be stopped. End such a connection before anything waits on them: closing the
+  // device would end it all the same (its open files get ENOTCONN either way). An ended
+  // connection reports POLLERR, so that libfuse's unmount below only closes the fd (it would
+  // otherwise unmount the mountpoint detached above once more, and print "fuse: failed to
+  // unmount ...: Invalid argument").
+  if (mounted_ && DeviceAlive(se_)) Abort();
   backstop_.Stop();
   misses.FailAll();
-  // Its requests are over, so no page lock holds a push any more; it uses se_: stop it first.
+  // No request is pending any more, so no page lock holds a push; they use se_: stop them first.
   around_pusher_.Stop();
   file_pusher_.Stop();
-  // The loop can end before the connection does: a request that comes after fuse_session_exit
-  // (a reader of a file still open) wakes it, and no abort was needed above. libfuse's unmount
-  // would then find the device alive, unmount the mountpoint detached above once more, and print
-  // "fuse: failed to unmount ...: Invalid argument". End such a connection first: closing the
-  // device ends it all the same (its open files get ENOTCONN either way), and an ended one
-  // reports POLLERR, so that libfuse only closes the fd.
-  if (mounted_ && DeviceAlive(se_)) Abort();
   // The mount is already detached and the device aborted: this only closes the fd.
   fuse_session_unmount(se_);
   fuse_session_destroy(se_);
