@@ -176,6 +176,35 @@ t.test('proxy environment: used for other hosts, never for loopback', async (t) 
   await t.rejects(getBuffer(http(t, cfg('http://store.invalid/good')), rel), { name: 'SourceFault', kind: /^net:/ })
 })
 
+t.test('http source: direct GETs on keep-alive connections; one that ends early is a fault, not a hang', async (t) => {
+  const data = Buffer.from('0123456789')
+  const head = `HTTP/1.1 200 OK\r\nContent-Length: ${data.length}\r\n\r\n`
+  let mode: 'ok' | 'close' | 'half' = 'ok'
+  let connections = 0
+  const srv = net.createServer((sock) => {
+    connections++
+    sock.on('error', () => {})
+    sock.on('data', () => {
+      if (mode === 'ok') sock.write(head + data.toString())
+      else if (mode === 'close') sock.end()
+      else sock.end(head + data.subarray(0, 5).toString())
+    })
+  })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => srv.close())
+  const src = http(t, cfg(`http://127.0.0.1:${(srv.address() as net.AddressInfo).port}/store`))
+  for (let i = 0; i < 10; i++) t.same(await getBuffer(src, `files/x${i}`), data, `GET ${i}`)
+  // A connection is reused an event-loop turn after its response ended (undici's rule): a GET
+  // made at once takes another.
+  t.ok(connections <= 2, `${connections} connections for ten GETs in a row`)
+  mode = 'close'
+  await t.rejects(getBuffer(src, 'files/y'), { name: 'SourceFault', kind: 'net:ECONNRESET' }, 'closed before the response')
+  mode = 'half'
+  await t.rejects(getBuffer(src, 'files/z'), { name: 'SourceFault', kind: 'truncated' }, 'closed mid-body')
+  mode = 'ok'
+  t.same(await getBuffer(src, 'files/w'), data, 'and a new connection after them')
+})
+
 t.test('http source: a query string in the root URL stays at the end', async (t) => {
   const root = tmpdir(t)
   const blob = writeBlob(root, 'query')
