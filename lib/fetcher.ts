@@ -16,12 +16,26 @@ export interface FetchOptions {
    */
   signal?: AbortSignal
   /**
+   * The same as `signal`, for less (no `AbortSignal` to make and listen to): the engine's miss
+   * worker passes both, `signal` made only if read. It aborts exactly when `signal` does; a
+   * fetcher may use either.
+   */
+  cancel?: CancelSignal
+  /**
    * Called whenever the download moves: bytes arrive from a source, or it moves on to the next
    * source; while it waits for a download slot or for room in the cache, whenever another
    * download moves (a few times a second at most). Called per chunk: keep it cheap. The engine's
    * backstop of parked reads counts this as progress.
    */
   onProgress?: () => void
+}
+
+/** An abort flag with listeners: see {@link FetchOptions.cancel}. */
+export interface CancelSignal {
+  readonly aborted: boolean
+  readonly reason: unknown
+  /** Calls `fn` once when it aborts (never if it already has); returns what takes `fn` back. */
+  onAbort(fn: () => void): () => void
 }
 
 /** The checked chunk index a {@link Fetcher.fetchRange} used: the engine serves reads from it. */

@@ -15,7 +15,7 @@
 import { EMPTY_MD5, isMd5 } from '../blob'
 import type { Config } from '../config'
 import { AysfsError } from '../errors'
-import type { ChunkedFile, Fetcher, FetchOptions } from '../fetcher'
+import type { CancelSignal, ChunkedFile, Fetcher, FetchOptions } from '../fetcher'
 import { SourceHealth, isHealthFault, type Admission } from '../health'
 import { LocalCache, isNoSpace, type QuotaStats } from '../local-cache'
 import { createLogger, stderrLogger, type Logger, type LogOptions } from '../log'
@@ -107,6 +107,22 @@ type Outcome = 'ok' | 'absent' | SourceFault
 function verdict(outcome: Outcome | undefined): boolean | undefined {
   if (outcome === undefined) return undefined
   return outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind)
+}
+
+/** An `AbortSignal` seen as a {@link CancelSignal}. */
+function cancelOf(signal: AbortSignal): CancelSignal {
+  return {
+    get aborted() {
+      return signal.aborted
+    },
+    get reason() {
+      return signal.reason as unknown
+    },
+    onAbort(fn) {
+      signal.addEventListener('abort', fn, { once: true })
+      return () => signal.removeEventListener('abort', fn)
+    },
+  }
 }
 
 /** The fetcher. Everything it does on the fetch path is sync fs, sockets and timers. */
@@ -326,7 +342,8 @@ export class Pipeline implements Fetcher {
   }
 
   /** One caller's wait for a download: see {@link FetchOptions}. */
-  private join(dl: Download, key: string, { signal, onProgress }: FetchOptions): Promise<void> {
+  private join(dl: Download, key: string, options: FetchOptions): Promise<void> {
+    const { onProgress } = options
     dl.callers++
     if (onProgress) dl.listeners.add(onProgress)
     let left = false
@@ -336,6 +353,8 @@ export class Pipeline implements Fetcher {
       dl.callers--
       if (onProgress) dl.listeners.delete(onProgress)
     }
+    // `signal` is read only when there is no `cancel` (the miss worker makes it on demand).
+    const signal = options.cancel ?? (options.signal && cancelOf(options.signal))
     if (!signal) return dl.promise.finally(leave)
     return new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
@@ -348,11 +367,19 @@ export class Pipeline implements Fetcher {
         reject(new AysfsError('EIO', `blob ${key.slice(0, 32)}: abandoned (${(signal.reason as Error | undefined)?.message ?? 'aborted'})`))
       }
       if (signal.aborted) return onAbort()
-      signal.addEventListener('abort', onAbort, { once: true })
-      dl.promise.then(resolve, reject).finally(() => {
-        signal.removeEventListener('abort', onAbort)
-        leave()
-      })
+      const forget = signal.onAbort(onAbort)
+      dl.promise.then(
+        () => {
+          forget()
+          leave()
+          resolve()
+        },
+        (err: unknown) => {
+          forget()
+          leave()
+          reject(err as Error)
+        },
+      )
     })
   }
 
@@ -382,11 +409,14 @@ export class Pipeline implements Fetcher {
     // A guess holds its slot already; a miss that finds none free cancels the newest guess.
     if (!dl.speculative) {
       if (this.slots.active >= this.slots.max) this.preempt()
-      try {
-        await this.waitFor(dl, this.slots.acquire(dl.signal))
-      } catch (err) {
-        this.counters.failed++
-        throw err
+      // A free slot is taken at once (no promise); else the download waits for one.
+      if (!this.slots.takeFree()) {
+        try {
+          await this.waitFor(dl, this.slots.acquire(dl.signal))
+        } catch (err) {
+          this.counters.failed++
+          throw err
+        }
       }
     }
     try {
@@ -446,9 +476,11 @@ export class Pipeline implements Fetcher {
       this.moved(dl) // on to the next source
       // An admission that comes after the abort is settled with no verdict (it may be a probe
       // other misses wait for).
-      const admission = await unlessAborted(this.health.admit(src.key, this.config.main.timeoutMs), signal, (late) => {
-        if (late) this.health.settle(src.key, undefined, late)
-      })
+      const admission =
+        this.health.admitNow(src.key) ??
+        (await unlessAborted(this.health.admit(src.key, this.config.main.timeoutMs), signal, (late) => {
+          if (late) this.health.settle(src.key, undefined, late)
+        }))
       if (!admission) {
         tried.push(`${src.key}: backed off`)
         this.log.debug({ md5, source: src.key }, `blob ${md5}: ${src.key} skipped (backed off)`)
