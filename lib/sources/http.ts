@@ -71,13 +71,45 @@ export interface HttpSourceOptions {
 
 /**
  * Calls `tick` every `ms` milliseconds until the function it returns is called. The default is
- * `setInterval`; a test passes one it drives by hand instead of waiting.
+ * {@link sharedTicker}; a test passes one it drives by hand instead of waiting.
  */
 export type Ticker = (ms: number, tick: () => void) => () => void
 
-const intervalTicker: Ticker = (ms, tick) => {
-  const timer = setInterval(tick, ms)
-  return () => clearInterval(timer)
+/** The watchdogs of one tick length: one interval for all of them. */
+interface TickGroup {
+  timer: NodeJS.Timeout
+  /** Each watchdog's tick, and whether it is still to skip the group's first beat. */
+  ticks: Map<() => void, boolean>
+}
+const tickGroups = new Map<number, TickGroup>()
+
+/**
+ * One `setInterval` per tick length for every watchdog that runs, not one per transfer (making
+ * and clearing an interval per blob was a measurable part of a download's CPU on the miss path).
+ * A new tick skips the group's next beat, which comes at any phase: its first call comes after
+ * more than `ms` and at most `2 × ms`, its next ones every `ms`, as an interval of its own would
+ * give them but for that phase.
+ */
+export const sharedTicker: Ticker = (ms, tick) => {
+  let group = tickGroups.get(ms)
+  if (!group) {
+    const ticks = new Map<() => void, boolean>()
+    const timer = setInterval(() => {
+      for (const [t, skip] of ticks) {
+        if (skip) ticks.set(t, false)
+        else t()
+      }
+    }, ms)
+    group = { timer, ticks }
+    tickGroups.set(ms, group)
+  }
+  group.ticks.set(tick, true)
+  const g = group
+  return () => {
+    if (!g.ticks.delete(tick) || g.ticks.size > 0) return
+    clearInterval(g.timer)
+    if (tickGroups.get(ms) === g) tickGroups.delete(ms)
+  }
 }
 
 /**
@@ -92,7 +124,7 @@ export class Watchdog {
   private readonly samples: number[] = [0]
 
   /** `ticker`: what samples the counter; default `setInterval` (tests drive their own). */
-  constructor(timeoutMs: number, onSlow: () => void, ticker: Ticker = intervalTicker) {
+  constructor(timeoutMs: number, onSlow: () => void, ticker: Ticker = sharedTicker) {
     const tick = Math.max(5, Math.floor(timeoutMs / 8))
     const window = Math.max(1, Math.round(timeoutMs / tick))
     const floor = (SPEED_FLOOR * timeoutMs) / 1000

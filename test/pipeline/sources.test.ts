@@ -15,6 +15,7 @@ import type { SourceConfig } from '../../lib/config'
 import { startFaultServer, type FaultServer } from '../helpers/faults'
 import { md5hex, randomBytes, writeBlob } from '../helpers/store'
 import { tmpdir } from '../helpers/tmp'
+import { until } from '../helpers/wait'
 
 function cfg(url: string, extra: Partial<SourceConfig> = {}): SourceConfig {
   return { url, headers: {}, push: true, key: 'store[0]', ...extra }
@@ -250,6 +251,24 @@ t.test('watchdog: fires after the timeout for a silent transfer, not for a stead
   t.equal(ticks.size, 0, 'stop() ends the ticks')
   t.ok(fired >= 400 && fired <= 450, `fired after ${fired} ms: between the timeout and 9/8 of it`)
   t.type(new SourceFault('x', 'y'), Error)
+})
+
+t.test('watchdog on the shared interval: silent transfers fail after the timeout, a steady one runs on', async (t) => {
+  const timeoutMs = 200
+  const quiet: number[] = []
+  const start = Date.now()
+  const dogs = Array.from({ length: 3 }, () => new Watchdog(timeoutMs, () => quiet.push(Date.now() - start)))
+  const steady = new Watchdog(timeoutMs, () => t.fail('a steady transfer was cut'))
+  const feed = setInterval(() => (steady.bytes += 1024), 10)
+  t.teardown(() => clearInterval(feed))
+  t.ok(await until(() => quiet.length === 3, 5000), 'the silent ones failed')
+  clearInterval(feed)
+  steady.stop()
+  for (const d of dogs) d.stop()
+  t.ok(
+    quiet.every((ms) => ms >= timeoutMs && ms < timeoutMs * 1.25 + 100),
+    `after ${quiet.join(', ')} ms (timeout ${timeoutMs} ms)`,
+  )
 })
 
 t.test('BlobWriter: small blobs in memory, large ones streamed, both put in place by the committer', async (t) => {
