@@ -42,7 +42,7 @@ import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { Readable } from 'node:stream'
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios'
-import { Pool, type Dispatcher } from 'undici'
+import { Client, type Dispatcher } from 'undici'
 import { redactUrl, type SourceConfig } from '../config'
 import { AysfsError } from '../errors'
 import { lookup as defaultLookup, type LookupFunction } from './resolve'
@@ -308,10 +308,14 @@ function headersOf(raw: Buffer[] | string[] | null): Record<string, string> {
   return h
 }
 
+/** Body bytes a pooled response keeps before it is read; past them its parser waits. */
+const QUEUE_MAX = 256 * 1024
+
 /**
  * One GET on a source's keep-alive pool (undici's `dispatch`, no streams): the head resolves
- * {@link head}, and the parser stays paused there until the body is read or discarded, so
- * nothing of it is held here meanwhile. Also the response's {@link Body}.
+ * {@link head}; body bytes that come before the body is read or discarded (those of the same
+ * socket read, as a rule) are kept, up to {@link QUEUE_MAX}, then the parser waits. A response
+ * that ended lets go of its connection at once. Also the response's {@link Body}.
  */
 class PooledRequest implements Dispatcher.DispatchHandlers, Body {
   status = 0
@@ -325,8 +329,16 @@ class PooledRequest implements Dispatcher.DispatchHandlers, Body {
   private stopped?: Error
   private answered = false
   private consumer?: (chunk: Buffer) => void
+  /** Chunks that came before read(), and their bytes. */
+  private queued: Buffer[] | undefined
+  private queuedBytes = 0
+  /** The parser waits (QUEUE_MAX reached) for read() or discard(). */
+  private paused = false
+  private discarding = false
   private done?: (err?: unknown, fromSink?: boolean) => void
   private finished = false
+  /** Called once when the request is over (its connection free for the next one). */
+  onEnd?: () => void
   /** How it ended before anyone read it (the connection failed while paused). */
   private outcome?: { err?: unknown }
   private timer?: NodeJS.Timeout
@@ -362,11 +374,18 @@ class PooledRequest implements Dispatcher.DispatchHandlers, Body {
     this.resume = resume
     this.answered = true
     this.resolveHead(this)
-    return false // paused until read() or discard()
+    return true
   }
 
   onData(chunk: Buffer): boolean {
-    if (!this.consumer) return true // discarded
+    if (!this.consumer) {
+      if (this.discarding || this.stopped) return true
+      ;(this.queued ??= []).push(chunk)
+      this.queuedBytes += chunk.length
+      if (this.queuedBytes < QUEUE_MAX) return true
+      this.paused = true
+      return false
+    }
     try {
       this.consumer(chunk)
       return true
@@ -380,12 +399,14 @@ class PooledRequest implements Dispatcher.DispatchHandlers, Body {
   onComplete(): void {
     this.finished = true
     clearTimeout(this.timer)
+    this.end()
     this.settle()
   }
 
   onError(err: Error): void {
     this.finished = true
     clearTimeout(this.timer)
+    this.end()
     const e = err as Error & { code?: string }
     if (!this.answered) {
       // Closed before the response: what node:http calls a hang-up (ECONNRESET).
@@ -397,6 +418,12 @@ class PooledRequest implements Dispatcher.DispatchHandlers, Body {
     if (e.code === 'UND_ERR_SOCKET' || e.code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
       this.settle(this.stopped ?? new SourceFault('truncated', `${this.what()}: connection closed before the end of the body`, err))
     } else this.settle(this.stopped ?? err)
+  }
+
+  private end(): void {
+    const onEnd = this.onEnd
+    this.onEnd = undefined
+    onEnd?.()
   }
 
   private settle(err?: unknown, fromSink = false): void {
@@ -411,23 +438,42 @@ class PooledRequest implements Dispatcher.DispatchHandlers, Body {
   }
 
   read(onData: (chunk: Buffer) => void, done: (err?: unknown, fromSink?: boolean) => void): void {
+    const queued = this.queued
+    this.queued = undefined
+    for (const chunk of queued ?? []) {
+      try {
+        onData(chunk)
+      } catch (err) {
+        this.abort(err as Error)
+        done(err, true)
+        return
+      }
+    }
     if (this.outcome) {
       done(this.outcome.err)
       return
     }
     this.consumer = onData
     this.done = done
-    this.resume?.()
+    this.unpause()
   }
 
   discard(): void {
+    this.queued = undefined
     if (this.finished) return
     if (!drainable(this.headers)) {
       this.abort(new Error('discarded'))
       return
     }
+    this.discarding = true
     this.timer = setTimeout(() => this.abort(new Error('discarded')), this.timeoutMs)
     this.timer.unref()
+    this.unpause()
+  }
+
+  private unpause(): void {
+    if (!this.paused) return
+    this.paused = false
     this.resume?.()
   }
 
@@ -443,6 +489,56 @@ function validatorsOf(headers: Record<string, unknown>): Validators {
   if (ok(headers.etag)) v.etag = headers.etag
   if (ok(headers['last-modified'])) v.lastModified = headers['last-modified']
   return v
+}
+
+/**
+ * Keep-alive connections to one origin: one undici `Client` each (one connection, no
+ * pipelining). A request takes an idle one, or makes one, and gives it back as soon as its
+ * response has ended, so there are never more connections than requests at once ever were.
+ * (undici's `Pool` marks a connection free only an event-loop turn after its response ended: a
+ * request made in between opened a new one; here it waits that turn on the connection.)
+ */
+class ConnPool {
+  private readonly idle: Client[] = []
+  private readonly clients = new Set<Client>()
+  /** Requests waiting for a connection when `max` are open. */
+  private readonly waiting: (() => void)[] = []
+
+  constructor(
+    private readonly origin: string,
+    private readonly max: number,
+    private readonly options: Client.Options,
+  ) {}
+
+  dispatch(opts: Dispatcher.DispatchOptions, req: PooledRequest): void {
+    const client = this.idle.pop() ?? (this.clients.size < this.max ? this.make() : undefined)
+    if (!client) {
+      this.waiting.push(() => this.dispatch(opts, req))
+      return
+    }
+    req.onEnd = () => this.release(client)
+    client.dispatch(opts, req)
+  }
+
+  private make(): Client {
+    const client = new Client(this.origin, this.options)
+    this.clients.add(client)
+    return client
+  }
+
+  private release(client: Client): void {
+    if (!this.clients.has(client)) return // destroyed
+    this.idle.push(client)
+    this.waiting.shift()?.()
+  }
+
+  /** Closes every connection; requests in flight fail. */
+  destroy(): void {
+    const clients = [...this.clients]
+    this.clients.clear()
+    this.idle.length = 0
+    for (const c of clients) void c.destroy().catch(() => undefined)
+  }
 }
 
 export class HttpSource implements Source {
@@ -470,7 +566,7 @@ export class HttpSource implements Source {
   private readonly protocol: string
   private readonly loopback: boolean
   /** Keep-alive connections to the source's own origin, for direct GETs (undici). */
-  private readonly pool: Pool
+  private readonly pool: ConnPool
 
   constructor(
     cfg: SourceConfig,
@@ -513,8 +609,7 @@ export class HttpSource implements Source {
     this.search = u.search
     this.protocol = u.protocol
     this.loopback = isLoopback(u.hostname)
-    this.pool = new Pool(u.origin, {
-      connections: Number.isFinite(maxSockets) ? maxSockets : null,
+    this.pool = new ConnPool(u.origin, maxSockets, {
       pipelining: 1,
       // The watchdog is the only timer (the speed floor above); undici's own are off.
       headersTimeout: 0,
@@ -854,7 +949,7 @@ export class HttpSource implements Source {
   }
 
   close(): void {
-    void this.pool.destroy().catch(() => undefined)
+    this.pool.destroy()
     this.httpAgent.destroy()
     this.httpsAgent.destroy()
   }
