@@ -28,6 +28,14 @@ export interface FetchOptions {
    * backstop of parked reads counts this as progress.
    */
   onProgress?: () => void
+  /**
+   * The caller found the blob missing from the local cache just before this call (the engine's
+   * read path, which parks a read only when its blob could not be opened): a new download that
+   * gets a slot at once does not look for it there again (one `lstat` less per miss; after a
+   * wait for a slot it does). A blob that landed meanwhile is downloaded again and replaced,
+   * never served wrong.
+   */
+  absent?: boolean
 }
 
 /** An abort flag with listeners: see {@link FetchOptions.cancel}. */

@@ -131,7 +131,9 @@ async function main(): Promise<void> {
       },
       onProgress,
     }
-    const whole = (): void => {
+    // `absent` only straight from the read path's look (not after the chunks were tried).
+    const whole = (absent: boolean): void => {
+      options.absent = absent // (not a spread: that would read, and so make, `signal`)
       fetcher.fetch(md5, size, serve, options).then(
         () => settled(f, 0),
         // The fetcher logs and counts its own failures; the readers get EIO.
@@ -139,12 +141,12 @@ async function main(): Promise<void> {
       )
     }
     const index = chunkIndexes.get(md5)
-    if (index === undefined || !fetcher.fetchRange) return whole()
+    if (index === undefined || !fetcher.fetchRange) return whole(true)
     // A chunked file: only the chunks the read covers. The native side learns the checked index
     // before the readers are answered, so it serves them (and the next reads) from the chunks.
     fetcher.fetchRange(md5, size, index, off, len, options).then(
       (file) => {
-        if (file === undefined) return whole()
+        if (file === undefined) return whole(false)
         // By size too: the native side keeps one index per file MD5 and serves it only for
         // entries of its size (a flist may name one content with two sizes; one of them is wrong).
         if (!indexed.has(`${md5}:${size}`)) {

@@ -4,6 +4,7 @@
  * when it is abandoned.
  */
 import { Cancel } from '../cancel'
+import type { FetchOptions } from '../fetcher'
 import type { Sink } from '../sources/source'
 
 export { Cancel }
@@ -73,6 +74,8 @@ export class Download {
   startup = false
   /** A guess that gave its slot to a miss (and runs on outside the slots). */
   slotless = false
+  /** Its first caller found the blob missing from the cache just now ({@link FetchOptions.absent}). */
+  absent = false
   /** A guess's checked bytes, kept until it settles for a miss that joins it meanwhile. */
   checked?: Buffer
 

@@ -286,15 +286,16 @@ export class Pipeline implements Fetcher {
       }
     } else {
       this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, fetching`)
-      dl = this.start(hash, size, key, onVerified)
+      dl = this.start(hash, size, key, onVerified, false, false, options.absent === true)
       this.speculator?.demand(hash, this.far())
     }
     return this.join(dl, key, options)
   }
 
   /** A new download of the blob, in `inflight` until it settles. */
-  private start(md5: string, size: number, key: string, onVerified: ((data: Buffer) => void) | undefined, speculative = false, startup = false): Download {
+  private start(md5: string, size: number, key: string, onVerified: ((data: Buffer) => void) | undefined, speculative = false, startup = false, absent = false): Download {
     const d = new Download()
+    d.absent = absent
     d.onVerified = onVerified
     d.speculative = speculative
     d.startup = startup
@@ -406,11 +407,15 @@ export class Pipeline implements Fetcher {
   /** The one download of a blob: an empty one is made, else a slot, then the sources. */
   private async download(md5: string, size: number, dl: Download): Promise<void> {
     if (size === 0) return this.putEmpty(md5)
+    // Whether the cache is to be looked at (again): not for a miss that was just found absent
+    // and gets a slot at once; always after a wait for one (it may have landed meanwhile).
+    let look = !dl.absent
     // A guess holds its slot already; a miss that finds none free cancels the newest guess.
     if (!dl.speculative) {
       if (this.slots.active >= this.slots.max) this.preempt()
       // A free slot is taken at once (no promise); else the download waits for one.
       if (!this.slots.takeFree()) {
+        look = true
         try {
           await this.waitFor(dl, this.slots.acquire(dl.signal))
         } catch (err) {
@@ -421,7 +426,7 @@ export class Pipeline implements Fetcher {
     }
     try {
       if (this.closed) throw new AysfsError('EIO', `blob ${md5}: the fetcher is closed`)
-      if (this.cache.has(md5, size)) {
+      if (look && this.cache.has(md5, size)) {
         this.counters.alreadyCached++
         return
       }
