@@ -31,9 +31,9 @@ export interface FetchOptions {
   /**
    * The caller found the blob missing from the local cache just before this call (the engine's
    * read path, which parks a read only when its blob could not be opened): a new download that
-   * gets a slot at once does not look for it there again (one `lstat` less per miss; after a
-   * wait for a slot it does). A blob that landed meanwhile is downloaded again and replaced,
-   * never served wrong.
+   * gets a slot at once does not look for it there again (one `lstat` less per miss; it does
+   * after a wait for a slot, or when a download of the blob settled lately). A blob that landed
+   * meanwhile otherwise is downloaded again and replaced, never served wrong.
    */
   absent?: boolean
 }

@@ -37,6 +37,8 @@ import { SourceCounters, asFault, type SourceStats } from './source-stats'
 const MAX_ROOM_WAITS = 16
 /** Evictions in a row before a download that still finds the disk full waits or gives up. */
 const MAX_EVICTIONS = 2
+/** Downloads settled lately that a miss found absent still looks for in the cache (see `recent`). */
+const RECENT_MAX = 4096
 /** Downloads waiting for a slot or for room hear of the others' progress at most this often. */
 const WAITERS_EVERY_MS = 100
 
@@ -134,6 +136,12 @@ export class Pipeline implements Fetcher {
   private readonly log: Logger
   private readonly slots: Slots
   private readonly inflight = new Map<string, Download>()
+  /**
+   * Blobs whose downloads settled lately (the last {@link RECENT_MAX} at most): a miss of one of
+   * them looks in the cache even when its caller just found it absent there (the read path looked
+   * before the commit's rename; the download has settled since).
+   */
+  private readonly recent = new Set<string>()
   /** Downloads waiting for a slot or for room: they move when any download moves. */
   private readonly waiting = new Set<Download>()
   private waitersToldAt = 0
@@ -302,6 +310,8 @@ export class Pipeline implements Fetcher {
     // Pinned until the event-loop turn after it settled (LocalCache.releaseSoon).
     this.cache.pin(md5)
     d.promise = this.download(md5, size, d).finally(() => {
+      if (this.recent.size >= RECENT_MAX) this.recent.clear()
+      this.recent.add(md5)
       if (this.inflight.get(key) === d) this.inflight.delete(key)
       this.guesses.delete(d)
       d.checked = undefined
@@ -408,8 +418,9 @@ export class Pipeline implements Fetcher {
   private async download(md5: string, size: number, dl: Download): Promise<void> {
     if (size === 0) return this.putEmpty(md5)
     // Whether the cache is to be looked at (again): not for a miss that was just found absent
-    // and gets a slot at once; always after a wait for one (it may have landed meanwhile).
-    let look = !dl.absent
+    // and gets a slot at once, unless a download of it settled lately; always after a wait for a
+    // slot (it may have landed meanwhile).
+    let look = !dl.absent || this.recent.has(md5)
     // A guess holds its slot already; a miss that finds none free cancels the newest guess.
     if (!dl.speculative) {
       if (this.slots.active >= this.slots.max) this.preempt()
