@@ -16,12 +16,34 @@ export interface FetchOptions {
    */
   signal?: AbortSignal
   /**
+   * The same as `signal`, for less (no `AbortSignal` to make and listen to): the engine's miss
+   * worker passes both, `signal` made only if read. It aborts exactly when `signal` does; a
+   * fetcher may use either.
+   */
+  cancel?: CancelSignal
+  /**
    * Called whenever the download moves: bytes arrive from a source, or it moves on to the next
    * source; while it waits for a download slot or for room in the cache, whenever another
    * download moves (a few times a second at most). Called per chunk: keep it cheap. The engine's
    * backstop of parked reads counts this as progress.
    */
   onProgress?: () => void
+  /**
+   * The caller found the blob missing from the local cache just before this call (the engine's
+   * read path, which parks a read only when its blob could not be opened): a new download that
+   * gets a slot at once does not look for it there again (one `lstat` less per miss; it does
+   * after a wait for a slot, or when a download of the blob settled lately). A blob that landed
+   * meanwhile otherwise is downloaded again and replaced, never served wrong.
+   */
+  absent?: boolean
+}
+
+/** An abort flag with listeners: see {@link FetchOptions.cancel}. */
+export interface CancelSignal {
+  readonly aborted: boolean
+  readonly reason: unknown
+  /** Calls `fn` once when it aborts (never if it already has); returns what takes `fn` back. */
+  onAbort(fn: () => void): () => void
 }
 
 /** The checked chunk index a {@link Fetcher.fetchRange} used: the engine serves reads from it. */

@@ -97,6 +97,12 @@ export class SourceHealth {
    * `waitMs` it tries too: the probe may just be a long download). Every answer but false must be
    * followed by exactly one {@link settle} with it.
    */
+  /** What {@link admit} would answer at once for a healthy source (`'try'`), without a promise;
+   * undefined when the source is failing (ask {@link admit}). */
+  admitNow(key: string): Admission | undefined {
+    return this.get(key).failures === 0 ? 'try' : undefined
+  }
+
   async admit(key: string, waitMs = Infinity): Promise<Admission> {
     const s = this.get(key)
     const deadline = this.now() + waitMs

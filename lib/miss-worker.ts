@@ -2,13 +2,16 @@
 // runs apart from the main thread and never uses libuv's threadpool (docs/design.md), so a
 // thread of this process that is blocked reading the mount cannot stall it.
 import { parentPort, workerData } from 'node:worker_threads'
+import { Cancel } from './cancel'
 import { missWorkerBinding } from './engine'
-import type { FetcherModule } from './fetcher'
+import type { FetcherModule, FetchOptions } from './fetcher'
 
 /** A fetch this worker runs for the native side. */
 interface Running {
   readonly md5: string
-  readonly abort: AbortController
+  /** Aborts the fetch (and `ac`, made only if the fetcher reads `signal`). */
+  readonly cancel: Cancel
+  ac?: AbortController
   /** The fetch made progress since the last report. */
   moved: boolean
   /** The backstop gave up on it: its readers were answered, no `complete` is owed. */
@@ -74,7 +77,9 @@ async function main(): Promise<void> {
       running.delete(md5)
       for (const f of fetches) {
         f.abandoned = true
-        f.abort.abort(new Error(`blob ${md5}: no progress for ${stallTimeoutMs} ms; its readers got EIO`))
+        const reason = new Error(`blob ${md5}: no progress for ${stallTimeoutMs} ms; its readers got EIO`)
+        f.cancel.abort(reason)
+        f.ac?.abort(reason)
       }
     }
     if (running.size === 0 && reportTimer) {
@@ -98,7 +103,7 @@ async function main(): Promise<void> {
     // The engine's onMiss (a recording): told before the fetch starts, in the misses' order.
     if (reportMisses) port.postMessage({ type: 'miss', md5, size })
     inFlight++
-    const f: Running = { md5, abort: new AbortController(), moved: false, abandoned: false }
+    const f: Running = { md5, cancel: new Cancel(), ac: undefined, moved: false, abandoned: false }
     let fetches = running.get(md5)
     if (!fetches) running.set(md5, (fetches = new Set()))
     fetches.add(f)
@@ -115,8 +120,20 @@ async function main(): Promise<void> {
     const onProgress = (): void => {
       f.moved = true
     }
-    const options = { signal: f.abort.signal, onProgress }
-    const whole = (): void => {
+    const options: FetchOptions = {
+      cancel: f.cancel,
+      get signal(): AbortSignal {
+        if (!f.ac) {
+          f.ac = new AbortController()
+          if (f.cancel.aborted) f.ac.abort(f.cancel.reason)
+        }
+        return f.ac.signal
+      },
+      onProgress,
+    }
+    // `absent` only straight from the read path's look (not after the chunks were tried).
+    const whole = (absent: boolean): void => {
+      options.absent = absent // (not a spread: that would read, and so make, `signal`)
       fetcher.fetch(md5, size, serve, options).then(
         () => settled(f, 0),
         // The fetcher logs and counts its own failures; the readers get EIO.
@@ -124,12 +141,12 @@ async function main(): Promise<void> {
       )
     }
     const index = chunkIndexes.get(md5)
-    if (index === undefined || !fetcher.fetchRange) return whole()
+    if (index === undefined || !fetcher.fetchRange) return whole(true)
     // A chunked file: only the chunks the read covers. The native side learns the checked index
     // before the readers are answered, so it serves them (and the next reads) from the chunks.
     fetcher.fetchRange(md5, size, index, off, len, options).then(
       (file) => {
-        if (file === undefined) return whole()
+        if (file === undefined) return whole(false)
         // By size too: the native side keeps one index per file MD5 and serves it only for
         // entries of its size (a flist may name one content with two sizes; one of them is wrong).
         if (!indexed.has(`${md5}:${size}`)) {

@@ -3,7 +3,12 @@
  * meters its bytes (and refuses them once every caller gave up), and the wait that ends at once
  * when it is abandoned.
  */
+import { Cancel } from '../cancel'
+import type { FetchOptions } from '../fetcher'
 import type { Sink } from '../sources/source'
+
+export { Cancel }
+
 
 /** Counting semaphore: at most `max` downloads, the rest wait in FIFO order. */
 export class Slots {
@@ -14,24 +19,29 @@ export class Slots {
     return this.waiting.length
   }
   /** Resolves with a slot; rejects with `signal`'s reason, and leaves the queue, if it aborts first. */
-  acquire(signal?: AbortSignal): Promise<void> {
+  acquire(signal?: Cancel): Promise<void> {
     if (this.active < this.max) {
       this.active++
       return Promise.resolve()
     }
     return new Promise((resolve, reject) => {
-      const onAbort = (): void => {
-        const i = this.waiting.indexOf(take)
-        if (i >= 0) this.waiting.splice(i, 1)
-        reject(signal!.reason as Error)
-      }
       const take = (): void => {
-        signal?.removeEventListener('abort', onAbort)
+        forget?.()
         resolve()
       }
+      const forget = signal?.onAbort(() => {
+        const i = this.waiting.indexOf(take)
+        if (i >= 0) this.waiting.splice(i, 1)
+        reject(signal.reason as Error)
+      })
       this.waiting.push(take)
-      signal?.addEventListener('abort', onAbort, { once: true })
     })
+  }
+  /** Takes a slot if one is free now (what {@link acquire} does at once then). */
+  takeFree(): boolean {
+    if (this.active >= this.max) return false
+    this.active++
+    return true
   }
   /** Takes a slot only if one is free and nobody waits for one (a guess: lib/pipeline/speculate.ts). */
   tryAcquire(): boolean {
@@ -51,7 +61,7 @@ export class Abandoned extends Error {}
 
 /** One download in flight, shared by every caller that asked for its blob meanwhile. */
 export class Download {
-  readonly abort = new AbortController()
+  readonly abort = new Cancel()
   /** Callers still waiting for it; when the last one gives up, it is aborted. */
   callers = 0
   readonly listeners = new Set<() => void>()
@@ -64,11 +74,13 @@ export class Download {
   startup = false
   /** A guess that gave its slot to a miss (and runs on outside the slots). */
   slotless = false
+  /** Its first caller found the blob missing from the cache just now ({@link FetchOptions.absent}). */
+  absent = false
   /** A guess's checked bytes, kept until it settles for a miss that joins it meanwhile. */
   checked?: Buffer
 
-  get signal(): AbortSignal {
-    return this.abort.signal
+  get signal(): Cancel {
+    return this.abort
   }
 
   moved(): void {
@@ -78,26 +90,25 @@ export class Download {
 
 /** `p`, unless `signal` aborts first: then a rejection with its reason at once, `p` going on
  * (`late` gets its outcome, which is otherwise dropped). */
-export function unlessAborted<T>(p: Promise<T>, signal: AbortSignal, late?: (value: T) => void): Promise<T> {
+export function unlessAborted<T>(p: Promise<T>, signal: Cancel, late?: (value: T) => void): Promise<T> {
   if (signal.aborted) {
     p.then(late, () => undefined)
     return Promise.reject(signal.reason as Error)
   }
   return new Promise<T>((resolve, reject) => {
     let done = false
-    const onAbort = (): void => {
+    const forget = signal.onAbort(() => {
       done = true
       reject(signal.reason as Error)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
+    })
     p.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort)
+        forget()
         if (done) late?.(value)
         else resolve(value)
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', onAbort)
+        forget()
         if (!done) reject(err as Error)
       },
     )

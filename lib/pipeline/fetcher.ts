@@ -15,7 +15,7 @@
 import { EMPTY_MD5, isMd5 } from '../blob'
 import type { Config } from '../config'
 import { AysfsError } from '../errors'
-import type { ChunkedFile, Fetcher, FetchOptions } from '../fetcher'
+import type { CancelSignal, ChunkedFile, Fetcher, FetchOptions } from '../fetcher'
 import { SourceHealth, isHealthFault, type Admission } from '../health'
 import { LocalCache, isNoSpace, type QuotaStats } from '../local-cache'
 import { createLogger, stderrLogger, type Logger, type LogOptions } from '../log'
@@ -37,6 +37,8 @@ import { SourceCounters, asFault, type SourceStats } from './source-stats'
 const MAX_ROOM_WAITS = 16
 /** Evictions in a row before a download that still finds the disk full waits or gives up. */
 const MAX_EVICTIONS = 2
+/** Downloads settled lately that a miss found absent still looks for in the cache (see `recent`). */
+const RECENT_MAX = 4096
 /** Downloads waiting for a slot or for room hear of the others' progress at most this often. */
 const WAITERS_EVERY_MS = 100
 
@@ -109,6 +111,22 @@ function verdict(outcome: Outcome | undefined): boolean | undefined {
   return outcome === 'ok' || outcome === 'absent' || !isHealthFault(outcome.kind)
 }
 
+/** An `AbortSignal` seen as a {@link CancelSignal}. */
+function cancelOf(signal: AbortSignal): CancelSignal {
+  return {
+    get aborted() {
+      return signal.aborted
+    },
+    get reason() {
+      return signal.reason as unknown
+    },
+    onAbort(fn) {
+      signal.addEventListener('abort', fn, { once: true })
+      return () => signal.removeEventListener('abort', fn)
+    },
+  }
+}
+
 /** The fetcher. Everything it does on the fetch path is sync fs, sockets and timers. */
 export class Pipeline implements Fetcher {
   readonly cache: LocalCache
@@ -118,6 +136,12 @@ export class Pipeline implements Fetcher {
   private readonly log: Logger
   private readonly slots: Slots
   private readonly inflight = new Map<string, Download>()
+  /**
+   * Blobs whose downloads settled lately (the last {@link RECENT_MAX} at most): a miss of one of
+   * them looks in the cache even when its caller just found it absent there (the read path looked
+   * before the commit's rename; the download has settled since).
+   */
+  private readonly recent = new Set<string>()
   /** Downloads waiting for a slot or for room: they move when any download moves. */
   private readonly waiting = new Set<Download>()
   private waitersToldAt = 0
@@ -270,21 +294,24 @@ export class Pipeline implements Fetcher {
       }
     } else {
       this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, fetching`)
-      dl = this.start(hash, size, key, onVerified)
+      dl = this.start(hash, size, key, onVerified, false, false, options.absent === true)
       this.speculator?.demand(hash, this.far())
     }
     return this.join(dl, key, options)
   }
 
   /** A new download of the blob, in `inflight` until it settles. */
-  private start(md5: string, size: number, key: string, onVerified: ((data: Buffer) => void) | undefined, speculative = false, startup = false): Download {
+  private start(md5: string, size: number, key: string, onVerified: ((data: Buffer) => void) | undefined, speculative = false, startup = false, absent = false): Download {
     const d = new Download()
+    d.absent = absent
     d.onVerified = onVerified
     d.speculative = speculative
     d.startup = startup
     // Pinned until the event-loop turn after it settled (LocalCache.releaseSoon).
     this.cache.pin(md5)
     d.promise = this.download(md5, size, d).finally(() => {
+      if (this.recent.size >= RECENT_MAX) this.recent.clear()
+      this.recent.add(md5)
       if (this.inflight.get(key) === d) this.inflight.delete(key)
       this.guesses.delete(d)
       d.checked = undefined
@@ -326,7 +353,8 @@ export class Pipeline implements Fetcher {
   }
 
   /** One caller's wait for a download: see {@link FetchOptions}. */
-  private join(dl: Download, key: string, { signal, onProgress }: FetchOptions): Promise<void> {
+  private join(dl: Download, key: string, options: FetchOptions): Promise<void> {
+    const { onProgress } = options
     dl.callers++
     if (onProgress) dl.listeners.add(onProgress)
     let left = false
@@ -336,6 +364,8 @@ export class Pipeline implements Fetcher {
       dl.callers--
       if (onProgress) dl.listeners.delete(onProgress)
     }
+    // `signal` is read only when there is no `cancel` (the miss worker makes it on demand).
+    const signal = options.cancel ?? (options.signal && cancelOf(options.signal))
     if (!signal) return dl.promise.finally(leave)
     return new Promise<void>((resolve, reject) => {
       const onAbort = (): void => {
@@ -348,11 +378,19 @@ export class Pipeline implements Fetcher {
         reject(new AysfsError('EIO', `blob ${key.slice(0, 32)}: abandoned (${(signal.reason as Error | undefined)?.message ?? 'aborted'})`))
       }
       if (signal.aborted) return onAbort()
-      signal.addEventListener('abort', onAbort, { once: true })
-      dl.promise.then(resolve, reject).finally(() => {
-        signal.removeEventListener('abort', onAbort)
-        leave()
-      })
+      const forget = signal.onAbort(onAbort)
+      dl.promise.then(
+        () => {
+          forget()
+          leave()
+          resolve()
+        },
+        (err: unknown) => {
+          forget()
+          leave()
+          reject(err as Error)
+        },
+      )
     })
   }
 
@@ -379,19 +417,27 @@ export class Pipeline implements Fetcher {
   /** The one download of a blob: an empty one is made, else a slot, then the sources. */
   private async download(md5: string, size: number, dl: Download): Promise<void> {
     if (size === 0) return this.putEmpty(md5)
+    // Whether the cache is to be looked at (again): not for a miss that was just found absent
+    // and gets a slot at once, unless a download of it settled lately; always after a wait for a
+    // slot (it may have landed meanwhile).
+    let look = !dl.absent || this.recent.has(md5)
     // A guess holds its slot already; a miss that finds none free cancels the newest guess.
     if (!dl.speculative) {
       if (this.slots.active >= this.slots.max) this.preempt()
-      try {
-        await this.waitFor(dl, this.slots.acquire(dl.signal))
-      } catch (err) {
-        this.counters.failed++
-        throw err
+      // A free slot is taken at once (no promise); else the download waits for one.
+      if (!this.slots.takeFree()) {
+        look = true
+        try {
+          await this.waitFor(dl, this.slots.acquire(dl.signal))
+        } catch (err) {
+          this.counters.failed++
+          throw err
+        }
       }
     }
     try {
       if (this.closed) throw new AysfsError('EIO', `blob ${md5}: the fetcher is closed`)
-      if (this.cache.has(md5, size)) {
+      if (look && this.cache.has(md5, size)) {
         this.counters.alreadyCached++
         return
       }
@@ -446,9 +492,11 @@ export class Pipeline implements Fetcher {
       this.moved(dl) // on to the next source
       // An admission that comes after the abort is settled with no verdict (it may be a probe
       // other misses wait for).
-      const admission = await unlessAborted(this.health.admit(src.key, this.config.main.timeoutMs), signal, (late) => {
-        if (late) this.health.settle(src.key, undefined, late)
-      })
+      const admission =
+        this.health.admitNow(src.key) ??
+        (await unlessAborted(this.health.admit(src.key, this.config.main.timeoutMs), signal, (late) => {
+          if (late) this.health.settle(src.key, undefined, late)
+        }))
       if (!admission) {
         tried.push(`${src.key}: backed off`)
         this.log.debug({ md5, source: src.key }, `blob ${md5}: ${src.key} skipped (backed off)`)

@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
+import { Cancel } from '../../lib/cancel'
+import type { FetchOptions } from '../../lib/fetcher'
 import { createFetcher } from '../../lib/pipeline'
 import { startFaultServer } from '../helpers/faults'
 import { config, errorOf, files, mountHere, until, writeStore } from '../helpers/hardening'
@@ -117,53 +119,65 @@ t.test('a fetch that never progresses: EIO after the window, and the fetch is ab
   t.equal(s.parked, 0)
 })
 
-t.test('the pipeline ends an abandoned download: slot freed, queue left, connection dropped', async (t) => {
-  const dir = tmpdir(t)
-  const store = path.join(dir, 'store')
-  const slow = writeBlob(store, randomBytes(200_000, 64)) // 20 s at 10 kB/s
-  const queued = writeBlob(store, randomBytes(3000, 65))
-  const small = writeBlob(store, randomBytes(2000, 66))
-  const srv = await startFaultServer({ store, trickleBps: 10_000 })
-  t.teardown(() => srv.close())
-  const cache = path.join(dir, 'cache')
-  const f = createFetcher({ config: makeConfig({ cache, stores: [srv.base('trickle')], timeoutMs: 30_000, maxDownloads: 1 }), log: memLog(), fsync: false })
-  t.teardown(() => f.close())
-
+/** A caller that may give up: through an `AbortSignal`, or the cheaper `cancel` the miss worker passes. */
+function giver(kind: 'signal' | 'cancel'): { abort(): void; options: FetchOptions } {
+  if (kind === 'cancel') {
+    const c = new Cancel()
+    return { abort: () => c.abort(new Error('gave up')), options: { cancel: c } }
+  }
   const a = new AbortController()
-  let aMoved = 0
-  const pa = errorOf(() => f.fetch(slow.md5, slow.size, undefined, { signal: a.signal, onProgress: () => aMoved++ }))
-  t.ok(await until(() => aMoved > 0, 3000), 'bytes arriving are progress')
+  return { abort: () => a.abort(), options: { signal: a.signal } }
+}
 
-  const b = new AbortController()
-  let bMoved = 0
-  const pb = errorOf(() => f.fetch(queued.md5, queued.size, undefined, { signal: b.signal, onProgress: () => bMoved++ }))
-  t.same(f.stats().downloads, { active: 1, queued: 1, max: 1 }, 'the second waits for the slot')
-  t.ok(await until(() => bMoved > 0, 3000), 'a queued fetch moves while the downloads move')
-  b.abort()
-  t.equal((await pb)?.code, 'EIO', 'an abandoned queued fetch rejects at once')
-  t.equal(f.stats().downloads.queued, 0, 'and leaves the queue')
+for (const kind of ['signal', 'cancel'] as const) {
+  t.test(`the pipeline ends an abandoned download (${kind}): slot freed, queue left, connection dropped`, async (t) => {
+    const dir = tmpdir(t)
+    const store = path.join(dir, 'store')
+    const slow = writeBlob(store, randomBytes(200_000, 64)) // 20 s at 10 kB/s
+    const queued = writeBlob(store, randomBytes(3000, 65))
+    const small = writeBlob(store, randomBytes(2000, 66))
+    const srv = await startFaultServer({ store, trickleBps: 10_000 })
+    t.teardown(() => srv.close())
+    const cache = path.join(dir, 'cache')
+    const f = createFetcher({ config: makeConfig({ cache, stores: [srv.base('trickle')], timeoutMs: 30_000, maxDownloads: 1 }), log: memLog(), fsync: false })
+    t.teardown(() => f.close())
 
-  // A caller that merged into a download keeps it when the other gives up.
-  const c1 = new AbortController()
-  const c2 = new AbortController()
-  const p1 = errorOf(() => f.fetch(small.md5, small.size, undefined, { signal: c1.signal }))
-  const p2 = f.fetch(small.md5, small.size, undefined, { signal: c2.signal })
-  c1.abort()
-  t.equal((await p1)?.code, 'EIO', 'the caller that gave up is answered at once')
+    const a = giver(kind)
+    let aMoved = 0
+    const pa = errorOf(() => f.fetch(slow.md5, slow.size, undefined, { ...a.options, onProgress: () => aMoved++ }))
+    t.ok(await until(() => aMoved > 0, 3000), 'bytes arriving are progress')
 
-  const start = Date.now()
-  a.abort()
-  t.equal((await pa)?.code, 'EIO', 'the abandoned download rejects at once')
-  t.ok(Date.now() - start < 1000, 'without waiting for its source')
-  await p2
-  t.ok(fs.existsSync(path.join(cache, small.md5[0]!, small.md5[1]!, small.md5)), 'the slot went to the next download, which completed for the caller that stayed')
-  t.ok(await until(() => srv.active === 0, 3000), "the abandoned download's connection was dropped at its next chunk")
-  t.notOk(fs.existsSync(path.join(cache, slow.md5[0]!, slow.md5[1]!, slow.md5)), 'nothing of it in the cache')
-  t.ok(await until(() => fs.readdirSync(path.join(cache, 'tmp')).length === 0, 3000), 'and no temp file left')
-  t.notOk(fs.existsSync(path.join(cache, queued.md5[0]!, queued.md5[1]!, queued.md5)), 'the abandoned queued fetch never started')
-  const st = f.stats().sources[0]!
-  t.equal(st.errors, 0, 'abandoning is not blamed on the source')
-})
+    const b = giver(kind)
+    let bMoved = 0
+    const pb = errorOf(() => f.fetch(queued.md5, queued.size, undefined, { ...b.options, onProgress: () => bMoved++ }))
+    t.same(f.stats().downloads, { active: 1, queued: 1, max: 1 }, 'the second waits for the slot')
+    t.ok(await until(() => bMoved > 0, 3000), 'a queued fetch moves while the downloads move')
+    b.abort()
+    t.equal((await pb)?.code, 'EIO', 'an abandoned queued fetch rejects at once')
+    t.equal(f.stats().downloads.queued, 0, 'and leaves the queue')
+
+    // A caller that merged into a download keeps it when the other gives up.
+    const c1 = giver(kind)
+    const c2 = giver(kind)
+    const p1 = errorOf(() => f.fetch(small.md5, small.size, undefined, c1.options))
+    const p2 = f.fetch(small.md5, small.size, undefined, c2.options)
+    c1.abort()
+    t.equal((await p1)?.code, 'EIO', 'the caller that gave up is answered at once')
+
+    const start = Date.now()
+    a.abort()
+    t.equal((await pa)?.code, 'EIO', 'the abandoned download rejects at once')
+    t.ok(Date.now() - start < 1000, 'without waiting for its source')
+    await p2
+    t.ok(fs.existsSync(path.join(cache, small.md5[0]!, small.md5[1]!, small.md5)), 'the slot went to the next download, which completed for the caller that stayed')
+    t.ok(await until(() => srv.active === 0, 3000), "the abandoned download's connection was dropped at its next chunk")
+    t.notOk(fs.existsSync(path.join(cache, slow.md5[0]!, slow.md5[1]!, slow.md5)), 'nothing of it in the cache')
+    t.ok(await until(() => fs.readdirSync(path.join(cache, 'tmp')).length === 0, 3000), 'and no temp file left')
+    t.notOk(fs.existsSync(path.join(cache, queued.md5[0]!, queued.md5[1]!, queued.md5)), 'the abandoned queued fetch never started')
+    const st = f.stats().sources[0]!
+    t.equal(st.errors, 0, 'abandoning is not blamed on the source')
+  })
+}
 
 t.test('a source timeout of weeks mounts: the backstop is capped at what the engine takes', async (t) => {
   // 2 × 1000 h + 1 s is more than 2^32 - 1 ms; the engine refuses a stallTimeoutMs that large

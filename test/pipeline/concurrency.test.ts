@@ -84,6 +84,35 @@ t.test('a blob that appears in the local cache while queued is not downloaded', 
   t.equal(f.stats().alreadyCached, 1)
 })
 
+t.test('absent: a miss the caller just found missing does not look in the cache again, unless it waited for a slot', async (t) => {
+  const store = tmpdir(t)
+  const a = writeBlob(store, randomBytes(1000, 62))
+  const b = writeBlob(store, randomBytes(1000, 63))
+  const c = writeBlob(store, randomBytes(1000, 64))
+  const srv = await faultServer(t, store, 200)
+  const cache = tmpdir(t)
+  const f = fetcher(t, { cache, stores: [srv.base('slow')], maxDownloads: 1 })
+  // In the cache already, but the caller says it just found it absent (a race it lost): fetched
+  // again, and the same bytes put in place.
+  writeBlob(cache, a.data, { layout: 'cache' })
+  await f.fetch(a.md5, a.size, undefined, { absent: true })
+  t.equal(srv.count(), 1, 'downloaded: no lstat before it')
+  t.equal(f.stats().alreadyCached, 0)
+  t.same(fs.readFileSync(path.join(cache, a.md5[0]!, a.md5[1]!, a.md5)), a.data)
+  // Found absent by a read that looked before the download it now follows put it in place:
+  // looked for after all (a download of it settled lately), not fetched again.
+  await f.fetch(a.md5, a.size, undefined, { absent: true })
+  t.equal(srv.count(), 1, 'a blob this fetcher just downloaded is looked for')
+  t.equal(f.stats().alreadyCached, 1)
+  // Queued behind another download: looked for once it has a slot.
+  const first = f.fetch(c.md5, c.size, undefined, { absent: true })
+  const second = f.fetch(b.md5, b.size, undefined, { absent: true })
+  writeBlob(cache, b.data, { layout: 'cache' })
+  await Promise.all([first, second])
+  t.equal(srv.count(), 2, 'the queued one was not downloaded')
+  t.equal(f.stats().alreadyCached, 2)
+})
+
 t.test('temp files of dead writers are cleaned at start; live ones are not', async (t) => {
   const cache = tmpdir(t)
   const tmp = path.join(cache, 'tmp')

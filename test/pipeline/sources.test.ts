@@ -15,6 +15,7 @@ import type { SourceConfig } from '../../lib/config'
 import { startFaultServer, type FaultServer } from '../helpers/faults'
 import { md5hex, randomBytes, writeBlob } from '../helpers/store'
 import { tmpdir } from '../helpers/tmp'
+import { until } from '../helpers/wait'
 
 function cfg(url: string, extra: Partial<SourceConfig> = {}): SourceConfig {
   return { url, headers: {}, push: true, key: 'store[0]', ...extra }
@@ -176,6 +177,40 @@ t.test('proxy environment: used for other hosts, never for loopback', async (t) 
   await t.rejects(getBuffer(http(t, cfg('http://store.invalid/good')), rel), { name: 'SourceFault', kind: /^net:/ })
 })
 
+t.test('http source: direct GETs on keep-alive connections; one that ends early is a fault, not a hang', async (t) => {
+  const data = Buffer.from('0123456789')
+  const head = `HTTP/1.1 200 OK\r\nContent-Length: ${data.length}\r\n\r\n`
+  const big = randomBytes(3 << 20, 95)
+  let mode: 'ok' | 'close' | 'half' | 'big' = 'ok'
+  let connections = 0
+  const srv = net.createServer((sock) => {
+    connections++
+    sock.on('error', () => {})
+    sock.on('data', () => {
+      if (mode === 'ok') sock.write(head + data.toString())
+      else if (mode === 'big') sock.write(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${big.length}\r\n\r\n`), big]))
+      else if (mode === 'close') sock.end()
+      else sock.end(head + data.subarray(0, 5).toString())
+    })
+  })
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => srv.close())
+  const src = http(t, cfg(`http://127.0.0.1:${(srv.address() as net.AddressInfo).port}/store`))
+  for (let i = 0; i < 10; i++) t.same(await getBuffer(src, `files/x${i}`), data, `GET ${i}`)
+  t.equal(connections, 1, 'one connection for ten GETs in a row')
+  mode = 'close'
+  await t.rejects(getBuffer(src, 'files/y'), { name: 'SourceFault', kind: 'net:ECONNRESET' }, 'closed before the response')
+  mode = 'half'
+  await t.rejects(getBuffer(src, 'files/z'), { name: 'SourceFault', kind: 'truncated' }, 'closed mid-body')
+  mode = 'ok'
+  t.same(await getBuffer(src, 'files/w'), data, 'and a new connection after them')
+  // A body far larger than what a response keeps before it is read, sent at once.
+  mode = 'big'
+  const sink = new BufferSink(big.length)
+  await src.get('files/big2', sink)
+  t.ok(sink.data().equals(big), 'a 3 MiB body sent at once: every byte, in order')
+})
+
 t.test('http source: a query string in the root URL stays at the end', async (t) => {
   const root = tmpdir(t)
   const blob = writeBlob(root, 'query')
@@ -221,6 +256,24 @@ t.test('watchdog: fires after the timeout for a silent transfer, not for a stead
   t.equal(ticks.size, 0, 'stop() ends the ticks')
   t.ok(fired >= 400 && fired <= 450, `fired after ${fired} ms: between the timeout and 9/8 of it`)
   t.type(new SourceFault('x', 'y'), Error)
+})
+
+t.test('watchdog on the shared interval: silent transfers fail after the timeout, a steady one runs on', async (t) => {
+  const timeoutMs = 200
+  const quiet: number[] = []
+  const start = Date.now()
+  const dogs = Array.from({ length: 3 }, () => new Watchdog(timeoutMs, () => quiet.push(Date.now() - start)))
+  const steady = new Watchdog(timeoutMs, () => t.fail('a steady transfer was cut'))
+  const feed = setInterval(() => (steady.bytes += 1024), 10)
+  t.teardown(() => clearInterval(feed))
+  t.ok(await until(() => quiet.length === 3, 5000), 'the silent ones failed')
+  clearInterval(feed)
+  steady.stop()
+  for (const d of dogs) d.stop()
+  t.ok(
+    quiet.every((ms) => ms >= timeoutMs && ms < timeoutMs * 1.25 + 100),
+    `after ${quiet.join(', ')} ms (timeout ${timeoutMs} ms)`,
+  )
 })
 
 t.test('BlobWriter: small blobs in memory, large ones streamed, both put in place by the committer', async (t) => {
