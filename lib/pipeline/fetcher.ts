@@ -566,7 +566,11 @@ export class Pipeline implements Fetcher {
         st.bytes += size
         hit = true
         const checked = writer.verifiedBytes()
-        if (checked) answer(checked)
+        if (checked) {
+          answer(checked)
+          // What its content names (a package.json, byte code, JavaScript): after the readers have it.
+          this.speculator?.verified(md5, checked, this.far(), !dl.speculative)
+        }
         await this.cache.commit(writer)
         return 'ok'
       } catch (err) {
