@@ -22,6 +22,11 @@
  * round trip that directory locality could not foresee (the Node start-up of the WAN benchmark
  * waited on one per directory). The speculator asks for them only over a far link (`FAR_MS` of
  * ./speculate.ts): near, a guess costs the miss worker more CPU than the round trip it saves.
+ *
+ * The *paths* of small trees (a `"<directory>/<name>"` table, directories only, no symlink) let
+ * the miss worker resolve what a file's content names: a `package.json`'s entry file
+ * ({@link LocalityIndex.entryPoints}), a `.pyc`'s imports ({@link LocalityIndex.pycImports}), a
+ * `.js`'s requires ({@link LocalityIndex.jsImports}).
  */
 import type { FlistTree } from '../flist'
 import { barePackage, jsSpecifiers, packageEntryFiles, packageRelative } from './entry-points'

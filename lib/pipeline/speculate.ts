@@ -18,6 +18,10 @@
  *   size-checked as it arrives, committed to the local cache only once checked, the next source
  *   tried when one serves wrong bytes. Only blobs the flists name are ever guessed.
  *
+ * Over a far link a blob read also names what its content asks for ({@link Speculator.verified}:
+ * a package's entry file, a `.pyc`'s imports, a `.js`'s requires), queued before every range of
+ * locality, lowest level first (what the program read is level 0, what it names level 1, …).
+ *
  * A recorded start-up set (./startup.ts) is fetched the same way, before any guess from locality:
  * only in slots no miss waits for, a miss taking one back or joining a download, the same checks.
  * Its own bounds are wider (every slot, 2 MiB at once: it is what the program reads next, in
