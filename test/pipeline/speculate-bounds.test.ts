@@ -216,3 +216,33 @@ t.test("a far store: a package.json read names its package's entry file, and not
   t.notOk(f.has(byRel('nm/p/lib/unused.js').md5, byRel('nm/p/lib/unused.js').data.length), "never p's file through q's main")
   t.equal(f.stats().speculation.failed, 0)
 })
+
+t.test('a far store, readers at once: content names nothing (locality only); one reader again: it does', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const file = (rel: string, text: string): TreeFile => {
+    const data = Buffer.from(text)
+    return { rel, data, md5: crypto.createHash('md5').update(data).digest('hex') }
+  }
+  const list = [
+    ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 19),
+    file('a/p/package.json', JSON.stringify({ main: 'lib/main.js' })),
+    file('a/p/lib/main.js', 'p\n'),
+    file('b/q/package.json', JSON.stringify({ name: 'q', main: 'lib/main.js' })),
+    file('b/q/lib/main.js', 'q\n'),
+  ]
+  writeTree(store, list)
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const { f } = speculating(t, dir, store, srv.url, {})
+  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const p = byRel('a/p/package.json')
+  const other = byRel('w3/d')
+  // Two reads waiting at once: p's package.json and another file.
+  await Promise.all([f.fetch(p.md5, p.data.length), f.fetch(other.md5, other.data.length)])
+  t.ok(await until(() => f.stats().speculation.active === 0, 20_000))
+  t.notOk(f.has(byRel('a/p/lib/main.js').md5, 2), 'its entry file not named')
+  const q = byRel('b/q/package.json')
+  await f.fetch(q.md5, q.data.length)
+  t.ok(await until(() => f.has(byRel('b/q/lib/main.js').md5, 2), 20_000), 'one reader: the entry file named')
+})

@@ -139,3 +139,17 @@ t.test('byte code of a version not read names its directory once read', async (t
   t.same(started, ['3'], 'its directory, as before content was read')
   s.close()
 })
+
+t.test('readers at once: a miss of byte code names its directory, and content names nothing', async (t) => {
+  const T = '.cpython-311.pyc'
+  const { s, started } = speculator([
+    [`/lib/pkg/__pycache__/mod${T}`, 2, PYC.length],
+    [`/lib/pkg/__pycache__/unrelated${T}`, 4, 10],
+    [`/lib/__pycache__/os${T}`, 6, 100],
+  ])
+  s.demand(md5(2), true, false)
+  t.same(started, ['4'], 'its directory (one guess at once), as on a near link')
+  s.verified(md5(6), PYC, true, true, false)
+  t.same(started, ['4'], 'no import named')
+  s.close()
+})
