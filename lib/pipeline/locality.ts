@@ -373,8 +373,8 @@ export class LocalityIndex {
   }
 
   /**
-   * What `rel` (components joined by `/`, none empty, `.` or `..`) names below directory `dir`,
-   * walking directories only: `{ entry }` for a small regular file, `{ dir }` for a directory,
+   * What `rel` (components joined by `/`) names below directory `dir`, walking down directories
+   * only (an empty, `.` or `..` component: nothing): `{ entry }` for a small regular file, `{ dir }` for a directory,
    * undefined for anything else.
    */
   lookup(dir: number, rel: string): { entry: number } | { dir: number } | undefined {
@@ -382,7 +382,10 @@ export class LocalityIndex {
     let d = dir
     const parts = rel.split('/')
     for (let k = 0; k < parts.length; k++) {
-      const v = m.get(`${d}/${parts[k]}`)
+      const c = parts[k]!
+      // `".."` keys a directory's parent: never a way up for a name a file gave.
+      if (c === '' || c === '.' || c === '..') return undefined
+      const v = m.get(`${d}/${c}`)
       if (v === undefined) return undefined
       if (v >= 0) return k === parts.length - 1 ? { entry: v } : undefined
       d = -1 - v

@@ -120,4 +120,7 @@ t.test('in the tree: a package.json names a file of its own package only, never 
   t.same(points(6, {}), [], 'a package with no entry file')
   t.same(points(9, { main: 'x.js' }), [], 'a file not named package.json is not one')
   t.same(points(2, { main: 'index.js' }), [], 'a .js is not a package.json whatever it holds')
+  const a = ix.dirOf(ix.entriesOf(md5(1))[0]!)
+  t.ok(ix.lookup(a, 'lib'), 'a directory below')
+  for (const rel of ['..', '../c/index.js', 'lib/../../c/index.js', './lib', 'lib//index.js', '']) t.equal(ix.lookup(a, rel), undefined, `no way up or around: ${JSON.stringify(rel)}`)
 })
