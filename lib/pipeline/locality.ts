@@ -196,8 +196,9 @@ export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): L
   return { md5, size, kind, start, companion, mainKind, ...cousins, ...paths, kindNames: [...kindNumbers.keys()] }
 }
 
-/** Trees with more entries than this get no path table (nor guesses by content). */
-export const MAX_PATH_ENTRIES = 100_000
+/** Trees with more entries than this get no path table (nor guesses by content): its keys are
+ * two strings a directory and one a small file, on each thread. */
+export const MAX_PATH_ENTRIES = 50_000
 
 /** The paths of {@link LocalityData}; `ids[j]` is the tree id of entry `j`. */
 function buildPaths(tree: FlistTree, ids: Uint32Array): Pick<LocalityData, 'pathKeys' | 'pathValues' | 'entryDir'> {

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { mergeServices, parseFlist } from '../../lib/flist'
 import { MAX_PACKAGE_JSON, exportsTarget, packageEntryFiles, packageRelative } from '../../lib/pipeline/entry-points'
-import { LocalityIndex, buildLocality } from '../../lib/pipeline/locality'
+import { LocalityIndex, MAX_PATH_ENTRIES, buildLocality } from '../../lib/pipeline/locality'
 
 const md5 = (n: number): string => n.toString(16).padStart(32, '0')
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v))
@@ -123,4 +123,14 @@ t.test('in the tree: a package.json names a file of its own package only, never 
   const a = ix.dirOf(ix.entriesOf(md5(1))[0]!)
   t.ok(ix.lookup(a, 'lib'), 'a directory below')
   for (const rel of ['..', '../c/index.js', 'lib/../../c/index.js', './lib', 'lib//index.js', '']) t.equal(ix.lookup(a, rel), undefined, `no way up or around: ${JSON.stringify(rel)}`)
+})
+
+t.test('a tree of more entries than the bound has no paths: nothing is named by content', async (t) => {
+  const lines = [`/p/package.json|${md5(1)}|100`, `/p/index.js|${md5(2)}|10`]
+  for (let i = 0; i < MAX_PATH_ENTRIES / 5; i++) lines.push(`/a${i}/b/c/d/f.js|${md5(100 + i)}|10`)
+  const ix = index(lines)
+  t.equal(ix.hasPaths, false)
+  t.same(ix.entryPoints(md5(1), json({})), [])
+  const small = index(lines.slice(0, 2))
+  t.same(small.entryPoints(md5(1), json({})).map((i) => small.md5Of(i)), [md5(2)], 'the same package in a small tree')
 })
