@@ -62,6 +62,8 @@ export class Download {
   speculative = false
   /** Started for a read (a miss), not as a guess that a read joined later. */
   forRead = false
+  /** Its readers have their checked bytes (the blob may still be on its way into the cache). */
+  answered = false
   /** The guess is a blob of the start-up set (counted apart from the guesses of locality). */
   startup = false
   /** A guess that gave its slot to a miss (and runs on outside the slots). */

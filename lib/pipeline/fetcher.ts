@@ -149,13 +149,14 @@ export class Pipeline implements Fetcher {
     return min >= FAR_MS
   }
   /**
-   * At most one download started by a miss is running: one reader, as in a program's start-up,
-   * which reads what a file's content names next. Readers at once (the benchmark's tree read,
-   * 8 of them) read in an order of their own, which directory locality follows better.
+   * No download started by a miss but `self` has readers waiting: one reader, as in a program's
+   * start-up, which reads what a file's content names next. Readers at once (the benchmark's
+   * tree read, 8 of them) read in an order of their own, which directory locality follows
+   * better. (A download whose readers have their bytes is still in flight while it commits: it
+   * does not count, or a start-up's next miss would find the last one there.)
    */
-  private oneReader(): boolean {
-    let n = 0
-    for (const d of this.inflight.values()) if (d.forRead && ++n > 1) return false
+  private oneReader(self: Download): boolean {
+    for (const d of this.inflight.values()) if (d !== self && d.forRead && !d.answered) return false
     return true
   }
   private closed = false
@@ -281,7 +282,7 @@ export class Pipeline implements Fetcher {
     } else {
       this.log.debug({ md5: hash, size }, `blob ${hash} (${size} bytes): miss, fetching`)
       dl = this.start(hash, size, key, onVerified)
-      this.speculator?.demand(hash, this.far(), this.oneReader())
+      this.speculator?.demand(hash, this.far(), this.oneReader(dl))
     }
     return this.join(dl, key, options)
   }
@@ -476,7 +477,7 @@ export class Pipeline implements Fetcher {
           if (dl.speculative) dl.checked = data
           return
         }
-        answered = answeredHere = true
+        answered = answeredHere = dl.answered = true
         this.health.settle(src.key, true, admission)
         this.counters.served++
         dl.onVerified(data)
@@ -580,7 +581,7 @@ export class Pipeline implements Fetcher {
         if (checked) {
           answer(checked)
           // What its content names (a package.json, byte code, JavaScript): after the readers have it.
-          this.speculator?.verified(md5, checked, this.far(), !dl.speculative, this.oneReader())
+          this.speculator?.verified(md5, checked, this.far(), !dl.speculative, this.oneReader(dl))
         }
         await this.cache.commit(writer)
         return 'ok'

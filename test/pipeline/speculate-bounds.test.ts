@@ -15,6 +15,7 @@ import { startupSet } from '../../lib/pipeline/startup'
 import { makeFiles, startStore, writeTree, type TreeFile } from '../helpers/counting-store'
 import { PREFIX, SERVICE, md5, until } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
+import { PYC } from '../helpers/pyc'
 import { makeConfig, memLog } from '../helpers/store'
 
 /** The store's one service as a tree, and a fetcher (cache in `dir`) guessing from it with `speculation`. */
@@ -245,4 +246,34 @@ t.test('a far store, readers at once: content names nothing (locality only); one
   const q = byRel('b/q/package.json')
   await f.fetch(q.md5, q.data.length)
   t.ok(await until(() => f.has(byRel('b/q/lib/main.js').md5, 2), 20_000), 'one reader: the entry file named')
+})
+
+t.test('a far store: a read whose download has answered (still committing) is not a second reader', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const file = (rel: string, data: Buffer): TreeFile => ({ rel, data, md5: crypto.createHash('md5').update(data).digest('hex') })
+  const T = '.cpython-311.pyc'
+  const list = [
+    ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 23),
+    file(`lib/pkg/__pycache__/mod${T}`, PYC),
+    file(`lib/pkg/__pycache__/sibling${T}`, Buffer.from('sibling byte code')),
+    file(`lib/pkg/__pycache__/unrelated${T}`, Buffer.from('x')),
+  ]
+  writeTree(store, list)
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const { f } = speculating(t, dir, store, srv.url, {})
+  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const first = byRel('w3/d')
+  const mod = byRel(`lib/pkg/__pycache__/mod${T}`)
+  let second: Promise<void> | undefined
+  // The next miss comes as soon as the last one's reader has its bytes, as a start-up's does.
+  await f.fetch(first.md5, first.data.length, () => {
+    second = f.fetch(mod.md5, mod.data.length)
+  })
+  await second
+  const sibling = byRel(`lib/pkg/__pycache__/sibling${T}`)
+  t.ok(await until(() => f.has(sibling.md5, sibling.data.length) && f.stats().speculation.active === 0, 20_000), 'its import named')
+  const unrelated = byRel(`lib/pkg/__pycache__/unrelated${T}`)
+  t.notOk(f.has(unrelated.md5, 1), 'its directory not guessed: one reader')
 })
