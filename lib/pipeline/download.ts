@@ -70,6 +70,10 @@ export class Download {
   onVerified?: (data: Buffer) => void
   /** A guess (lib/pipeline/speculate.ts) that no miss has joined yet: it may be cancelled. */
   speculative = false
+  /** Started for a read (a miss), not as a guess that a read joined later. */
+  forRead = false
+  /** Its readers have their checked bytes (the blob may still be on its way into the cache). */
+  answered = false
   /** The guess is a blob of the start-up set (counted apart from the guesses of locality). */
   startup = false
   /** A guess that gave its slot to a miss (and runs on outside the slots). */

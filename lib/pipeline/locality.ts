@@ -22,11 +22,26 @@
  * round trip that directory locality could not foresee (the Node start-up of the WAN benchmark
  * waited on one per directory). The speculator asks for them only over a far link (`FAR_MS` of
  * ./speculate.ts): near, a guess costs the miss worker more CPU than the round trip it saves.
+ *
+ * The *paths* of small trees (a `"<directory>/<name>"` table, directories only, no symlink) let
+ * the miss worker resolve what a file's content names: a `package.json`'s entry file
+ * ({@link LocalityIndex.entryPoints}), a `.pyc`'s imports ({@link LocalityIndex.pycImports}), a
+ * `.js`'s requires ({@link LocalityIndex.jsImports}).
  */
 import type { FlistTree } from '../flist'
+import { barePackage, jsSpecifiers, packageEntryFiles, packageRelative } from './entry-points'
+import { moduleParts, pycNames } from './imports'
 
-/** Largest blob speculation considers, in bytes: larger ones are fetched on demand only. */
+/** Largest blob a miss names (its directory, its cousins), in bytes. */
 export const SMALL_BLOB = 512 << 10
+
+/**
+ * Largest blob speculation considers at all, in bytes: the files a blob's content names
+ * (./entry-points.ts, ./imports.ts) may be this large (the Python start-up of the WAN benchmark
+ * loads six `lib-dynload` extension modules of 513 KiB to 1.7 MiB); larger ones are fetched on
+ * demand only.
+ */
+export const NAMED_BLOB = 2 << 20
 
 /**
  * Trees with more small files than this are not guessed from. The groups cost about 30 bytes a
@@ -67,6 +82,19 @@ export interface LocalityData {
   cousin1: Int32Array
   /** Each entry's cousin group by directory name and name (two levels), or -1. */
   cousin2: Int32Array
+  /**
+   * *Paths*, for the guesses a file's content names (./entry-points.ts, ./imports.ts): `pathKeys[k]`
+   * is `"<directory id>/<name>"` of a small regular file (`pathValues[k]`: its entry) or of a
+   * directory (`-1 - its id`), and `"<directory id>/.."` is a directory's parent (`-1 - its id`).
+   * Symlinks are not in it: a lookup only walks directories. `entryDir[j]` is entry `j`'s
+   * directory. All empty for trees of more than {@link MAX_COUSIN_FILES} small files or
+   * {@link MAX_PATH_ENTRIES} entries.
+   */
+  pathKeys: string[]
+  pathValues: Int32Array
+  entryDir: Uint32Array
+  /** The kinds by number (`'.cpython-311.pyc'`). */
+  kindNames: string[]
 }
 
 /** The kind of a name: from its first dot (not a leading one) to the end, or `''`. */
@@ -87,7 +115,7 @@ export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): L
   for (let id = 1; id < n; id++) {
     if (tree.ftype[id] !== FILE) continue
     const size = tree.size[id]!
-    if (size <= 0 || size > SMALL_BLOB) continue
+    if (size <= 0 || size > NAMED_BLOB) continue
     perDir[tree.parent[id]!]!++
     files++
   }
@@ -113,7 +141,7 @@ export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): L
   for (let id = 1; id < n; id++) {
     if (tree.ftype[id] !== FILE) continue
     const size = tree.size[id]!
-    if (size <= 0 || size > SMALL_BLOB) continue
+    if (size <= 0 || size > NAMED_BLOB) continue
     const g = groupOfDir[tree.parent[id]!]!
     ids[fill[g]!++] = id
     // kindOf() on the name's bytes: a million names as strings cost a second.
@@ -155,6 +183,7 @@ export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): L
     mainKind[g] = bestKind
   }
   const cousins = buildCousins(tree, ids, size)
+  const paths = buildPaths(tree, ids)
   const companion = new Int32Array(groups).fill(-1)
   for (let id = 1; id < n; id++) {
     if (tree.ftype[id] !== DIR) continue
@@ -164,7 +193,33 @@ export function buildLocality(tree: FlistTree, maxFiles = MAX_LOCALITY_FILES): L
     const parentGroup = groupOfDir[tree.parent[id]!]!
     if (parentGroup >= 0) companion[parentGroup] = g
   }
-  return { md5, size, kind, start, companion, mainKind, ...cousins }
+  return { md5, size, kind, start, companion, mainKind, ...cousins, ...paths, kindNames: [...kindNumbers.keys()] }
+}
+
+/** Trees with more entries than this get no path table (nor guesses by content): its keys are
+ * two strings a directory and one a small file, on each thread. */
+export const MAX_PATH_ENTRIES = 50_000
+
+/** The paths of {@link LocalityData}; `ids[j]` is the tree id of entry `j`. */
+function buildPaths(tree: FlistTree, ids: Uint32Array): Pick<LocalityData, 'pathKeys' | 'pathValues' | 'entryDir'> {
+  const files = ids.length
+  if (files > MAX_COUSIN_FILES || tree.count > MAX_PATH_ENTRIES) return { pathKeys: [], pathValues: new Int32Array(0), entryDir: new Uint32Array(0) }
+  const keys: string[] = []
+  const values: number[] = []
+  for (let id = 1; id < tree.count; id++) {
+    if (tree.ftype[id] !== DIR) continue
+    const p = tree.parent[id]!
+    keys.push(`${p}/${tree.nameOf(id)}`, `${id}/..`)
+    values.push(-1 - id, -1 - p)
+  }
+  const entryDir = new Uint32Array(files)
+  for (let j = 0; j < files; j++) {
+    const id = ids[j]!
+    entryDir[j] = tree.parent[id]!
+    keys.push(`${entryDir[j]}/${tree.nameOf(id)}`)
+    values.push(j)
+  }
+  return { pathKeys: keys, pathValues: Int32Array.from(values), entryDir }
 }
 
 /**
@@ -203,7 +258,7 @@ function buildCousins(tree: FlistTree, ids: Uint32Array, size: Float64Array): Pi
   for (let j = 0; j < files; j++) {
     const id = ids[j]!
     const d = tree.parent[id]!
-    if (d === 0) continue
+    if (d === 0 || size[j]! > SMALL_BLOB) continue
     const a1 = tree.parent[d]!
     const name = nameId(id)
     // Anchors and ids stay below 2^26 (a tree's entries), so each key is exact below 2^53.
@@ -262,6 +317,9 @@ const COUSIN_KEYS = 2 ** 52
 /** Groups a blob may belong to that a miss looks at (a blob shared by many directories). */
 const MAX_GROUPS_PER_BLOB = 2
 
+/** Files one `.pyc` names, at most (./imports.ts). */
+export const MAX_IMPORTS = 64
+
 /** {@link LocalityData} with a hash index by MD5, for the miss worker. */
 export class LocalityIndex {
   private readonly slots: Int32Array
@@ -286,6 +344,227 @@ export class LocalityIndex {
     for (let g = 0; g + 1 < data.start.length; g++) this.groupOf.fill(g, data.start[g]!, data.start[g + 1]!)
   }
 
+  /** {@link LocalityData.pathKeys} as a map (built at the first lookup). */
+  private pathMap?: Map<string, number>
+
+  private paths(): Map<string, number> {
+    if (!this.pathMap) {
+      const m = new Map<string, number>()
+      const { pathKeys, pathValues } = this.data
+      for (let k = 0; k < pathKeys.length; k++) m.set(pathKeys[k]!, pathValues[k]!)
+      this.pathMap = m
+    }
+    return this.pathMap
+  }
+
+  /** Whether the index has paths (small trees: {@link MAX_PATH_ENTRIES}). */
+  get hasPaths(): boolean {
+    return this.data.entryDir.length > 0
+  }
+
+  /** Directory of entry `i` (a tree id), when {@link hasPaths}. */
+  dirOf(i: number): number {
+    return this.data.entryDir[i]!
+  }
+
+  /** The parent of directory `dir`, or undefined (the root). */
+  parentOf(dir: number): number | undefined {
+    const v = this.paths().get(`${dir}/..`)
+    return v === undefined ? undefined : -1 - v
+  }
+
+  /**
+   * What `rel` (components joined by `/`) names below directory `dir`, walking down directories
+   * only (an empty, `.` or `..` component: nothing): `{ entry }` for a small regular file, `{ dir }` for a directory,
+   * undefined for anything else.
+   */
+  lookup(dir: number, rel: string): { entry: number } | { dir: number } | undefined {
+    const m = this.paths()
+    let d = dir
+    const parts = rel.split('/')
+    for (let k = 0; k < parts.length; k++) {
+      const c = parts[k]!
+      // `".."` keys a directory's parent: never a way up for a name a file gave.
+      if (c === '' || c === '.' || c === '..') return undefined
+      const v = m.get(`${d}/${c}`)
+      if (v === undefined) return undefined
+      if (v >= 0) return k === parts.length - 1 ? { entry: v } : undefined
+      d = -1 - v
+    }
+    return { dir: d }
+  }
+
+  /** A small regular file `rel` below `dir` (see {@link lookup}), or undefined. */
+  fileAt(dir: number, rel: string): number | undefined {
+    const r = this.lookup(dir, rel)
+    return r && 'entry' in r ? r.entry : undefined
+  }
+
+  /**
+   * The entry files of the packages whose `package.json` is the blob `md5` with content `json`
+   * (./entry-points.ts), one a package at most: only files below the package's own directory.
+   */
+  entryPoints(md5: string, json: Uint8Array): number[] {
+    if (!this.hasPaths) return []
+    const out: number[] = []
+    for (const i of this.entriesOf(md5)) {
+      const dir = this.dirOf(i)
+      if (this.fileAt(dir, 'package.json') !== i) continue
+      for (const e of packageEntryFiles(json, (rel) => this.fileAt(dir, rel))) if (!out.includes(e)) out.push(e)
+    }
+    return out
+  }
+
+  /** Whether the blob is byte code whose content names its imports ({@link pycImports}). */
+  namesImports(md5: string): boolean {
+    if (!this.hasPaths) return false
+    return this.entriesOf(md5).some((i) => this.data.kindNames[this.data.kind[i]!]!.endsWith('.pyc'))
+  }
+
+  /** Module name to `.so` entry, per `lib-dynload` directory looked at. */
+  private readonly dynload = new Map<number, Map<string, number>>()
+
+  /**
+   * The files the module-level imports of a `.pyc` resolve to (./imports.ts), in its order, for
+   * the byte code `data` of blob `md5` in a `__pycache__`: each name as a module or package of
+   * the `.pyc`'s own package, then of the import root above it (the first directory up that is
+   * not a package), then as an extension module in the root's `lib-dynload`. Byte code of the
+   * same kind (`.cpython-311.pyc`) only. At most {@link MAX_IMPORTS} files.
+   */
+  pycImports(md5: string, data: Uint8Array): number[] {
+    if (!this.hasPaths) return []
+    const out: number[] = []
+    // Byte code that has nothing an optimisation level drops is the same blob at every level
+    // (`x.cpython-311.pyc`, `x.cpython-311.opt-1.pyc`): it then names the imports of the plain one.
+    const tagOf = (i: number): string => this.data.kindNames[this.data.kind[i]!]!
+    const entries = this.entriesOf(md5, 4).filter((i) => tagOf(i).endsWith('.pyc'))
+    const plain = entries.filter((i) => !tagOf(i).includes('.opt-'))
+    for (const i of plain.length > 0 ? plain : entries) {
+      const tag = tagOf(i)
+      const cache = this.dirOf(i)
+      const dir = this.parentOf(cache)
+      if (dir === undefined) continue
+      const found = this.lookup(dir, '__pycache__')
+      if (!found || !('dir' in found) || found.dir !== cache) continue
+      const names = pycNames(data)
+      if (!names) continue
+      const isPackage = (d: number): boolean => this.fileAt(d, '__init__.py') !== undefined || this.fileAt(d, `__pycache__/__init__${tag}`) !== undefined
+      let root = dir
+      for (let up = 0; up < 16 && isPackage(root); up++) {
+        const p = this.parentOf(root)
+        if (p === undefined) break
+        root = p
+      }
+      const bases = root === dir ? [root] : [dir, root]
+      const dyn = this.dynloadOf(root)
+      const add = (e: number | undefined): void => {
+        if (e !== undefined && e !== i && out.length < MAX_IMPORTS && !out.includes(e)) out.push(e)
+      }
+      for (const name of names) {
+        const parts = moduleParts(name)
+        if (!parts) continue
+        for (const base of bases) {
+          let d = base
+          for (const c of parts) {
+            const mod = this.fileAt(d, `__pycache__/${c}${tag}`)
+            if (mod !== undefined) {
+              add(mod)
+              break
+            }
+            const sub = this.lookup(d, c)
+            const init = sub && 'dir' in sub ? this.fileAt(sub.dir, `__pycache__/__init__${tag}`) : undefined
+            if (init === undefined) break
+            add(init)
+            d = (sub as { dir: number }).dir
+          }
+        }
+        if (parts.length === 1) add(dyn?.get(parts[0]!))
+      }
+    }
+    return out
+  }
+
+  /**
+   * The files a JavaScript file (`data`, blob `md5`, named `*.js`, `.cjs` or `.mjs`) asks for by a
+   * literal (./entry-points.ts): a relative one as Node resolves it (`x`, `x.js`, `x.json`,
+   * `x/index.js`) from the file's directory; a bare one in the nearest `node_modules` up that
+   * holds the package: the file below it, or else its `package.json` (whose entry file is named
+   * when it lands). At most {@link MAX_IMPORTS} files.
+   */
+  jsImports(md5: string, data: Uint8Array): number[] {
+    if (!this.hasPaths) return []
+    const out: number[] = []
+    for (const i of this.entriesOf(md5)) {
+      const kind = this.data.kindNames[this.data.kind[i]!]!
+      if (!/\.(c|m)?js$/.test(kind)) continue
+      const dir = this.dirOf(i)
+      const add = (e: number | undefined): boolean => {
+        if (e === undefined) return false
+        if (e !== i && out.length < MAX_IMPORTS && !out.includes(e)) out.push(e)
+        return true
+      }
+      const asFile = (d: number, rel: string): boolean => {
+        if (rel === '') return add(this.fileAt(d, 'index.js'))
+        for (const n of [rel, `${rel}.js`, `${rel}.json`, `${rel}/index.js`]) if (add(this.fileAt(d, n))) return true
+        return false
+      }
+      for (const spec of jsSpecifiers(data)) {
+        if (spec.startsWith('./') || spec.startsWith('../')) {
+          // Up for each leading "..", then down: only directories of the tree.
+          let d: number | undefined = dir
+          const parts = spec.split('/')
+          let k = 0
+          for (; k < parts.length && (parts[k] === '.' || parts[k] === '..') && d !== undefined; k++) if (parts[k] === '..') d = this.parentOf(d)
+          const rel = packageRelative(parts.slice(k).join('/'))
+          if (d !== undefined && rel !== undefined) asFile(d, rel)
+          continue
+        }
+        const bare = barePackage(spec)
+        if (!bare) continue
+        for (let d: number | undefined = dir, up = 0; d !== undefined && up < 32; d = this.parentOf(d), up++) {
+          const pkg = this.lookup(d, `node_modules/${bare.name}`)
+          if (!pkg || !('dir' in pkg)) continue
+          if (bare.sub === '' || !asFile(pkg.dir, bare.sub)) add(this.fileAt(pkg.dir, 'package.json'))
+          break
+        }
+      }
+    }
+    return out
+  }
+
+  /** The extension modules of `root/lib-dynload` by module name (looked up once a directory). */
+  private dynloadOf(root: number): Map<string, number> | undefined {
+    const d = this.lookup(root, 'lib-dynload')
+    if (!d || !('dir' in d)) return undefined
+    let m = this.dynload.get(d.dir)
+    if (m) return m
+    m = new Map()
+    const prefix = `${d.dir}/`
+    const { pathKeys, pathValues } = this.data
+    for (let k = 0; k < pathKeys.length; k++) {
+      const key = pathKeys[k]!
+      if (pathValues[k]! < 0 || !key.startsWith(prefix) || !key.endsWith('.so')) continue
+      const name = key.slice(prefix.length)
+      const dot = name.indexOf('.')
+      if (dot > 0 && !m.has(name.slice(0, dot))) m.set(name.slice(0, dot), pathValues[k]!)
+    }
+    this.dynload.set(d.dir, m)
+    return m
+  }
+
+  /** The entries of blob `md5`, at most `max`. */
+  entriesOf(md5: string, max = MAX_GROUPS_PER_BLOB): number[] {
+    const q = Buffer.from(md5, 'hex')
+    const out: number[] = []
+    if (q.length !== 16) return out
+    let h = q.readUInt32LE(0) & this.mask
+    for (let slot = this.slots[h]!; slot !== 0 && out.length < max; slot = this.slots[(h = (h + 1) & this.mask)]!) {
+      const i = slot - 1
+      if (this.md5.compare(q, 0, 16, i * 16, i * 16 + 16) === 0) out.push(i)
+    }
+    return out
+  }
+
   /** Entries in the index. */
   get size(): number {
     return this.data.size.length
@@ -306,7 +585,7 @@ export class LocalityIndex {
    * {@link MAX_GROUPS_PER_BLOB}), the range of its kind there, then the companion's main kind.
    * Each range has a key, so a caller can take a range only once.
    */
-  neighbours(md5: string, cousins = true): { key: number; range: Range }[] {
+  neighbours(md5: string, cousins = true, ownDir = true): { key: number; range: Range }[] {
     if (md5.length !== 32) return []
     const q = Buffer.from(md5, 'hex')
     const out: { key: number; range: Range }[] = []
@@ -315,6 +594,7 @@ export class LocalityIndex {
     for (let slot = this.slots[h]!; slot !== 0 && seen < MAX_GROUPS_PER_BLOB; slot = this.slots[(h = (h + 1) & this.mask)]!) {
       const i = slot - 1
       if (this.md5.compare(q, 0, 16, i * 16, i * 16 + 16) !== 0) continue
+      if (this.data.size[i]! > SMALL_BLOB) break // a large blob names nothing
       seen++
       const g = this.groupOf[i]!
       // Cousins first: the speculator takes the newest range first, so the miss's own directory
@@ -322,6 +602,7 @@ export class LocalityIndex {
       for (const c of cousins ? [this.data.cousin2[i] ?? -1, this.data.cousin1[i] ?? -1] : []) {
         if (c >= 0 && !out.some((o) => o.key === COUSIN_KEYS + c)) out.push({ key: COUSIN_KEYS + c, range: { from: this.data.cousinStart[c]!, to: this.data.cousinStart[c + 1]!, perm: this.data.cousins } })
       }
+      if (!ownDir) continue
       out.push(this.kindRange(g, this.data.kind[i]!))
       const c = this.data.companion[g]!
       if (c >= 0) out.push(this.kindRange(c, this.data.mainKind[c]!))
@@ -336,7 +617,8 @@ export class LocalityIndex {
     let to = start[g + 1]!
     while (from < to && kind[from] !== k) from++
     let end = from
-    while (end < to && kind[end] === k) end++
+    // Sorted by size within a kind: the large ones (above SMALL_BLOB) end it, and are left out.
+    while (end < to && kind[end] === k && this.data.size[end]! <= SMALL_BLOB) end++
     to = end
     // Group and kind in one number: groups and kinds are each far below 2^26.
     return { key: g * 67_108_864 + k, range: { from, to } }

@@ -2,6 +2,7 @@
 // store of the test's own that holds the guesses' answers: guesses at once, guessed bytes not
 // read yet, and the budget paid back by a read; a start-up set within the same bounds. Counted at
 // the server and in the counters.
+import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import t, { type Test } from 'tap'
@@ -11,9 +12,10 @@ import type { FetcherData } from '../../lib/pipeline/fetcher'
 import { buildLocality } from '../../lib/pipeline/locality'
 import { FAR_MS, type SpeculationStats, type StartupStats } from '../../lib/pipeline/speculate'
 import { startupSet } from '../../lib/pipeline/startup'
-import { makeFiles, startStore, writeTree } from '../helpers/counting-store'
+import { makeFiles, startStore, writeTree, type TreeFile } from '../helpers/counting-store'
 import { PREFIX, SERVICE, md5, until } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
+import { PYC } from '../helpers/pyc'
 import { makeConfig, memLog } from '../helpers/store'
 
 /** The store's one service as a tree, and a fetcher (cache in `dir`) guessing from it with `speculation`. */
@@ -177,4 +179,101 @@ t.test('a near store (the fastest of the last demand downloads under FAR_MS): no
   for (const x of list.slice(0, 6)) await f.fetch(x.md5, 1000)
   t.equal(f.stats().speculation.started, 0, 'nothing guessed: each directory holds only its own file, and the cousins are not named')
   t.equal(srv.log.length, 6)
+})
+
+t.test("a far store: a package.json read names its package's entry file, and nothing outside", async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const file = (rel: string, text: string): TreeFile => {
+    const data = Buffer.from(text)
+    return { rel, data, md5: crypto.createHash('md5').update(data).digest('hex') }
+  }
+  const list = [
+    // Three misses of their own first, so that the store is measured far.
+    ...makeFiles(['w0/a', 'w1/b', 'w2/c'], () => 1000, 17),
+    file('nm/p/package.json', JSON.stringify({ main: './lib/main', exports: { './x': './x.js' } })),
+    file('nm/p/lib/main.js', "module.exports = require('./util')\n"),
+    file('nm/p/lib/util.js', 'module.exports = 1\n'),
+    file('nm/p/lib/unused.js', '// a file nothing names, larger than util.js\n'.repeat(3)),
+    // Not a cousin of nm/p/package.json (another parent's parent): guessed only when read.
+    file('other/q/package.json', JSON.stringify({ main: '../../nm/p/lib/unused.js' })),
+    file('other/q/index.js', 'q\n'),
+  ]
+  writeTree(store, list)
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const { f } = speculating(t, dir, store, srv.url, {})
+  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const pkg = byRel('nm/p/package.json')
+  await f.fetch(pkg.md5, pkg.data.length)
+  const main = byRel('nm/p/lib/main.js')
+  t.ok(await until(() => f.has(main.md5, main.data.length), 20_000), 'its entry file (main: ./lib/main → lib/main.js) guessed and landed')
+  const util = byRel('nm/p/lib/util.js')
+  t.ok(await until(() => f.has(util.md5, util.data.length), 20_000), 'what the entry file requires, in turn (a level further)')
+  const q = byRel('other/q/package.json')
+  await f.fetch(q.md5, q.data.length)
+  const qi = byRel('other/q/index.js')
+  t.ok(await until(() => f.has(qi.md5, qi.data.length) && f.stats().speculation.active === 0, 20_000), "q's main climbs out of it: its index.js instead")
+  t.notOk(f.has(byRel('nm/p/lib/unused.js').md5, byRel('nm/p/lib/unused.js').data.length), "never p's file through q's main")
+  t.equal(f.stats().speculation.failed, 0)
+})
+
+t.test('a far store, readers at once: content names nothing (locality only); one reader again: it does', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const file = (rel: string, text: string): TreeFile => {
+    const data = Buffer.from(text)
+    return { rel, data, md5: crypto.createHash('md5').update(data).digest('hex') }
+  }
+  const list = [
+    ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 19),
+    file('a/p/package.json', JSON.stringify({ main: 'lib/main.js' })),
+    file('a/p/lib/main.js', 'p\n'),
+    file('b/q/package.json', JSON.stringify({ name: 'q', main: 'lib/main.js' })),
+    file('b/q/lib/main.js', 'q\n'),
+  ]
+  writeTree(store, list)
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const { f } = speculating(t, dir, store, srv.url, {})
+  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const p = byRel('a/p/package.json')
+  const other = byRel('w3/d')
+  // Two reads waiting at once: p's package.json and another file.
+  await Promise.all([f.fetch(p.md5, p.data.length), f.fetch(other.md5, other.data.length)])
+  t.ok(await until(() => f.stats().speculation.active === 0, 20_000))
+  t.notOk(f.has(byRel('a/p/lib/main.js').md5, 2), 'its entry file not named')
+  const q = byRel('b/q/package.json')
+  await f.fetch(q.md5, q.data.length)
+  t.ok(await until(() => f.has(byRel('b/q/lib/main.js').md5, 2), 20_000), 'one reader: the entry file named')
+})
+
+t.test('a far store: a read whose download has answered (still committing) is not a second reader', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const file = (rel: string, data: Buffer): TreeFile => ({ rel, data, md5: crypto.createHash('md5').update(data).digest('hex') })
+  const T = '.cpython-311.pyc'
+  const list = [
+    ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 23),
+    file(`lib/pkg/__pycache__/mod${T}`, PYC),
+    file(`lib/pkg/__pycache__/sibling${T}`, Buffer.from('sibling byte code')),
+    file(`lib/pkg/__pycache__/unrelated${T}`, Buffer.from('x')),
+  ]
+  writeTree(store, list)
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const { f } = speculating(t, dir, store, srv.url, {})
+  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const first = byRel('w3/d')
+  const mod = byRel(`lib/pkg/__pycache__/mod${T}`)
+  let second: Promise<void> | undefined
+  // The next miss comes as soon as the last one's reader has its bytes, as a start-up's does.
+  await f.fetch(first.md5, first.data.length, () => {
+    second = f.fetch(mod.md5, mod.data.length)
+  })
+  await second
+  const sibling = byRel(`lib/pkg/__pycache__/sibling${T}`)
+  t.ok(await until(() => f.has(sibling.md5, sibling.data.length) && f.stats().speculation.active === 0, 20_000), 'its import named')
+  const unrelated = byRel(`lib/pkg/__pycache__/unrelated${T}`)
+  t.notOk(f.has(unrelated.md5, 1), 'its directory not guessed: one reader')
 })
