@@ -24,8 +24,7 @@ ReadPath::ReadPath(const SessionOptions& opts, Counters& counters, Pusher& aroun
       counters_(counters),
       around_pusher_(around),
       file_pusher_(files),
-      touched_(new std::atomic<uint64_t>[kTouchedBits / 64]()),
-      again_(new std::atomic<uint64_t>[kTouchedBits / 64]()) {}
+      touched_(new std::atomic<uint64_t>[kTouchedBits / 64]()) {}
 
 ReadPath::Served ReadPath::Serve(const Node& node, fuse_req_t req, size_t size, off_t off,
                                  Attempt attempt, std::string* absent_md5) {
@@ -68,11 +67,11 @@ ReadPath::Served ReadPath::Serve(const Node& node, fuse_req_t req, size_t size, 
   uint64_t chunk = opts_.read_around;
   bool around = chunk > 0 && want <= kRandomReadMax && e.size > chunk && off != 0 &&
                 !Continues(e.ino, static_cast<uint64_t>(off), off + want) &&
-                Touch(e.ino, static_cast<uint64_t>(off) / chunk) == 1;
+                Touch(e.ino, static_cast<uint64_t>(off) / chunk);
   // Small files read from the start, one after another in a directory: a walk (cat, tar, cp
   // -r, grep -r). The second such read in a directory pushes the small files after this one.
   bool siblings = first && off == 0 && e.size <= opts_.push_files && e.parent != kNone &&
-                  Touch(node.table->at(e.parent).ino, kDirectoryMark) > 0;
+                  Touch(node.table->at(e.parent).ino, kDirectoryMark);
   int rc;
   if (e.size >= opts_.splice_min_size) {
     // Large files: let the kernel move pages from the cache file to the reply (splice).
@@ -145,21 +144,16 @@ bool ReadPath::Continues(uint64_t ino, uint64_t off, uint64_t end) {
   return seq;
 }
 
-int ReadPath::Touch(uint64_t ino, uint64_t chunk) {
+bool ReadPath::Touch(uint64_t ino, uint64_t chunk) {
   uint64_t h = (ino ^ (chunk * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
   h = (h ^ (h >> 31)) % kTouchedBits;
   uint64_t bit = uint64_t(1) << (h % 64);
-  if (touched_[h / 64].fetch_or(bit, std::memory_order_relaxed) & bit) {
-    return again_[h / 64].fetch_or(bit, std::memory_order_relaxed) & bit ? 2 : 1;
-  }
+  if (touched_[h / 64].fetch_or(bit, std::memory_order_relaxed) & bit) return true;
   if (touched_count_.fetch_add(1, std::memory_order_relaxed) + 1 >= kTouchedBits / 2) {
-    for (size_t i = 0; i < kTouchedBits / 64; i++) {
-      touched_[i].store(0, std::memory_order_relaxed);
-      again_[i].store(0, std::memory_order_relaxed);
-    }
+    for (size_t i = 0; i < kTouchedBits / 64; i++) touched_[i].store(0, std::memory_order_relaxed);
     touched_count_.store(0, std::memory_order_relaxed);
   }
-  return 0;
+  return false;
 }
 
 void ReadPath::PushOnLookup(const Node& node) {

@@ -52,8 +52,8 @@ class ReadPath {
   // A read of [off, off + want) answered from the cached chunks of `list`; false (not replied)
   // when one of them is not in the cache.
   bool ServeChunks(const ChunkList& list, fuse_req_t req, size_t want, off_t off);
-  // Marks the chunk; how often it was marked before: 0, 1, or 2 for twice or more.
-  int Touch(uint64_t ino, uint64_t chunk);
+  // Marks the chunk; true if it was marked already.
+  bool Touch(uint64_t ino, uint64_t chunk);
 
   const SessionOptions& opts_;
   Counters& counters_;
@@ -74,12 +74,9 @@ class ReadPath {
   // Chunks (inode, offset / read_around) that took a random read, as bits of a hashed set. A
   // chunk is pushed at its second random read only: a reader that came back near a page it
   // read before will likely read more there, one that never does (sparse lookups in a big
-  // file) pays no push, and only then: later random reads of the chunk that come before the
-  // push lands are answered as they are, not pushed again (under load they pushed the same
-  // pages several times). Cleared when half full; a false hit costs one push or skips one.
+  // file) pays no push. Cleared when half full; a false hit costs one push.
   static constexpr size_t kTouchedBits = size_t(1) << 20;
   std::unique_ptr<std::atomic<uint64_t>[]> touched_;  // kTouchedBits / 64 words
-  std::unique_ptr<std::atomic<uint64_t>[]> again_;    // touched twice or more: the same bits
   std::atomic<uint64_t> touched_count_{0};
   // The directory's own mark in the touched set (no chunk index is this large).
   static constexpr uint64_t kDirectoryMark = UINT64_MAX;
