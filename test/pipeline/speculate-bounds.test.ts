@@ -32,6 +32,17 @@ function speculating(t: Test, dir: string, store: string, url: string, speculati
   return { tree, f }
 }
 
+/** A file of the tree to publish, with its MD5. */
+function file(rel: string, content: string | Buffer): TreeFile {
+  const data = typeof content === 'string' ? Buffer.from(content) : content
+  return { rel, data, md5: crypto.createHash('md5').update(data).digest('hex') }
+}
+
+/** The file of `list` at `rel`. */
+function byRel(list: TreeFile[], rel: string): TreeFile {
+  return list.find((x) => x.rel === rel)!
+}
+
 t.test('guesses at once and guessed bytes stay within their bounds; a read pays bytes back', async (t) => {
   const dir = tmpdir(t)
   const store = path.join(dir, 'store')
@@ -184,10 +195,6 @@ t.test('a near store (the fastest of the last demand downloads under FAR_MS): no
 t.test("a far store: a package.json read names its package's entry file, and nothing outside", async (t) => {
   const dir = tmpdir(t)
   const store = path.join(dir, 'store')
-  const file = (rel: string, text: string): TreeFile => {
-    const data = Buffer.from(text)
-    return { rel, data, md5: crypto.createHash('md5').update(data).digest('hex') }
-  }
   const list = [
     // Three misses of their own first, so that the store is measured far.
     ...makeFiles(['w0/a', 'w1/b', 'w2/c'], () => 1000, 17),
@@ -202,29 +209,24 @@ t.test("a far store: a package.json read names its package's entry file, and not
   writeTree(store, list)
   const srv = await startStore(t, store, FAR_MS * 3)
   const { f } = speculating(t, dir, store, srv.url, {})
-  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
   for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
-  const pkg = byRel('nm/p/package.json')
+  const pkg = byRel(list, 'nm/p/package.json')
   await f.fetch(pkg.md5, pkg.data.length)
-  const main = byRel('nm/p/lib/main.js')
+  const main = byRel(list, 'nm/p/lib/main.js')
   t.ok(await until(() => f.has(main.md5, main.data.length), 20_000), 'its entry file (main: ./lib/main → lib/main.js) guessed and landed')
-  const util = byRel('nm/p/lib/util.js')
+  const util = byRel(list, 'nm/p/lib/util.js')
   t.ok(await until(() => f.has(util.md5, util.data.length), 20_000), 'what the entry file requires, in turn (a level further)')
-  const q = byRel('other/q/package.json')
+  const q = byRel(list, 'other/q/package.json')
   await f.fetch(q.md5, q.data.length)
-  const qi = byRel('other/q/index.js')
+  const qi = byRel(list, 'other/q/index.js')
   t.ok(await until(() => f.has(qi.md5, qi.data.length) && f.stats().speculation.active === 0, 20_000), "q's main climbs out of it: its index.js instead")
-  t.notOk(f.has(byRel('nm/p/lib/unused.js').md5, byRel('nm/p/lib/unused.js').data.length), "never p's file through q's main")
+  t.notOk(f.has(byRel(list, 'nm/p/lib/unused.js').md5, byRel(list, 'nm/p/lib/unused.js').data.length), "never p's file through q's main")
   t.equal(f.stats().speculation.failed, 0)
 })
 
 t.test('a far store, readers at once: content names nothing (locality only); one reader again: it does', async (t) => {
   const dir = tmpdir(t)
   const store = path.join(dir, 'store')
-  const file = (rel: string, text: string): TreeFile => {
-    const data = Buffer.from(text)
-    return { rel, data, md5: crypto.createHash('md5').update(data).digest('hex') }
-  }
   const list = [
     ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 19),
     file('a/p/package.json', JSON.stringify({ main: 'lib/main.js' })),
@@ -235,23 +237,21 @@ t.test('a far store, readers at once: content names nothing (locality only); one
   writeTree(store, list)
   const srv = await startStore(t, store, FAR_MS * 3)
   const { f } = speculating(t, dir, store, srv.url, {})
-  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
   for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
-  const p = byRel('a/p/package.json')
-  const other = byRel('w3/d')
+  const p = byRel(list, 'a/p/package.json')
+  const other = byRel(list, 'w3/d')
   // Two reads waiting at once: p's package.json and another file.
   await Promise.all([f.fetch(p.md5, p.data.length), f.fetch(other.md5, other.data.length)])
   t.ok(await until(() => f.stats().speculation.active === 0, 20_000))
-  t.notOk(f.has(byRel('a/p/lib/main.js').md5, 2), 'its entry file not named')
-  const q = byRel('b/q/package.json')
+  t.notOk(f.has(byRel(list, 'a/p/lib/main.js').md5, 2), 'its entry file not named')
+  const q = byRel(list, 'b/q/package.json')
   await f.fetch(q.md5, q.data.length)
-  t.ok(await until(() => f.has(byRel('b/q/lib/main.js').md5, 2), 20_000), 'one reader: the entry file named')
+  t.ok(await until(() => f.has(byRel(list, 'b/q/lib/main.js').md5, 2), 20_000), 'one reader: the entry file named')
 })
 
 t.test('a far store: a read whose download has answered (still committing) is not a second reader', async (t) => {
   const dir = tmpdir(t)
   const store = path.join(dir, 'store')
-  const file = (rel: string, data: Buffer): TreeFile => ({ rel, data, md5: crypto.createHash('md5').update(data).digest('hex') })
   const T = '.cpython-311.pyc'
   const list = [
     ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 23),
@@ -262,18 +262,17 @@ t.test('a far store: a read whose download has answered (still committing) is no
   writeTree(store, list)
   const srv = await startStore(t, store, FAR_MS * 3)
   const { f } = speculating(t, dir, store, srv.url, {})
-  const byRel = (rel: string): TreeFile => list.find((x) => x.rel === rel)!
   for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
-  const first = byRel('w3/d')
-  const mod = byRel(`lib/pkg/__pycache__/mod${T}`)
+  const first = byRel(list, 'w3/d')
+  const mod = byRel(list, `lib/pkg/__pycache__/mod${T}`)
   let second: Promise<void> | undefined
   // The next miss comes as soon as the last one's reader has its bytes, as a start-up's does.
   await f.fetch(first.md5, first.data.length, () => {
     second = f.fetch(mod.md5, mod.data.length)
   })
   await second
-  const sibling = byRel(`lib/pkg/__pycache__/sibling${T}`)
+  const sibling = byRel(list, `lib/pkg/__pycache__/sibling${T}`)
   t.ok(await until(() => f.has(sibling.md5, sibling.data.length) && f.stats().speculation.active === 0, 20_000), 'its import named')
-  const unrelated = byRel(`lib/pkg/__pycache__/unrelated${T}`)
+  const unrelated = byRel(list, `lib/pkg/__pycache__/unrelated${T}`)
   t.notOk(f.has(unrelated.md5, 1), 'its directory not guessed: one reader')
 })
