@@ -38,6 +38,20 @@ function file(rel: string, content: string | Buffer): TreeFile {
   return { rel, data, md5: crypto.createHash('md5').update(data).digest('hex') }
 }
 
+/**
+ * A fetcher guessing from `list` published to a store that answers FAR_MS × 3 late, with the
+ * first three files of `list` fetched: the store is measured far.
+ */
+async function farFetcher(t: Test, list: TreeFile[]) {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  writeTree(store, list)
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const { f } = speculating(t, dir, store, srv.url, {})
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  return f
+}
+
 /** The file of `list` at `rel`. */
 function byRel(list: TreeFile[], rel: string): TreeFile {
   return list.find((x) => x.rel === rel)!
@@ -193,8 +207,6 @@ t.test('a near store (the fastest of the last demand downloads under FAR_MS): no
 })
 
 t.test("a far store: a package.json read names its package's entry file, and nothing outside", async (t) => {
-  const dir = tmpdir(t)
-  const store = path.join(dir, 'store')
   const list = [
     // Three misses of their own first, so that the store is measured far.
     ...makeFiles(['w0/a', 'w1/b', 'w2/c'], () => 1000, 17),
@@ -206,10 +218,7 @@ t.test("a far store: a package.json read names its package's entry file, and not
     file('other/q/package.json', JSON.stringify({ main: '../../nm/p/lib/unused.js' })),
     file('other/q/index.js', 'q\n'),
   ]
-  writeTree(store, list)
-  const srv = await startStore(t, store, FAR_MS * 3)
-  const { f } = speculating(t, dir, store, srv.url, {})
-  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const f = await farFetcher(t, list)
   const pkg = byRel(list, 'nm/p/package.json')
   await f.fetch(pkg.md5, pkg.data.length)
   const main = byRel(list, 'nm/p/lib/main.js')
@@ -225,8 +234,6 @@ t.test("a far store: a package.json read names its package's entry file, and not
 })
 
 t.test('a far store, readers at once: content names nothing (locality only); one reader again: it does', async (t) => {
-  const dir = tmpdir(t)
-  const store = path.join(dir, 'store')
   const list = [
     ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 19),
     file('a/p/package.json', JSON.stringify({ main: 'lib/main.js' })),
@@ -234,10 +241,7 @@ t.test('a far store, readers at once: content names nothing (locality only); one
     file('b/q/package.json', JSON.stringify({ name: 'q', main: 'lib/main.js' })),
     file('b/q/lib/main.js', 'q\n'),
   ]
-  writeTree(store, list)
-  const srv = await startStore(t, store, FAR_MS * 3)
-  const { f } = speculating(t, dir, store, srv.url, {})
-  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const f = await farFetcher(t, list)
   const p = byRel(list, 'a/p/package.json')
   const other = byRel(list, 'w3/d')
   // Two reads waiting at once: p's package.json and another file.
@@ -250,8 +254,6 @@ t.test('a far store, readers at once: content names nothing (locality only); one
 })
 
 t.test('a far store: a read whose download has answered (still committing) is not a second reader', async (t) => {
-  const dir = tmpdir(t)
-  const store = path.join(dir, 'store')
   const T = '.cpython-311.pyc'
   const list = [
     ...makeFiles(['w0/a', 'w1/b', 'w2/c', 'w3/d'], () => 1000, 23),
@@ -259,10 +261,7 @@ t.test('a far store: a read whose download has answered (still committing) is no
     file(`lib/pkg/__pycache__/sibling${T}`, Buffer.from('sibling byte code')),
     file(`lib/pkg/__pycache__/unrelated${T}`, Buffer.from('x')),
   ]
-  writeTree(store, list)
-  const srv = await startStore(t, store, FAR_MS * 3)
-  const { f } = speculating(t, dir, store, srv.url, {})
-  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const f = await farFetcher(t, list)
   const first = byRel(list, 'w3/d')
   const mod = byRel(list, `lib/pkg/__pycache__/mod${T}`)
   let second: Promise<void> | undefined
