@@ -1,11 +1,10 @@
 // A package's entry file from its package.json (lib/pipeline/entry-points.ts), and the lookup in
 // the tree that keeps it inside the package (LocalityIndex.entryPoints, lib/pipeline/locality.ts).
 import t from 'tap'
-import { mergeServices, parseFlist } from '../../lib/flist'
 import { MAX_PACKAGE_JSON, exportsTarget, packageEntryFiles, packageRelative } from '../../lib/pipeline/entry-points'
-import { LocalityIndex, MAX_PATH_ENTRIES, buildLocality } from '../../lib/pipeline/locality'
+import { MAX_PATH_ENTRIES } from '../../lib/pipeline/locality'
+import { fakeMd5 as md5, localityOf } from '../helpers/flist-lines'
 
-const md5 = (n: number): string => n.toString(16).padStart(32, '0')
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v))
 
 t.test('a main or an exports target as a path inside the package', async (t) => {
@@ -89,13 +88,8 @@ t.test('a hostile package.json names nothing outside the package, and never thro
   t.same(packageEntryFiles(json({ exports: { '.': { require: '../x.js' } } }), has), [9], 'an exports target out of the package')
 })
 
-function index(lines: string[]): LocalityIndex {
-  const text = lines.map((l) => `/opt/x${l}\n`).join('')
-  return new LocalityIndex(buildLocality(mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })]))!)
-}
-
 t.test('in the tree: a package.json names a file of its own package only, never through a symlink', async (t) => {
-  const ix = index([
+  const ix = localityOf([
     `/nm/a/package.json|${md5(1)}|100`,
     `/nm/a/lib/index.js|${md5(2)}|50`,
     `/nm/a/lib/link.js|||root|root|777|1|0|0|/secret/x.js`,
@@ -128,9 +122,9 @@ t.test('in the tree: a package.json names a file of its own package only, never 
 t.test('a tree of more entries than the bound has no paths: nothing is named by content', async (t) => {
   const lines = [`/p/package.json|${md5(1)}|100`, `/p/index.js|${md5(2)}|10`]
   for (let i = 0; i < MAX_PATH_ENTRIES / 5; i++) lines.push(`/a${i}/b/c/d/f.js|${md5(100 + i)}|10`)
-  const ix = index(lines)
+  const ix = localityOf(lines)
   t.equal(ix.hasPaths, false)
   t.same(ix.entryPoints(md5(1), json({})), [])
-  const small = index(lines.slice(0, 2))
+  const small = localityOf(lines.slice(0, 2))
   t.same(small.entryPoints(md5(1), json({})).map((i) => small.md5Of(i)), [md5(2)], 'the same package in a small tree')
 })

@@ -1,9 +1,9 @@
 // The modules a .pyc imports (lib/pipeline/imports.ts), and the files of the tree they resolve to
 // (LocalityIndex.pycImports, lib/pipeline/locality.ts).
 import t from 'tap'
-import { mergeServices, parseFlist } from '../../lib/flist'
 import { moduleParts, pycNames } from '../../lib/pipeline/imports'
-import { LocalityIndex, SMALL_BLOB, buildLocality } from '../../lib/pipeline/locality'
+import { SMALL_BLOB } from '../../lib/pipeline/locality'
+import { fakeMd5 as md5, flistLines, localityOf } from '../helpers/flist-lines'
 import { PYC } from '../helpers/pyc'
 
 
@@ -42,7 +42,6 @@ t.test('module names', async (t) => {
   for (const n of ['', '.', 'a..b', '../x', 'a/b', '1a', 'a-b', 'x'.repeat(201)]) t.equal(moduleParts(n), undefined, JSON.stringify(n))
 })
 
-const md5 = (n: number): string => n.toString(16).padStart(32, '0')
 
 t.test('in the tree: its own package, then the import root, then lib-dynload; byte code of its kind', async (t) => {
   const T = '.cpython-311.pyc'
@@ -62,8 +61,7 @@ t.test('in the tree: its own package, then the import root, then lib-dynload; by
     [`/elsewhere/__pycache__/thing${T}`, 13, 100],
     ['/lib/lib-dynload/other.cpython-311-x86_64-linux-gnu.so', 14, 100],
   ]
-  const text = lines.map(([p, h, size]) => `/opt/x${p}|${md5(h)}|${size}\n`).join('')
-  const ix = new LocalityIndex(buildLocality(mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })]))!)
+  const ix = localityOf(flistLines(lines))
   const got = ix.pycImports(md5(3), PYC).map((i) => ix.md5Of(i).replace(/^0+/, ''))
   // os (root), json + json.decoder (root: the package, then the module), sibling and other (its
   // package), other's .so too (a name of one part), _ext (lib-dynload, larger than a miss names),
@@ -88,8 +86,7 @@ t.test('byte code that is one blob at every optimisation level names the plain i
     [`/lib/__pycache__/os${T}.opt-1.pyc`, 8, 90],
     [`/lib/__pycache__/os${T}.opt-2.pyc`, 9, 80],
   ]
-  const text = lines.map(([p, h, size]) => `/opt/x${p}|${md5(h)}|${size}\n`).join('')
-  const ix = new LocalityIndex(buildLocality(mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })]))!)
+  const ix = localityOf(flistLines(lines))
   t.same(
     ix.pycImports(md5(3), PYC).map((i) => ix.md5Of(i).replace(/^0+/, '')),
     ['7'],

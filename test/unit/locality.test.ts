@@ -1,17 +1,14 @@
 // Directory locality (lib/pipeline/locality.ts): which blobs a miss names, in which order.
 import t from 'tap'
-import { mergeServices, parseFlist } from '../../lib/flist'
 import { LocalityIndex, SMALL_BLOB, buildLocality, kindOf } from '../../lib/pipeline/locality'
+import { fakeMd5 as md5, flistLines, localityOf, treeOf } from '../helpers/flist-lines'
 
-const md5 = (n: number): string => n.toString(16).padStart(32, '0')
-
-function index(lines: [string, number, number][]): LocalityIndex {
-  return new LocalityIndex(buildLocality(tree(lines))!)
+function index(entries: [string, number, number][]): LocalityIndex {
+  return localityOf(flistLines(entries))
 }
 
-function tree(lines: [string, number, number][]): ReturnType<typeof mergeServices> {
-  const text = lines.map(([p, h, size]) => `/opt/x${p}|${md5(h)}|${size}\n`).join('')
-  return mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })])
+function tree(entries: [string, number, number][]): ReturnType<typeof treeOf> {
+  return treeOf(flistLines(entries))
 }
 
 function named(ix: LocalityIndex, miss: number): string[][] {

@@ -2,17 +2,15 @@
 // program read names first, then what those name, level by level, before any guess from
 // locality; what a guess from locality names is not guessed. On a fake host: no network.
 import t from 'tap'
-import { mergeServices, parseFlist } from '../../lib/flist'
 import { buildLocality } from '../../lib/pipeline/locality'
 import { Speculator, type GuessOutcome } from '../../lib/pipeline/speculate'
+import { fakeMd5 as md5, flistLines, treeOf } from '../helpers/flist-lines'
 import { PYC } from '../helpers/pyc'
 
-const md5 = (n: number): string => n.toString(16).padStart(32, '0')
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v))
 
 /** A speculator over `lines` whose host records the guesses started and lets the test end them. */
 function speculator(lines: [string, number, number][]) {
-  const text = lines.map(([p, h, size]) => `/opt/x${p}|${md5(h)}|${size}\n`).join('')
   const started: string[] = []
   const pending = new Map<string, (o: GuessOutcome) => void>()
   /** Blobs a miss is fetching (the host's start() refuses them, as the pipeline's does). */
@@ -29,7 +27,7 @@ function speculator(lines: [string, number, number][]) {
     },
     { slots: 16, maxDownloads: 1 },
   )
-  s.setLocality(buildLocality(mergeServices([parseFlist(Buffer.from(text), { name: 'svc', prefix: '/opt/x' })]))!)
+  s.setLocality(buildLocality(treeOf(flistLines(lines)))!)
   /** Ends the running guess (one at a time: `maxDownloads: 1`). */
   const land = async (): Promise<void> => {
     const [m, resolve] = [...pending][0]!

@@ -6,10 +6,10 @@ import { mergeServices, parseFlist } from '../../lib/flist'
 import { startupSet, startupValidator } from '../../lib/pipeline/startup'
 import { generateKeyPair, loadTrustedKeys, signFlist, signStartup, verifyFlist, verifyStartup } from '../../lib/sign'
 import { formatStartupList, MAX_STARTUP_SIZE, parseStartupList, STARTUP_HEADER } from '../../lib/startup'
+import { fakeMd5 as md5 } from '../helpers/flist-lines'
 import { memLog } from '../helpers/store'
 import { tmpdir } from '../helpers/tmp'
 
-const md5 = (n: number): string => n.toString(16).padStart(32, '0')
 const A = 'd604a220708aa59433ba410986cd4ffa'
 const B = 'b3decc0193adffac1811e1ae1920a7c3'
 
