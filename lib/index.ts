@@ -20,13 +20,13 @@ import { runtimeModule } from './package-root'
 import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
 import { buildLocality, type LocalityData } from './pipeline/locality'
+import type { StartupResult } from './pipeline/flists'
 import { startupSet, startupValidator, type StartupSet } from './pipeline/startup'
 import { prefixWarning } from './prefix-warning'
 import type { MetricsServer } from './metrics'
-import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
+import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type PairValidators, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
 import { Revisions, sha256, type RollbackRefusal } from './revisions'
 import { loadTrustedKeys, verifyThenParse } from './sign'
-import type { Validators } from './sources/source'
 import { buildTable } from './table'
 
 /** Tables at least this big (about 80,000 entries) are followed by {@link releaseMemory}. */
@@ -232,7 +232,9 @@ interface LoadedPair {
   /** SHA-256 of the flist and of the signature (when checked). */
   flist: string
   signature?: string
-  validators?: { flist: Validators; signature?: Validators }
+  /** The start-up list that came with it, as offered (`main.startup`): SHA-256 of it and of its signature. */
+  startup?: { list?: string; signature?: string }
+  validators?: PairValidators
 }
 
 interface Loaded {
@@ -293,7 +295,7 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
   const services: ServiceInfo[] = []
   const pairs: LoadedPair[] = []
   const prefetch = opts.prefetch ? new Map<string, number>() : undefined
-  const startupLists: Promise<string[] | undefined>[] = []
+  const startupLists: Promise<StartupResult<string[]>>[] = []
   for (const ays of config.ays) {
     let signer: string | undefined
     let revision: number | undefined
@@ -343,7 +345,17 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
     // error, a bad one only a warning (fetchStartup never rejects for what a store does).
     if (config.main.startup) startupLists.push(meta.fetchStartup(ays.id, result.source, startupValidator(keys, ays.id, log), { signature: keys.length > 0 }))
   }
-  const lists = (await Promise.all(startupLists)).filter((l) => l !== undefined)
+  const found = await Promise.all(startupLists)
+  // What a refresh compares the store's list with: the list as offered, from where the flist came.
+  found.forEach((r, i) => {
+    const p = pairs[i]!
+    p.startup = { ...(r.list !== undefined ? { list: r.list } : {}), ...(r.signature !== undefined ? { signature: r.signature } : {}) }
+    if (p.validators && r.store?.key === p.source && r.validators) {
+      p.validators.startup = r.validators.list
+      if (r.validators.signature) p.validators.startupSignature = r.validators.signature
+    }
+  })
+  const lists = found.map((r) => r.value).filter((l) => l !== undefined)
   const tree = mergeServices(parsed, { maxEntries: config.main.maxEntries })
   const { buffer, count, droppedDevices } = buildTable(tree, { suid: config.main.suid, dev: config.main.dev })
   droppedDevices.forEach((n, i) => {
@@ -484,7 +496,8 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
   const recordPairs = (l: Loaded, stores: Pipeline): void => {
     for (const p of l.pairs) {
       const store = stores.stores().find((s) => s.key === p.source)
-      pairs.applied(p.id, { flist: p.flist, ...(p.signature !== undefined ? { signature: p.signature } : {}) }, store ? { store, ...(p.validators ? { validators: p.validators } : {}) } : undefined)
+      const pair = { flist: p.flist, ...(p.signature !== undefined ? { signature: p.signature } : {}), ...(p.startup !== undefined ? { startup: p.startup } : {}) }
+      pairs.applied(p.id, pair, store ? { store, ...(p.validators ? { validators: p.validators } : {}) } : undefined)
     }
   }
   recordPairs(loaded, meta)
@@ -548,6 +561,9 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
         info.services = fresh.services
         info.prefix = fresh.prefix
         for (const id of changed) results.set(id, { result: differs.includes(id) ? 'applied' : 'unchanged' })
+        // The same pair with another start-up list: the list goes to the miss worker (above).
+        const lists = fresh.pairs.filter((p) => !differs.includes(p.id) && p.startup !== undefined && (before.get(p.id)?.startup?.list !== p.startup.list || before.get(p.id)?.startup?.signature !== p.startup.signature)).map((p) => p.id)
+        if (lists.length > 0) log.info({ mountpoint, services: lists, startup: fresh.startup ? { listed: fresh.startup.listed, dropped: fresh.startup.dropped } : undefined }, 'refreshed: new start-up lists')
         if (differs.length > 0) {
           const revised = fresh.services.filter((s) => differs.includes(s.id))
           event = {

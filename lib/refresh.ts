@@ -12,10 +12,17 @@
  * without them (a directory, a server that sends neither `ETag` nor `Last-Modified`, a store
  * never asked yet) the pair is fetched and compared by hash.
  *
+ * The start-up list (`md/<id>.startup`, and its `.sig` on a signed service) is asked about the
+ * same way once the pair is found unchanged: `publish --startup` of an unchanged tree leaves the
+ * flist as it is and replaces only the list, so a check of the pair alone never saw a new list.
+ * A list that changed makes the service `changed`; the reload that follows fetches the list and
+ * checks it (its own signature, then its lines) as a mount does.
+ *
  * Main thread only.
  */
 import { sha256 } from './revisions'
-import { BufferSink, storeFlistRel, type Source, type Validators } from './sources/source'
+import { BufferSink, storeFlistRel, storeStartupRel, type Source, type Validators } from './sources/source'
+import { MAX_STARTUP_SIZE } from './startup'
 
 /** Largest `.flist.sig` read (as the pipeline's flist fetch). */
 const MAX_SIG_SIZE = 64 * 1024
@@ -48,6 +55,23 @@ export interface InForce {
   flist: string
   /** SHA-256 of the signature, when signatures are checked (undefined: none). */
   signature?: string
+  /**
+   * The start-up list that came with it, as offered (used or not): SHA-256 of the list and of its
+   * signature (undefined: none). Absent when lists are not fetched (`main.startup = false`).
+   */
+  startup?: { list?: string; signature?: string }
+}
+
+/** What the responses that delivered a pair (and its start-up list) said, for conditional requests. */
+export interface PairValidators {
+  flist: Validators
+  signature?: Validators
+  startup?: Validators
+  startupSignature?: Validators
+}
+
+function sameInForce(a: InForce, b: InForce): boolean {
+  return a.flist === b.flist && a.signature === b.signature && a.startup?.list === b.startup?.list && a.startup?.signature === b.startup?.signature && (a.startup === undefined) === (b.startup === undefined)
 }
 
 /**
@@ -56,16 +80,16 @@ export interface InForce {
  */
 export class AcceptedPairs {
   private readonly inForce = new Map<string, InForce>()
-  private readonly validators = new Map<string, { flist: Validators; signature?: Validators }>()
+  private readonly validators = new Map<string, PairValidators>()
 
   private static key(store: Source, id: string): string {
     return `${store.key}\0${store.url}\0${id}`
   }
 
   /** The pair of `id` applied now; `from` and `validators` when it came from a store that gave them. */
-  applied(id: string, pair: InForce, from?: { store: Source; validators?: { flist: Validators; signature?: Validators } }): void {
+  applied(id: string, pair: InForce, from?: { store: Source; validators?: PairValidators }): void {
     const before = this.inForce.get(id)
-    if (before === undefined || before.flist !== pair.flist || before.signature !== pair.signature) {
+    if (before === undefined || !sameInForce(before, pair)) {
       // Validators of another pair would answer 304 for bytes no longer in force.
       for (const k of [...this.validators.keys()]) if (k.endsWith(`\0${id}`)) this.validators.delete(k)
     }
@@ -79,11 +103,11 @@ export class AcceptedPairs {
   }
 
   /** Validators of the accepted pair at `store`. */
-  validatorsAt(store: Source, id: string): { flist: Validators; signature?: Validators } | undefined {
+  validatorsAt(store: Source, id: string): PairValidators | undefined {
     return this.validators.get(AcceptedPairs.key(store, id))
   }
 
-  remember(store: Source, id: string, v: { flist: Validators; signature?: Validators }): void {
+  remember(store: Source, id: string, v: PairValidators): void {
     if (hasValidators(v.flist)) this.validators.set(AcceptedPairs.key(store, id), v)
   }
 
@@ -109,7 +133,9 @@ export interface CheckOutcome {
  * Asks the stores, in order, whether service `id`'s pair changed since the one in force: the
  * first store that answers decides (as a reload takes the flist from the first store that has
  * it). `changed` also stands for "this store cannot say" (it lacks the flist, or serves other
- * bytes): the reload that follows decides, with every check a reload makes.
+ * bytes): the reload that follows decides, with every check a reload makes. Once the pair is
+ * found unchanged, so is the start-up list at that store (when lists are fetched): a new list
+ * alone makes the service `changed` too.
  */
 export async function checkService(stores: readonly Source[], id: string, signed: boolean, pairs: AcceptedPairs, maxFlistSize: number): Promise<CheckOutcome> {
   const inForce = pairs.get(id)
@@ -119,27 +145,33 @@ export async function checkService(stores: readonly Source[], id: string, signed
   for (const store of stores) {
     try {
       const v = pairs.validatorsAt(store, id)
+      let got: PairValidators
       if (v !== undefined && store.revalidate !== undefined) {
         const flist = await store.revalidate(rel, v.flist)
         if (flist !== 'unchanged') return { result: 'changed' }
-        if (!signed) return { result: 'unchanged' }
-        // The signature is a file of its own: a new revision of the same bytes changes only it.
-        if (!hasValidators(v.signature)) return { result: 'changed' }
-        const sig = await store.revalidate(`${rel}.sig`, v.signature!)
-        return { result: sig === 'unchanged' ? 'unchanged' : 'changed' }
+        if (signed) {
+          // The signature is a file of its own: a new revision of the same bytes changes only it.
+          if (!hasValidators(v.signature)) return { result: 'changed' }
+          const sig = await store.revalidate(`${rel}.sig`, v.signature!)
+          if (sig !== 'unchanged') return { result: 'changed' }
+        }
+        got = v
+      } else {
+        // No validators: fetch the pair and compare it with the one in force.
+        const sink = new BufferSink(maxFlistSize, `flist ${id}`)
+        if ((await store.get(rel, sink)) === 'absent') return { result: 'changed' }
+        if (sha256(sink.data()) !== inForce.flist) return { result: 'changed' }
+        got = { flist: sink.received ?? {} }
+        if (signed) {
+          const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
+          const sig = (await store.get(`${rel}.sig`, sigSink)) === 'ok' ? sha256(sigSink.data()) : undefined
+          if (sig !== inForce.signature) return { result: 'changed' }
+          got.signature = sigSink.received ?? {}
+        }
       }
-      // No validators: fetch the pair and compare it with the one in force.
-      const sink = new BufferSink(maxFlistSize, `flist ${id}`)
-      if ((await store.get(rel, sink)) === 'absent') return { result: 'changed' }
-      if (sha256(sink.data()) !== inForce.flist) return { result: 'changed' }
-      const got: { flist: Validators; signature?: Validators } = { flist: sink.received ?? {} }
-      if (signed) {
-        const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
-        const sig = (await store.get(`${rel}.sig`, sigSink)) === 'ok' ? sha256(sigSink.data()) : undefined
-        if (sig !== inForce.signature) return { result: 'changed' }
-        got.signature = sigSink.received ?? {}
-      }
-      // This store serves the pair in force: its validators are those of an accepted pair.
+      // This store serves the pair in force; now its start-up list.
+      if (inForce.startup !== undefined && !(await sameStartup(store, id, signed, inForce.startup, got))) return { result: 'changed' }
+      // Its validators are those of an accepted pair (and list).
       pairs.remember(store, id, got)
       return { result: 'unchanged' }
     } catch (err) {
@@ -147,6 +179,37 @@ export async function checkService(stores: readonly Source[], id: string, signed
     }
   }
   return { result: 'unreachable', error: stores.length === 0 ? 'no store is configured' : `no store answered (${failures.join(', ')})` }
+}
+
+/**
+ * Whether `store` still offers service `id`'s start-up list in force (and its signature, on a
+ * signed service): a conditional GET with the validators in `v` (updated in place), else a GET
+ * compared by hash; a list that was absent costs a GET answered 404. A store that fails to
+ * answer about the list does not make it changed (the list only saves time: the next refresh
+ * asks again).
+ */
+async function sameStartup(store: Source, id: string, signed: boolean, inForce: { list?: string; signature?: string }, v: PairValidators): Promise<boolean> {
+  const rel = storeStartupRel(id)
+  try {
+    const list = await sameFile(store, rel, inForce.list, v.startup, MAX_STARTUP_SIZE, `start-up list ${id}`)
+    if (!list.same) return false
+    if (list.validators) v.startup = list.validators
+    // No list: no signature is fetched for it either (as at mount).
+    if (!signed || inForce.list === undefined) return true
+    const sig = await sameFile(store, `${rel}.sig`, inForce.signature, v.startupSignature, MAX_SIG_SIZE, `signature of start-up list ${id}`)
+    if (sig.validators) v.startupSignature = sig.validators
+    return sig.same
+  } catch {
+    return true
+  }
+}
+
+/** Whether `store`'s object at `rel` is the one whose SHA-256 is `digest` (undefined: none). */
+async function sameFile(store: Source, rel: string, digest: string | undefined, v: Validators | undefined, max: number, what: string): Promise<{ same: boolean; validators?: Validators }> {
+  if (digest !== undefined && hasValidators(v) && store.revalidate !== undefined) return { same: (await store.revalidate(rel, v!)) === 'unchanged' }
+  const sink = new BufferSink(max, what)
+  if ((await store.get(rel, sink)) === 'absent') return { same: digest === undefined }
+  return { same: sha256(sink.data()) === digest, ...(sink.received ? { validators: sink.received } : {}) }
 }
 
 /** The timer a {@link RefreshSchedule} uses; tests pass their own. */

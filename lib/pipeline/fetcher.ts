@@ -25,7 +25,7 @@ import type { LookupFunction } from '../sources/resolve'
 import { CONTENT_FAULTS, SourceFault, sourceBlobRel, type Source } from '../sources/source'
 import { ChunkedReads, type ChunkStats } from './chunked'
 import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './download'
-import { fetchFlist, fetchStartup, type FlistContext, type FlistResult, type ValidateFlist, type ValidateStartup } from './flists'
+import { fetchFlist, fetchStartup, type FlistContext, type FlistResult, type StartupResult, type ValidateFlist, type ValidateStartup } from './flists'
 import type { LocalityData } from './locality'
 import { PushQueue } from './pushes'
 import { FAR_MS, Speculator, speculationOff, startupOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats, type StartupStats } from './speculate'
@@ -693,8 +693,8 @@ export class Pipeline implements Fetcher {
   }
 
   /** The start-up list of service `id` from where its flist came (`from`: a store's key, or
-   * `kept`), or undefined: see lib/pipeline/flists.ts. */
-  fetchStartup<T>(id: string, from: string, validate: ValidateStartup<T>, opts: { signature?: boolean } = {}): Promise<T | undefined> {
+   * `kept`): see lib/pipeline/flists.ts. */
+  fetchStartup<T>(id: string, from: string, validate: ValidateStartup<T>, opts: { signature?: boolean } = {}): Promise<StartupResult<T>> {
     return fetchStartup(this.flistContext(), id, from, validate, opts)
   }
 

@@ -8,7 +8,7 @@ import { AysfsError } from '../errors'
 import type { LocalCache } from '../local-cache'
 import type { Logger } from '../log'
 import { isServiceId, SERVICE_ID_RULE } from '../paths'
-import { RollbackRefused } from '../revisions'
+import { RollbackRefused, sha256 } from '../revisions'
 import { MAX_STARTUP_SIZE } from '../startup'
 import { BufferSink, storeFlistRel, storeStartupRel, type Source, type Validators } from '../sources/source'
 import { asFault, type SourceCounters } from './source-stats'
@@ -172,29 +172,46 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
  */
 export type ValidateStartup<T> = (data: Buffer, signature: Buffer | undefined, source: string) => T | undefined
 
+/** What {@link fetchStartup} found: the list's value, and what a refresh compares the store with. */
+export interface StartupResult<T> {
+  /** What `validate` returned; undefined: no list, or one not used. */
+  value?: T
+  /** SHA-256 of the list's bytes as offered (used or not); undefined: there is none. */
+  list?: string
+  /** SHA-256 of its signature as offered (only when signatures were asked for); undefined: none. */
+  signature?: string
+  /** The store the list came from (absent: the kept copy, or none answered). */
+  store?: Source
+  /** What that store's responses said of the list and its signature (HTTP stores), for a later conditional request. */
+  validators?: { list: Validators; signature?: Validators }
+}
+
 /**
  * The start-up list of service `id` (`R/md/<id>.startup`), from where its flist came: `from` is
  * that store's key, or `kept`. With `signature`, `R/md/<id>.startup.sig` too. No list is no error:
- * undefined. A list `validate` accepts is kept in `<cache>/md/<id>.startup`; a store that has none
+ * no value. A list `validate` accepts is kept in `<cache>/md/<id>.startup`; a store that has none
  * any more has the kept copy removed. When the flist came from the kept copy, or the store fails
  * to serve the list, the kept list is used (validated again); an unreadable one is logged.
  */
-export async function fetchStartup<T>(ctx: FlistContext, id: string, from: string, validate: ValidateStartup<T>, opts: { signature?: boolean } = {}): Promise<T | undefined> {
+export async function fetchStartup<T>(ctx: FlistContext, id: string, from: string, validate: ValidateStartup<T>, opts: { signature?: boolean } = {}): Promise<StartupResult<T>> {
   const store = ctx.stores.find((s) => s.key === from)
   if (store) {
     const rel = storeStartupRel(id)
     let data: Buffer | undefined
     let signature: Buffer | undefined
+    const validators: { list: Validators; signature?: Validators } = { list: {} }
     try {
       const sink = new BufferSink(MAX_STARTUP_SIZE, `start-up list ${id}`)
       if ((await store.get(rel, sink)) === 'absent') {
         ctx.cache.keepStartup(id, undefined, null)
-        return undefined
+        return { store, validators }
       }
       data = sink.data()
+      validators.list = sink.received ?? {}
       if (opts.signature) {
         const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of start-up list ${id}`)
         if ((await store.get(`${rel}.sig`, sigSink)) === 'ok') signature = sigSink.data()
+        validators.signature = sigSink.received ?? {}
       }
     } catch (err) {
       // Counted and logged (once per kind) as the store's failure; the kept copy stands in.
@@ -204,7 +221,7 @@ export async function fetchStartup<T>(ctx: FlistContext, id: string, from: strin
     if (data !== undefined) {
       const value = validate(data, signature, `${store.key} (${store.url})`)
       if (value !== undefined) ctx.cache.keepStartup(id, data, opts.signature ? signature : null)
-      return value
+      return { ...(value !== undefined ? { value } : {}), ...digests(data, opts.signature ? signature : undefined), store, validators }
     }
   }
   let kept
@@ -212,7 +229,13 @@ export async function fetchStartup<T>(ctx: FlistContext, id: string, from: strin
     kept = ctx.cache.readKeptStartup(id, opts.signature === true, MAX_STARTUP_SIZE)
   } catch (err) {
     ctx.log.warn({ id }, `start-up list ${id}: the kept copy cannot be read (${(err as Error).message}); none is used`)
-    return undefined
+    return {}
   }
-  return kept && validate(kept.data, kept.signature, `the copy kept in ${kept.file}`)
+  if (!kept) return {}
+  const value = validate(kept.data, kept.signature, `the copy kept in ${kept.file}`)
+  return { ...(value !== undefined ? { value } : {}), ...digests(kept.data, opts.signature ? kept.signature : undefined) }
+}
+
+function digests(data: Buffer, signature: Buffer | undefined): { list: string; signature?: string } {
+  return { list: sha256(data), ...(signature !== undefined ? { signature: sha256(signature) } : {}) }
 }
