@@ -20,12 +20,13 @@ import { runtimeModule } from './package-root'
 import { checkMountpoint } from './mountpoint'
 import { createFetcher, type FetcherData, type FetcherStats, type Pipeline } from './pipeline'
 import { buildLocality, type LocalityData } from './pipeline/locality'
-import type { StartupResult } from './pipeline/flists'
+import type { RefusedOffers, StartupResult } from './pipeline/flists'
 import { startupSet, startupValidator, type StartupSet } from './pipeline/startup'
 import { prefixWarning } from './prefix-warning'
 import type { MetricsServer } from './metrics'
 import { AcceptedPairs, checkService, RefreshSchedule, type CheckOutcome, type PairValidators, type RefreshEvent, type RefreshResult, type ServiceRefresh } from './refresh'
-import { Revisions, sha256, type RollbackRefusal } from './revisions'
+import { Revisions, sha256, type RefusedOffer, type RollbackRefusal } from './revisions'
+import type { Source } from './sources/source'
 import { loadTrustedKeys, verifyThenParse } from './sign'
 import { buildTable } from './table'
 
@@ -268,7 +269,7 @@ async function loadTree(
   log: Logger,
   counts: FlistCounts,
   revisions: Revisions,
-  opts: { prefetch?: boolean } = {},
+  opts: { prefetch?: boolean; pairs?: AcceptedPairs } = {},
 ): Promise<Loaded> {
   const before = flistCounts(meta)
   try {
@@ -288,7 +289,20 @@ function flistCounts(meta: Pipeline): FlistCounts {
   return { ...s.flists, refused: s.sources.reduce((n, src) => n + (src.errorKinds.untrusted ?? 0), 0) }
 }
 
-async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, log: Logger, revisions: Revisions, opts: { prefetch?: boolean }): Promise<Loaded> {
+/**
+ * What `pairs` remembers of the flists of service `id` that stores offered and `revisions`
+ * refused: a store that still offers one is asked with a conditional request, and refused again
+ * without a download.
+ */
+function refusedOffers(pairs: AcceptedPairs, id: string, revisions: Revisions): RefusedOffers {
+  return {
+    at: (store) => pairs.refusedAt(store, id),
+    again: (store, offer) => revisions.again(id, offer.revision, offer.digest, `${store.key} (${store.url})`),
+    refused: (store, offer) => pairs.refused(store, id, offer),
+  }
+}
+
+async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, log: Logger, revisions: Revisions, opts: { prefetch?: boolean; pairs?: AcceptedPairs }): Promise<Loaded> {
   const prefix = config.main.prefix ?? mountpoint
   const keys = loadTrustedKeys(config.main.trustedKeys)
   const parsed: ParsedFlist[] = []
@@ -318,7 +332,7 @@ async function loadFlists(config: Config, mountpoint: string, meta: Pipeline, lo
           revision = verified.revision
         },
       ),
-      { signature: keys.length > 0 },
+      { signature: keys.length > 0, ...(opts.pairs ? { refused: refusedOffers(opts.pairs, ays.id, revisions) } : {}) },
     )
     parsed.push(result.value)
     const warning = prefixWarning(result.value)
@@ -435,11 +449,15 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     return r
   }
 
+  // What a refresh compares the stores with: the pairs in force and their validators, and the
+  // flists stores offered that were refused as rollbacks.
+  const pairs = new AcceptedPairs()
+
   // The main thread's own pipeline: flists at mount and reload, and prefetch.
   let meta = createFetcher({ config, log })
   let loaded: Loaded
   try {
-    loaded = await loadTree(config, mountpoint, meta, log, flists, revisionsFor(config), { prefetch: true })
+    loaded = await loadTree(config, mountpoint, meta, log, flists, revisionsFor(config), { prefetch: true, pairs })
     await prefetchMarked(config, loaded.prefetch, meta, log)
     delete loaded.prefetch
   } catch (err) {
@@ -491,8 +509,6 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     flists,
     reloads: 0,
   }
-  // What a refresh compares the stores with: the pairs in force and their validators.
-  const pairs = new AcceptedPairs()
   const recordPairs = (l: Loaded, stores: Pipeline): void => {
     for (const p of l.pairs) {
       const store = stores.stores().find((s) => s.key === p.source)
@@ -533,7 +549,11 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     const revisions = revisionsFor(c)
     const signed = c.main.trustedKeys.length > 0
     const outcomes = new Map<string, CheckOutcome>()
-    for (const a of c.ays) outcomes.set(a.id, await checkService(meta.stores(), a.id, signed, pairs, c.main.maxFlistSize))
+    for (const a of c.ays) {
+      // A store that still offers a flist refused as a rollback: refused again, without a download.
+      const again = (store: Source, offer: RefusedOffer) => revisions.again(a.id, offer.revision, offer.digest, `${store.key} (${store.url})`)?.message
+      outcomes.set(a.id, await checkService(meta.stores(), a.id, signed, pairs, c.main.maxFlistSize, again))
+    }
     const changed = c.ays.map((a) => a.id).filter((id) => outcomes.get(id)!.result === 'changed')
     let event: RefreshEvent | undefined
     const results = new Map<string, Omit<ServiceRefresh, 'checkedAt'>>()
@@ -543,9 +563,9 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     if (changed.length > 0) {
       const before = new Map(c.ays.map((a) => [a.id, pairs.get(a.id)]))
       const revisionBefore = new Map(info.services.map((s) => [s.id, s.revision]))
-      const refusedBefore = revisions.refusedCount
+      const refusedBefore = revisions.refusalEvents
       try {
-        const fresh = await loadTree(c, mountpoint, meta, log, flists, revisions)
+        const fresh = await loadTree(c, mountpoint, meta, log, flists, revisions, { pairs })
         const differs = fresh.pairs.filter((p) => before.get(p.id)?.flist !== p.flist || before.get(p.id)?.signature !== p.signature).map((p) => p.id)
         let invalidated = 0
         // New revisions of the same bytes change no entry: the table stays.
@@ -577,7 +597,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
           log.info({ mountpoint, entries: fresh.entries, invalidated, services: event.services }, 'refreshed: new flists applied')
         }
       } catch (err) {
-        const refused = revisions.refusedCount > refusedBefore
+        const refused = revisions.refusalEvents > refusedBefore
         const error = (err as Error).message
         for (const id of changed) results.set(id, { result: refused ? 'refused' : 'failed', error })
         event = { type: refused ? 'refused' : 'failed', at: new Date().toISOString(), services: changed.map((id) => ({ id })), error }
@@ -649,7 +669,7 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
         )
       }
       nextMeta = next === config ? meta : createFetcher({ config: next, log })
-      const fresh = await loadTree(next, mountpoint, nextMeta, log, flists, revisionsFor(next))
+      const fresh = await loadTree(next, mountpoint, nextMeta, log, flists, revisionsFor(next), { pairs })
       engine.setChunkIndexes(fresh.chunkIndexes)
       const swapped = engine.swap(fresh.table)
       if (JSON.stringify(next) !== JSON.stringify(config)) await engine.reconfigure(fetcherData(next, fresh), next.main.timeoutMs * 3)

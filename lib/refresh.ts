@@ -12,6 +12,11 @@
  * without them (a directory, a server that sends neither `ETag` nor `Last-Modified`, a store
  * never asked yet) the pair is fetched and compared by hash.
  *
+ * A store whose flist was refused as a rollback (lib/revisions.ts) is asked with the validators
+ * of the refused responses: while it still offers that pair (two 304s) the refusal is made again
+ * without a download or a reload, and the next store is asked; anything else it offers is
+ * fetched and judged by the reload.
+ *
  * The start-up list (`md/<id>.startup`, and its `.sig` on a signed service) is asked about the
  * same way once the pair is found unchanged: `publish --startup` of an unchanged tree leaves the
  * flist as it is and replaces only the list, so a check of the pair alone never saw a new list.
@@ -20,7 +25,8 @@
  *
  * Main thread only.
  */
-import { sha256 } from './revisions'
+import { offersAgain } from './pipeline/flists'
+import { sha256, type RefusedOffer } from './revisions'
 import { BufferSink, storeFlistRel, storeStartupRel, type Source, type Validators } from './sources/source'
 import { MAX_STARTUP_SIZE } from './startup'
 
@@ -81,6 +87,8 @@ function sameInForce(a: InForce, b: InForce): boolean {
 export class AcceptedPairs {
   private readonly inForce = new Map<string, InForce>()
   private readonly validators = new Map<string, PairValidators>()
+  /** Per (store, service): the flist it offered last that was refused as a rollback. */
+  private readonly refusedOffers = new Map<string, RefusedOffer>()
 
   private static key(store: Source, id: string): string {
     return `${store.key}\0${store.url}\0${id}`
@@ -94,6 +102,8 @@ export class AcceptedPairs {
       for (const k of [...this.validators.keys()]) if (k.endsWith(`\0${id}`)) this.validators.delete(k)
     }
     this.inForce.set(id, pair)
+    // That store offers an accepted pair now, not the one it was refused for.
+    if (from) this.refusedOffers.delete(AcceptedPairs.key(from.store, id))
     if (from?.validators && hasValidators(from.validators.flist)) this.validators.set(AcceptedPairs.key(from.store, id), from.validators)
   }
 
@@ -111,10 +121,21 @@ export class AcceptedPairs {
     if (hasValidators(v.flist)) this.validators.set(AcceptedPairs.key(store, id), v)
   }
 
+  /** What `store` offered last for `id` that was refused as a rollback. */
+  refusedAt(store: Source, id: string): RefusedOffer | undefined {
+    return this.refusedOffers.get(AcceptedPairs.key(store, id))
+  }
+
+  /** `store`'s flist for `id` was refused as a rollback: what it was, and its responses' validators. */
+  refused(store: Source, id: string, offer: RefusedOffer): void {
+    this.refusedOffers.set(AcceptedPairs.key(store, id), offer)
+  }
+
   /** Forget everything (the stores changed with a reload). */
   clear(): void {
     this.inForce.clear()
     this.validators.clear()
+    this.refusedOffers.clear()
   }
 }
 
@@ -124,8 +145,8 @@ function hasValidators(v: Validators | undefined): boolean {
 
 /** What {@link checkService} found. */
 export interface CheckOutcome {
-  result: 'unchanged' | 'changed' | 'unreachable'
-  /** For `unreachable`: what each store said. */
+  result: 'unchanged' | 'changed' | 'unreachable' | 'refused'
+  /** For `unreachable`: what each store said; for `refused`: the refusal. */
   error?: string
 }
 
@@ -136,15 +157,40 @@ export interface CheckOutcome {
  * bytes): the reload that follows decides, with every check a reload makes. Once the pair is
  * found unchanged, so is the start-up list at that store (when lists are fetched): a new list
  * alone makes the service `changed` too.
+ *
+ * A store that still offers the flist it was refused for as a rollback (its conditional requests
+ * answered 304) is refused again by `again` (its message; undefined: not refused now) and the
+ * next store asked: `refused` when no store decided otherwise.
  */
-export async function checkService(stores: readonly Source[], id: string, signed: boolean, pairs: AcceptedPairs, maxFlistSize: number): Promise<CheckOutcome> {
+export async function checkService(
+  stores: readonly Source[],
+  id: string,
+  signed: boolean,
+  pairs: AcceptedPairs,
+  maxFlistSize: number,
+  again?: (store: Source, offer: RefusedOffer) => string | undefined,
+): Promise<CheckOutcome> {
   const inForce = pairs.get(id)
   if (inForce === undefined) return { result: 'changed' }
   const rel = storeFlistRel(id)
   const failures: string[] = []
+  const refusals: string[] = []
   for (const store of stores) {
     try {
       const v = pairs.validatorsAt(store, id)
+      const offer = signed ? pairs.refusedAt(store, id) : undefined
+      if (offer !== undefined) {
+        if (await offersAgain(store, rel, offer)) {
+          const refusal = again?.(store, offer)
+          if (refusal !== undefined) {
+            refusals.push(refusal)
+            continue
+          }
+        } else if (v === undefined && hasValidators(offer.validators.flist) && hasValidators(offer.validators.signature)) {
+          // Something new there: the reload fetches and judges it.
+          return { result: 'changed' }
+        }
+      }
       let got: PairValidators
       if (v !== undefined && store.revalidate !== undefined) {
         const flist = await store.revalidate(rel, v.flist)
@@ -160,13 +206,20 @@ export async function checkService(stores: readonly Source[], id: string, signed
         // No validators: fetch the pair and compare it with the one in force.
         const sink = new BufferSink(maxFlistSize, `flist ${id}`)
         if ((await store.get(rel, sink)) === 'absent') return { result: 'changed' }
-        if (sha256(sink.data()) !== inForce.flist) return { result: 'changed' }
+        const digest = sha256(sink.data())
         got = { flist: sink.received ?? {} }
+        let sig: string | undefined
         if (signed) {
           const sigSink = new BufferSink(MAX_SIG_SIZE, `signature of flist ${id}`)
-          const sig = (await store.get(`${rel}.sig`, sigSink)) === 'ok' ? sha256(sigSink.data()) : undefined
-          if (sig !== inForce.signature) return { result: 'changed' }
+          sig = (await store.get(`${rel}.sig`, sigSink)) === 'ok' ? sha256(sigSink.data()) : undefined
           got.signature = sigSink.received ?? {}
+        }
+        if (digest !== inForce.flist || sig !== inForce.signature) {
+          // The very pair this store was refused for (a store without validators): refused again.
+          const refusal = offer !== undefined && digest === offer.digest && sig === offer.signature ? again?.(store, offer) : undefined
+          if (refusal === undefined) return { result: 'changed' }
+          refusals.push(refusal)
+          continue
         }
       }
       // This store serves the pair in force; now its start-up list.
@@ -178,6 +231,7 @@ export async function checkService(stores: readonly Source[], id: string, signed
       failures.push(`${store.key}: ${(err as Error & { kind?: string }).kind ?? (err as Error).message}`)
     }
   }
+  if (refusals.length > 0) return { result: 'refused', error: refusals.join('; ') }
   return { result: 'unreachable', error: stores.length === 0 ? 'no store is configured' : `no store answered (${failures.join(', ')})` }
 }
 

@@ -27,6 +27,7 @@ import { KEPT_DIR, TMP_DIR, keptFlistPath } from './local-cache/layout'
 import { readRegularFile } from './local-cache/read-kept'
 import { tempName } from './local-cache/temp'
 import type { Logger } from './log'
+import type { Validators } from './sources/source'
 import { writeAll } from './temp-file'
 
 /** Largest record read: two short lines. */
@@ -62,10 +63,26 @@ export interface RollbackRefusal {
  */
 export class RollbackRefused extends AysfsError {
   readonly refusal: RollbackRefusal
-  constructor(refusal: RollbackRefusal) {
+  /** SHA-256 of the refused flist's bytes. */
+  readonly digest: string
+  constructor(refusal: RollbackRefusal, digest: string) {
     super('EACCES', refusal.message, { key: 'main.trusted_keys' })
     this.refusal = refusal
+    this.digest = digest
   }
+}
+
+/**
+ * A signed flist a store offered that was refused as a rollback: what it was, and what the
+ * responses that delivered it said (HTTP stores), so that the next request for it is conditional.
+ */
+export interface RefusedOffer {
+  /** The revision it was signed at. */
+  revision: number
+  /** SHA-256 of the flist and of its signature. */
+  digest: string
+  signature?: string
+  validators: { flist: Validators; signature?: Validators }
 }
 
 /** The SHA-256 of some bytes, hex: how a record names the bytes it accepted. */
@@ -80,8 +97,15 @@ export class Revisions {
   private readonly now: () => Date
   /** What was read or written, so a record that cannot be written still holds for this process. */
   private readonly known = new Map<string, RevisionRecord>()
-  /** Refusals so far (a caller compares it before and after a load to tell a refusal from a failure). */
+  /**
+   * Refused flists so far (`aysfs_rollbacks_refused_total`): each (service, source, revision,
+   * bytes) counted once, however often a store offers it again.
+   */
   refusedCount = 0
+  /** Refusals made so far, repeats included (a caller compares it before and after a load to tell a refusal from a failure). */
+  refusalEvents = 0
+  /** What {@link refusedCount} counted (bounded: cleared at 10,000). */
+  private readonly counted = new Set<string>()
   /** Pairs (service, have, offered) already logged: each is logged once. */
   private readonly logged = new Set<string>()
   private readonly refused = new Map<string, RollbackRefusal>()
@@ -112,14 +136,31 @@ export class Revisions {
    * service for `status`.
    */
   check(id: string, revision: number, data: Buffer, source: string): void {
+    let digest: string | undefined
+    const refused = this.judge(id, revision, () => (digest ??= sha256(data)), source)
+    if (refused) throw refused
+  }
+
+  /**
+   * The refusal of a flist refused before (`digest`: its SHA-256, signed at `revision`) that
+   * `source` still offers (a conditional request said so, or the same bytes came back), made
+   * again without its bytes: `status` shows it as the last refusal, it is logged only if its pair
+   * of revisions was not, and counted in {@link refusedCount} only if this flist was not.
+   * Undefined if it would not be refused now.
+   */
+  again(id: string, revision: number, digest: string, source: string): RollbackRefused | undefined {
+    return this.judge(id, revision, () => digest, source)
+  }
+
+  private judge(id: string, revision: number, digest: () => string, source: string): RollbackRefused | undefined {
     const have = this.highest(id)
-    if (have === undefined) return
+    if (have === undefined) return undefined
     let why: string | undefined
     if (revision < have.revision) why = `${source} offers revision ${revision}, older than revision ${have.revision} this node has accepted`
-    else if (revision === have.revision && revision > 0 && sha256(data) !== have.sha256) {
+    else if (revision === have.revision && revision > 0 && digest() !== have.sha256) {
       why = `${source} offers revision ${revision} with other bytes than the revision ${have.revision} this node has accepted`
     }
-    if (why === undefined) return
+    if (why === undefined) return undefined
     const refusal: RollbackRefusal = {
       id,
       have: have.revision,
@@ -129,13 +170,19 @@ export class Revisions {
       message: `service ${id}: rollback refused: ${why}`,
     }
     this.refused.set(id, refusal)
-    this.refusedCount++
+    this.refusalEvents++
+    const flist = `${id}\0${source}\0${revision}\0${digest()}`
+    if (!this.counted.has(flist)) {
+      if (this.counted.size >= 10_000) this.counted.clear()
+      this.counted.add(flist)
+      this.refusedCount++
+    }
     const pair = `${id}\0${have.revision}\0${revision}`
     if (!this.logged.has(pair)) {
       this.logged.add(pair)
       this.log.warn({ id, have: have.revision, offered: revision, source, kind: 'rollback' }, refusal.message)
     }
-    throw new RollbackRefused(refusal)
+    return new RollbackRefused(refusal, digest())
   }
 
   /**

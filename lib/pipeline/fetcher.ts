@@ -25,7 +25,7 @@ import type { LookupFunction } from '../sources/resolve'
 import { CONTENT_FAULTS, SourceFault, sourceBlobRel, type Source } from '../sources/source'
 import { ChunkedReads, type ChunkStats } from './chunked'
 import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './download'
-import { fetchFlist, fetchStartup, type FlistContext, type FlistResult, type StartupResult, type ValidateFlist, type ValidateStartup } from './flists'
+import { fetchFlist, fetchStartup, type FlistContext, type FlistResult, type RefusedOffers, type StartupResult, type ValidateFlist, type ValidateStartup } from './flists'
 import type { LocalityData } from './locality'
 import { PushQueue } from './pushes'
 import { FAR_MS, Speculator, speculationOff, startupOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats, type StartupStats } from './speculate'
@@ -688,7 +688,7 @@ export class Pipeline implements Fetcher {
 
   /** The flist of service `id`, from the first store that has it, or the copy kept in the local
    * cache: see lib/pipeline/flists.ts. */
-  fetchFlist<T>(id: string, validate: ValidateFlist<T>, opts: { signature?: boolean } = {}): Promise<FlistResult<T>> {
+  fetchFlist<T>(id: string, validate: ValidateFlist<T>, opts: { signature?: boolean; refused?: RefusedOffers } = {}): Promise<FlistResult<T>> {
     return fetchFlist(this.flistContext(), id, validate, opts)
   }
 

@@ -8,7 +8,7 @@ import { AysfsError } from '../errors'
 import type { LocalCache } from '../local-cache'
 import type { Logger } from '../log'
 import { isServiceId, SERVICE_ID_RULE } from '../paths'
-import { RollbackRefused, sha256 } from '../revisions'
+import { RollbackRefused, sha256, type RefusedOffer } from '../revisions'
 import { MAX_STARTUP_SIZE } from '../startup'
 import { BufferSink, storeFlistRel, storeStartupRel, type Source, type Validators } from '../sources/source'
 import { asFault, type SourceCounters } from './source-stats'
@@ -33,6 +33,20 @@ export interface FlistResult<T> {
    * for a later conditional request; absent for the kept copy.
    */
   validators?: { flist: Validators; signature?: Validators }
+}
+
+/**
+ * What a caller remembers of the flists of one service that stores offered and that were refused
+ * as rollbacks (lib/revisions.ts), per store: a store that still offers one answers its
+ * conditional request with 304s, and the refusal is made again without a download.
+ */
+export interface RefusedOffers {
+  /** What `store` offered last that was refused. */
+  at(store: Source): RefusedOffer | undefined
+  /** `store` still offers it: the refusal made again (undefined: it would not be refused now). */
+  again(store: Source, offer: RefusedOffer): RollbackRefused | undefined
+  /** `store`'s flist was just refused as a rollback. */
+  refused(store: Source, offer: RefusedOffer): void
 }
 
 /** Checks a flist's bytes: returns what the caller wants of them, or throws (see {@link fetchFlist}). */
@@ -66,7 +80,9 @@ export interface FlistContext {
  * gets a mismatched pair that the second fetch finds whole. A pair still refused marks that
  * store's copy as refused, is logged and counted (`untrusted`), and the next store is tried. A
  * `RollbackRefused` (lib/revisions.ts: a signed older revision) is not fetched again nor counted
- * here: the next store is tried at once. If
+ * here: the next store is tried at once. With `refused`, what that store's responses said of it
+ * is remembered, and the next fetch from that store is a conditional request: while the store
+ * still offers the refused pair (two 304s), it is refused again without a download. If
  * no store has an accepted copy, the fetch rejects with `EACCES` and the kept copy is not used:
  * a store answered, and what it says must be looked at.
  *
@@ -75,7 +91,7 @@ export interface FlistContext {
  * `EIO`. An flist over `max_flist_size` is a failure of that store. An `id` that breaks the
  * service-id rule (lib/paths.ts) is `EINVAL`, before any store or file is asked.
  */
-export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: ValidateFlist<T>, opts: { signature?: boolean } = {}): Promise<FlistResult<T>> {
+export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: ValidateFlist<T>, opts: { signature?: boolean; refused?: RefusedOffers } = {}): Promise<FlistResult<T>> {
   if (!isServiceId(id)) throw new AysfsError('EINVAL', `not a valid ays id: ${JSON.stringify(id)}: a service id must be ${SERVICE_ID_RULE}`)
   const { stores } = ctx
   const rel = storeFlistRel(id)
@@ -89,6 +105,16 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
       let signature: Buffer | undefined
       const validators: { flist: Validators; signature?: Validators } = { flist: {} }
       try {
+        // The refused pair this store offered last: still the same (304s), refused again as it is.
+        const offer = opts.signature && attempt === 1 ? opts.refused?.at(store) : undefined
+        if (offer && (await offersAgain(store, rel, offer))) {
+          const again = opts.refused!.again(store, offer)
+          if (again) {
+            refused.push(again)
+            failures.push(`${store.key}: rollback refused`)
+            continue stores
+          }
+        }
         const sink = new BufferSink(ctx.maxFlistSize, `flist ${id}`)
         if ((await store.get(rel, sink)) === 'absent') {
           absent++
@@ -117,6 +143,7 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
           // A signed older revision (a mirror that lags, or an attack): no second fetch, since a
           // publish between its renames cannot look like this; logged once per pair by whoever
           // refused it. The next store may have the revision in force or a newer one.
+          opts.refused?.refused(store, { revision: err.refusal.offered, digest: err.digest, ...(signature ? { signature: sha256(signature) } : {}), validators })
           refused.push(err)
           failures.push(`${store.key}: rollback refused`)
           continue stores
@@ -164,6 +191,17 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
   ctx.tally.kept++
   ctx.log.warn({ id, file: kept.file }, `flist ${id}: ${why}; using the copy kept in ${kept.file}`)
   return { value, data: kept.data, signature: kept.signature, source: 'kept', kept: true }
+}
+
+/**
+ * Whether `store` still offers the refused pair `offer`, by conditional requests with the
+ * validators of the responses that delivered it (false when it has none: the pair is fetched).
+ */
+export async function offersAgain(store: Source, rel: string, offer: RefusedOffer): Promise<boolean> {
+  const has = (v: Validators | undefined): v is Validators => v !== undefined && (v.etag !== undefined || v.lastModified !== undefined)
+  if (store.revalidate === undefined || !has(offer.validators.flist) || !has(offer.validators.signature)) return false
+  if ((await store.revalidate(rel, offer.validators.flist)) !== 'unchanged') return false
+  return (await store.revalidate(`${rel}.sig`, offer.validators.signature)) === 'unchanged'
 }
 
 /**

@@ -163,3 +163,68 @@ t.test('a store that is down during a refresh changes nothing', async (t) => {
   t.match(m.stats().mount!.services, [{ revision: 1, refresh: { result: 'unreachable' } }])
   t.same(events, [], 'nothing to tell onRefresh')
 })
+
+t.test('a refused revision still offered costs two 304s a refresh, counted and told once; a new one there is fetched and judged', async (t) => {
+  const f = await fleet(t)
+  const r1 = await f.release('one', 1)
+  await f.release('two', 2)
+  const { log, lines } = memLog()
+  const events: RefreshEvent[] = []
+  const m = await node(t, f, { log, events })
+  const refusedTotal = async () => Number(/^aysfs_rollbacks_refused_total(?:\{[^}]*\})? (\d+)$/m.exec(await m.metrics())?.[1])
+  const mdFile = path.join(f.store, 'md', `${ID}.flist`)
+  // A pair put in place as publish would: each file a later mtime (nginx's validators are the
+  // mtime in seconds and the size, and these pairs have the same sizes).
+  let stamp = Math.ceil(Date.now() / 1000) + 10
+  const put = (pair: { flist: Buffer; sig: Buffer }) => {
+    stamp += 10
+    for (const [file, data] of [[mdFile, pair.flist], [`${mdFile}.sig`, pair.sig]] as const) {
+      fs.writeFileSync(file, data)
+      fs.utimesSync(file, stamp, stamp)
+    }
+  }
+  put(r1)
+  t.match(await m.refresh(), [{ id: ID, result: 'refused', error: /rollback refused: store\[0\] .* offers revision 1, older than revision 2/ }])
+  t.equal(await refusedTotal(), 1)
+  t.match(events, [{ type: 'refused' }])
+  const firstAt = m.stats().mount!.rollbacks![0]!.at
+
+  // The store still offers it: conditional requests with the refused responses' validators.
+  for (let i = 0; i < 3; i++) {
+    const seen = f.n.requests().filter(md).length
+    t.match(await m.refresh(), [{ id: ID, result: 'refused', error: /rollback refused: store\[0\] .* offers revision 1, older than revision 2/ }])
+    const asked = f.n.requests().filter(md).slice(seen).map((r) => `${r.uri.replace(/^.*\//, '')} ${r.status}`)
+    t.same(asked, [`${ID}.flist 304`, `${ID}.flist.sig 304`], `refresh ${i + 1}: two 304s, no download`)
+  }
+  t.equal(await refusedTotal(), 1, 'the same refused flist is counted once')
+  t.equal(events.length, 1, 'and told once')
+  t.equal(lines.filter((l) => /rollback refused/.test(l.msg)).length, 1, 'and logged once')
+  const info = m.stats().mount!
+  t.match(info.rollbacks, [{ id: ID, have: 2, offered: 1 }], 'status still shows the refusal')
+  t.ok(info.rollbacks![0]!.at >= firstAt, 'as of the last refresh')
+  t.match(info.services, [{ id: ID, revision: 2, refresh: { result: 'refused' } }])
+  t.equal(fs.readFileSync(path.join(m.mountpoint, 'bin', 'tool'), 'utf8'), 'tool two\n', 'revision 2 stays')
+
+  // Another old pair there (revision 1 of another tree): fetched, judged, refused and counted.
+  const old = path.join(f.dir, 'old-store')
+  const r1b = await f.release('uno', 1, old)
+  put(r1b)
+  const seen = f.n.requests().filter(md).length
+  t.match(await m.refresh(), [{ id: ID, result: 'refused' }])
+  t.ok(f.n.requests().filter(md).slice(seen).some((r) => r.uri.endsWith(`${ID}.flist`) && r.status === 200), 'the new one downloaded')
+  t.equal(await refusedTotal(), 2, 'a new refused flist counts')
+  t.equal(events.length, 2)
+
+  // A new revision: applied as usual, the refusal gone.
+  await f.release('three', 3)
+  t.match(await m.refresh(), [{ id: ID, result: 'applied' }])
+  t.equal(fs.readFileSync(path.join(m.mountpoint, 'bin', 'tool'), 'utf8'), 'tool three\n')
+  t.equal(m.stats().mount!.rollbacks, undefined)
+  const seen2 = f.n.requests().filter(md).length
+  t.match(await m.refresh(), [{ id: ID, result: 'unchanged' }])
+  t.same(
+    f.n.requests().filter(md).slice(seen2).filter((r) => r.uri.includes('.flist')).map((r) => r.status),
+    [304, 304],
+    'then 304s for the pair in force',
+  )
+})

@@ -88,6 +88,28 @@ t.test('the record of the highest revision: refuses lower, and the same with oth
   t.throws(() => zero.check('svc0', 0, OTHER, 'store[0]'), { code: 'EACCES', message: /rollback refused/, refusal: { have: 2, offered: 0 } } as unknown as Error, 'revision 0 after a real one is a rollback')
 })
 
+t.test('refused flists are counted once each (source, revision, bytes); again() refuses without counting', async (t) => {
+  const cache = tmpdir(t)
+  fs.chmodSync(cache, 0o700)
+  const { log, lines } = memLog()
+  const r = new Revisions({ cacheDir: cache, log, now: () => new Date(1_000_000) })
+  r.accept(ID, 5, sha256(OTHER))
+  const refuse = (rev: number, data: Buffer, source: string) => t.throws(() => r.check(ID, rev, data, source), { code: 'EACCES', digest: sha256(data) } as unknown as Error)
+  refuse(4, FLIST, 'store[0]')
+  refuse(4, FLIST, 'store[0]')
+  t.match(r, { refusedCount: 1, refusalEvents: 2 }, 'the same flist from the same store: counted once')
+  refuse(4, OTHER, 'store[0]')
+  refuse(4, FLIST, 'store[1]')
+  t.match(r, { refusedCount: 3, refusalEvents: 4 }, 'other bytes, or another store: counted')
+  const later = new Revisions({ cacheDir: cache, log, now: () => new Date(2_000_000) })
+  const again = later.again(ID, 4, sha256(FLIST), 'store[0]')
+  t.match(again, { code: 'EACCES', refusal: { have: 5, offered: 4, at: new Date(2_000_000).toISOString() } })
+  t.match(later, { refusedCount: 1, refusalEvents: 1 })
+  t.match(later.refusals(), [{ id: ID, offered: 4, at: new Date(2_000_000).toISOString() }], 'status shows it, as of now')
+  t.equal(later.again(ID, 6, sha256(FLIST), 'store[0]'), undefined, 'not refused now: nothing')
+  t.equal(lines.filter((l) => /rollback refused/.test(l.msg)).length, 2, 'logged once per pair of revisions and Revisions')
+})
+
 t.test('a record that is a symbolic link is not followed', async (t) => {
   const cache = tmpdir(t)
   const { log, lines } = memLog()
