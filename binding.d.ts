@@ -237,7 +237,11 @@ export class Committer {
 export class BrotliDecoder {
   /** The most one decoder may hold (bytes); a stream that needs more is corrupt. */
   static readonly maxMemory: number
-  constructor()
+  /**
+   * @param maxMemory the most this decoder may hold, in bytes (1 to {@link maxMemory}, the
+   *   default): a stream that needs more is corrupt. Throws a TypeError outside that range.
+   */
+  constructor(maxMemory?: number)
   /** Takes a copy of compressed bytes. Throws while bytes pushed before are not all pulled. */
   push(chunk: Buffer): void
   /**

@@ -468,9 +468,12 @@ export function engineStatMeta(): { name: string; js: string; kind: 'counter' | 
   return b.statMeta.map((m, i) => ({ ...m, js: b.statNames.stats[i]! }))
 }
 
-/** A new streaming brotli decoder, on the calling thread (never libuv's threadpool). */
-export function createBrotliDecoder(): NativeBrotliDecoder {
-  return new (loadBinding().BrotliDecoder)()
+/**
+ * A new streaming brotli decoder, on the calling thread (never libuv's threadpool), that may hold
+ * at most `maxMemory` bytes (default and most: `BrotliDecoder.maxMemory`).
+ */
+export function createBrotliDecoder(maxMemory?: number): NativeBrotliDecoder {
+  return new (loadBinding().BrotliDecoder)(maxMemory)
 }
 
 /** What the miss worker (lib/miss-worker.ts) calls to attach to its session and answer misses. */

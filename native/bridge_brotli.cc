@@ -12,9 +12,9 @@ namespace aysfs {
 namespace {
 
 // The streaming `.bro` decoder (brotli.h), for the pipeline on the miss worker:
-// `new BrotliDecoder()`, `push(chunk)` compressed bytes, `pull(out)` decompressed ones until it
-// returns 0, `finished()` at the end of the body, `close()` to free its memory at once. A corrupt
-// stream throws an Error coded `bro-corrupt`.
+// `new BrotliDecoder(maxMemory?)`, `push(chunk)` compressed bytes, `pull(out)` decompressed ones
+// until it returns 0, `finished()` at the end of the body, `close()` to free its memory at once. A
+// corrupt stream throws an Error coded `bro-corrupt`.
 class BrotliDecoder : public Napi::ObjectWrap<BrotliDecoder> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -28,8 +28,21 @@ class BrotliDecoder : public Napi::ObjectWrap<BrotliDecoder> {
          StaticValue("maxMemory", Napi::Number::New(env, double(BrotliStream::kMaxMemory)))});
   }
 
-  explicit BrotliDecoder(const Napi::CallbackInfo& info)
-      : Napi::ObjectWrap<BrotliDecoder>(info), stream_(std::make_unique<BrotliStream>()) {}
+  explicit BrotliDecoder(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BrotliDecoder>(info) {
+    size_t limit = BrotliStream::kMaxMemory;
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      double v = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+      if (!(v >= 1 && v <= double(BrotliStream::kMaxMemory))) {
+        Napi::TypeError::New(info.Env(),
+                             "BrotliDecoder: maxMemory must be a number of bytes from 1 to " +
+                                 std::to_string(BrotliStream::kMaxMemory))
+            .ThrowAsJavaScriptException();
+        return;
+      }
+      limit = size_t(v);
+    }
+    stream_ = std::make_unique<BrotliStream>(limit);
+  }
 
  private:
   // The stream's memory is freed by close(), at the latest when this object is collected.
@@ -42,6 +55,8 @@ class BrotliDecoder : public Napi::ObjectWrap<BrotliDecoder> {
         return nullptr;
       }
     }
+    if (!stream_)
+      Napi::Error::New(info.Env(), std::string(fn) + ": no decoder").ThrowAsJavaScriptException();
     return stream_.get();
   }
 
@@ -78,15 +93,15 @@ class BrotliDecoder : public Napi::ObjectWrap<BrotliDecoder> {
   }
 
   Napi::Value Finished(const Napi::CallbackInfo& info) {
-    return Napi::Boolean::New(info.Env(), stream_->finished());
+    return Napi::Boolean::New(info.Env(), stream_ && stream_->finished());
   }
 
   Napi::Value PeakMemory(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), double(stream_->peak_memory()));
+    return Napi::Number::New(info.Env(), stream_ ? double(stream_->peak_memory()) : 0.0);
   }
 
   Napi::Value CloseStream(const Napi::CallbackInfo& info) {
-    stream_->Close();
+    if (stream_) stream_->Close();
     return info.Env().Undefined();
   }
 

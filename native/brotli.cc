@@ -15,7 +15,8 @@ constexpr size_t kHeader = 16;
 
 }  // namespace
 
-BrotliStream::BrotliStream() {
+BrotliStream::BrotliStream(size_t max_memory)
+    : limit_(max_memory < kMaxMemory ? max_memory : kMaxMemory) {
   state_ = BrotliDecoderCreateInstance(Alloc, Free, this);
   if (state_ == nullptr) Fail("cannot create a brotli decoder (out of memory)");
 }
@@ -32,7 +33,7 @@ void BrotliStream::Close() {
 
 void* BrotliStream::Alloc(void* opaque, size_t size) {
   auto* self = static_cast<BrotliStream*>(opaque);
-  if (size > kMaxMemory || self->used_ + size > kMaxMemory) return nullptr;
+  if (size > self->limit_ || self->used_ + size > self->limit_) return nullptr;
   auto* block = static_cast<uint8_t*>(std::malloc(size + kHeader));
   if (block == nullptr) return nullptr;
   std::memcpy(block, &size, sizeof size);
@@ -87,8 +88,8 @@ ptrdiff_t BrotliStream::Pull(uint8_t* out, size_t cap) {
       BrotliDecoderErrorCode code = BrotliDecoderGetErrorCode(state_);
       bool memory = code <= BROTLI_DECODER_ERROR_ALLOC_CONTEXT_MODES &&
                     code >= BROTLI_DECODER_ERROR_ALLOC_BLOCK_TYPE_TREES;
-      Fail(memory ? "it needs more than " + std::to_string(kMaxMemory >> 20) +
-                        " MiB to decode (a standard stream never does)"
+      Fail(memory ? "it needs more than " + std::to_string(limit_) +
+                        " bytes to decode (a standard stream of this size never does)"
                   : std::string("brotli: ") + BrotliDecoderErrorString(code));
       return -1;
     }

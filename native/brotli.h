@@ -24,7 +24,10 @@ class BrotliStream {
   // allocation past it fails the stream as corrupt.
   static constexpr size_t kMaxMemory = 28u << 20;
 
-  BrotliStream();
+  // `max_memory`: the most this stream may hold (at most kMaxMemory): the caller's bound for a
+  // blob of a known size (lib/sources/bro.ts), so that a small blob's stream cannot claim a
+  // window's worth. An allocation past it fails the stream as corrupt.
+  explicit BrotliStream(size_t max_memory = kMaxMemory);
   ~BrotliStream();
   BrotliStream(const BrotliStream&) = delete;
   BrotliStream& operator=(const BrotliStream&) = delete;
@@ -56,6 +59,7 @@ class BrotliStream {
   size_t input_pos_ = 0;
   bool finished_ = false;
   std::string error_;
+  size_t limit_;     // the most the decoder may hold (bytes)
   size_t used_ = 0;  // bytes the decoder holds now
   size_t peak_ = 0;
 };

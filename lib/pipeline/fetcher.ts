@@ -20,7 +20,7 @@ import { SourceHealth, isHealthFault, type Admission } from '../health'
 import { LocalCache, isNoSpace, type QuotaStats } from '../local-cache'
 import { createLogger, stderrLogger, type Logger, type LogOptions } from '../log'
 import { createSource } from '../sources'
-import { BroSink } from '../sources/bro'
+import { BRO_BUDGET, BroBudget, BroSink, broMemoryBound } from '../sources/bro'
 import type { LookupFunction } from '../sources/resolve'
 import { CONTENT_FAULTS, SourceFault, sourceBlobRel, type Source } from '../sources/source'
 import { ChunkedReads, type ChunkStats } from './chunked'
@@ -67,6 +67,11 @@ export interface FetcherStats {
   /** The local cache: quota, usage, evictions. */
   cache: QuotaStats
   downloads: { active: number; queued: number; max: number }
+  /**
+   * The `.bro` decoders' memory budget (lib/sources/bro.ts `BroBudget`): `budget` and `reserved`
+   * bytes, decoders `active` now, `queued` downloads waiting for their turn, and how many `waited`.
+   */
+  decoders: { budget: number; reserved: number; active: number; queued: number; waited: number }
   pushes: { active: number; queued: number; dropped: number }
   flists: { fetched: number; kept: number }
   /** Grid caches in order, then stores in order. */
@@ -135,6 +140,8 @@ export class Pipeline implements Fetcher {
   private readonly config: Config
   private readonly log: Logger
   private readonly slots: Slots
+  /** What the `.bro` decoders may hold between them (lib/sources/bro.ts). */
+  private readonly broBudget = new BroBudget(BRO_BUDGET)
   private readonly inflight = new Map<string, Download>()
   /**
    * Blobs whose downloads settled lately (the last {@link RECENT_MAX} at most): a miss of one of
@@ -611,6 +618,8 @@ export class Pipeline implements Fetcher {
     const st = this.perSource.of(src)
     const variants = src.role === 'store' ? [false, true] : [false]
     for (const bro of variants) {
+      // A decoder's memory is reserved before its request, and given back when the try ends.
+      const giveBack = bro ? await this.waitFor(dl, this.broBudget.acquire(broMemoryBound(size), () => !dl.speculative, dl.signal)) : undefined
       const writer = this.cache.writer(md5, size)
       const broSink = bro ? new BroSink(writer) : undefined
       let hit = false
@@ -648,6 +657,7 @@ export class Pipeline implements Fetcher {
       } finally {
         broSink?.abort() // its decoder's memory goes now, not when it is collected
         writer.abort()
+        giveBack?.()
       }
     }
     st.misses++
@@ -727,6 +737,7 @@ export class Pipeline implements Fetcher {
       tooLarge: c.tooLarge,
       cache: this.cache.stats(),
       downloads: { active: this.slots.active, queued: this.slots.queued, max: this.slots.max },
+      decoders: { budget: this.broBudget.bytes, reserved: this.broBudget.used, active: this.broBudget.active, queued: this.broBudget.queued, waited: this.broBudget.waited },
       pushes: this.pushes.stats(),
       flists: { fetched: this.flistTally.fetched, kept: this.flistTally.kept },
       sources: this.perSource.stats(),
