@@ -87,6 +87,12 @@ export interface Fetcher {
   stats(): object
   /** Stop; resolves once what it put in hand is done (bounded: the engine does not wait long). */
   close(): Promise<void>
+  /**
+   * Load now every module its fetches can need. The miss worker calls it right after
+   * `createFetcher`, before it answers a miss: loading a module later, while a thread may be
+   * blocked reading the mount, is not allowed there (lib/lazy.ts).
+   */
+  preload?(): void
 }
 
 /** A fetcher module: `require(module).createFetcher(data)`, `data` as the engine was given it. */

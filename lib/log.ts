@@ -1,8 +1,14 @@
 /**
  * Logging: the one logger type every part of the package writes to, and the loggers it makes.
  */
-import pino from 'pino'
-import pretty from 'pino-pretty'
+import type pino from 'pino'
+import type pretty from 'pino-pretty'
+import { lazyRequire } from './lazy'
+
+// Loaded by createLogger only (the config's log levels bring this file everywhere): pino, and
+// pino-pretty for text only.
+const loadPino = lazyRequire<typeof pino>('pino')
+const loadPretty = lazyRequire<typeof pretty>('pino-pretty')
 
 /** Log levels, quietest last. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
@@ -70,10 +76,11 @@ export function formatOf(log: Logger): LogFormat | undefined {
  */
 export function createLogger(opts: LogOptions = {}): pino.Logger {
   const level = opts.level ?? 'info'
+  const pino = loadPino()
   if (opts.format === 'json') {
     return Object.assign(pino({ level, base: { name: 'aysfs-native' } }, pino.destination({ fd: 2, sync: true })), { [FORMAT]: 'json' as const })
   }
-  const stream = pretty({
+  const stream = loadPretty()({
     sync: true,
     destination: 2,
     colorize: false,

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import { Cancel } from './cancel'
 import { missWorkerBinding } from './engine'
-import type { FetcherModule, FetchOptions } from './fetcher'
+import type { Fetcher, FetcherModule, FetchOptions } from './fetcher'
 
 /** A fetch this worker runs for the native side. */
 interface Running {
@@ -31,7 +31,14 @@ async function main(): Promise<void> {
   // Load everything now: the module loader uses async fs, which a blocked threadpool would stall.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const mod = require(modulePath) as FetcherModule
-  let fetcher = await mod.createFetcher(data)
+  // And what a fetcher loads only when it first needs it (an HTTP client, say); for a new one
+  // (`reconfigure`) too: its sources may need what the old ones did not (a grid cache to push to).
+  const startFetcher = async (d: unknown): Promise<Fetcher> => {
+    const f = await mod.createFetcher(d)
+    f.preload?.()
+    return f
+  }
+  let fetcher = await startFetcher(data)
   let id = 0
   let statusTimer: NodeJS.Timeout | undefined
 
@@ -172,7 +179,7 @@ async function main(): Promise<void> {
       chunkIndexes = new Map((msg as { files?: [string, string][] }).files ?? [])
     } else if (msg.type === 'reconfigure') {
       // New sources for new misses; downloads already running finish on the old fetcher.
-      Promise.resolve(mod.createFetcher(msg.data)).then(
+      startFetcher(msg.data).then(
         (next) => {
           const old = fetcher
           fetcher = next

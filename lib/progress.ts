@@ -3,7 +3,11 @@
  * lines every few seconds otherwise (a pipe, a journal, a CI log), where a redrawn bar would be
  * noise. Both go to stderr, so stdout keeps only results.
  */
-import { SingleBar } from 'cli-progress'
+import type * as CliProgress from 'cli-progress'
+import { lazyRequire } from './lazy'
+
+// Only a bar on a terminal needs it (formatBytes is everywhere, `status` too).
+const loadCliProgress = lazyRequire<typeof CliProgress>('cli-progress')
 
 /**
  * `12.3 MiB`: powers of 1024, as `cache_size` reads them. Fractions of a byte (a rate: 101 bytes
@@ -84,7 +88,7 @@ export function createProgress(opts: ProgressOptions): Progress {
   })
 
   if (tty) {
-    const bar = new SingleBar({
+    const bar = new (loadCliProgress().SingleBar)({
       format: `${opts.label} [{bar}] {percentage}% | {files} | {bytesText} | {rateText} | ETA {etaText}`,
       stream: stream as NodeJS.WriteStream,
       // The cursor stays visible: a Ctrl-C mid-bar must not leave the terminal without one.

@@ -261,6 +261,11 @@ export class Pipeline implements Fetcher {
     return this.speculator
   }
 
+  /** See {@link Fetcher.preload}: each source's HTTP client (the logger is made at start). */
+  preload(): void {
+    for (const s of this.sources) s.preload?.()
+  }
+
   /** See {@link Fetcher.fetchRange}: the chunks of a chunked file that cover a read. */
   fetchRange(md5: string, size: number, index: string, off: number, len: number, options?: FetchOptions): Promise<ChunkedFile | undefined> {
     if (!isMd5(md5) || !isMd5(index)) return Promise.reject(new TypeError('md5 and index must be strings of 32 hex digits'))

@@ -41,12 +41,18 @@ import * as https from 'node:https'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { Readable } from 'node:stream'
-import axios, { type AxiosInstance, type AxiosResponse } from 'axios'
-import { Client, type Dispatcher } from 'undici'
+import type { AxiosInstance, AxiosResponse, AxiosStatic, CreateAxiosDefaults } from 'axios'
+import type { Client, Dispatcher } from 'undici'
 import { redactUrl, type SourceConfig } from '../config'
 import { AysfsError } from '../errors'
+import { lazyRequire } from '../lazy'
 import { lookup as defaultLookup, type LookupFunction } from './resolve'
 import { SourceFault, type GetResult, type RevalidateResult, type Sink, type Source, type SourceRole, type Validators } from './source'
+
+// Each loaded at its first use (lib/lazy.ts), or by HttpSource.preload on the miss worker:
+// undici for direct GETs, axios for proxied requests and PUTs.
+const loadUndici = lazyRequire<{ Client: typeof Client }>('undici')
+const loadAxios = lazyRequire<AxiosStatic>('axios')
 
 /** Bytes per second below which a source has failed (`main.timeout`). */
 const SPEED_FLOOR = 1024
@@ -521,7 +527,7 @@ class ConnPool {
   }
 
   private make(): Client {
-    const client = new Client(this.origin, this.options)
+    const client = new (loadUndici().Client)(this.origin, this.options)
     this.clients.add(client)
     return client
   }
@@ -554,9 +560,11 @@ export class HttpSource implements Source {
   private token?: { value: string; mtimeMs: number; checkedAt: number }
   private readonly httpAgent: http.Agent
   private readonly httpsAgent: https.Agent
-  private readonly client: AxiosInstance
+  /** axios's settings for this source; its clients are made at their first use. */
+  private readonly axiosDefaults: CreateAxiosDefaults
+  private client?: AxiosInstance
   /** The same without the URL's user:password, after a redirect to another host. */
-  private readonly anonClient: AxiosInstance
+  private anonClient?: AxiosInstance
   private readonly timeoutMs: number
   private readonly now: () => number
   /** The source's own origin and path, for its pooled GETs. */
@@ -621,7 +629,7 @@ export class HttpSource implements Source {
     })
     this.httpAgent = new http.Agent({ keepAlive: true, maxSockets, lookup: lookup as never })
     this.httpsAgent = new https.Agent({ keepAlive: true, maxSockets, lookup: lookup as never, ca })
-    const defaults = {
+    this.axiosDefaults = {
       httpAgent: this.httpAgent,
       httpsAgent: this.httpsAgent,
       // false: never proxied; undefined: axios reads HTTP(S)_PROXY / NO_PROXY per request.
@@ -633,8 +641,23 @@ export class HttpSource implements Source {
       validateStatus: () => true,
       responseType: 'stream' as const,
     }
-    this.client = axios.create({ ...defaults, auth: this.auth })
-    this.anonClient = axios.create(defaults)
+  }
+
+  /**
+   * Loads now the modules this source's requests can need (the miss worker, before it answers a
+   * miss: lib/miss-worker.ts): undici unless a proxy applies to its own URL, axios when it pushes
+   * or any proxy variable is set (a redirect may lead to a proxied URL). Elsewhere they are
+   * loaded at their first use.
+   */
+  preload(): void {
+    if (!this.proxiedBase()) loadUndici()
+    if (this.push || proxyEnvFor('http:') || proxyEnvFor('https:')) loadAxios()
+  }
+
+  /** axios with the URL's user:password (`credentials`) or without; made at the first use. */
+  private axiosClient(credentials: boolean): AxiosInstance {
+    if (credentials) return (this.client ??= loadAxios().create({ ...this.axiosDefaults, auth: this.auth }))
+    return (this.anonClient ??= loadAxios().create(this.axiosDefaults))
   }
 
   private readToken(): string {
@@ -756,7 +779,7 @@ export class HttpSource implements Source {
   }
 
   private async viaAxios(url: string, t: Transfer, what: () => string, maxRedirects: number, credentials: boolean, extra: Record<string, string> = {}): Promise<Response> {
-    const client = credentials ? this.client : this.anonClient
+    const client = this.axiosClient(credentials)
     const res = await client.get<Readable>(url, {
       signal: t.signal,
       maxRedirects,
@@ -930,7 +953,7 @@ export class HttpSource implements Source {
     try {
       let res: AxiosResponse<Readable>
       try {
-        res = await this.client.put<Readable>(url, body, {
+        res = await this.axiosClient(true).put<Readable>(url, body, {
           signal: ac.signal,
           maxRedirects: 0, // a redirect would need the body again
           headers: { ...this.requestHeaders(), 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },

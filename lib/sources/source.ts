@@ -90,6 +90,11 @@ export interface Source {
   put(rel: string, file: string, size: number): Promise<void>
   /** Release sockets; pending requests fail. */
   close(): void
+  /**
+   * Load now every module its requests can need (the miss worker calls it, through the
+   * pipeline's `preload`, before it answers a miss); elsewhere they load at their first use.
+   */
+  preload?(): void
 }
 
 /** Where a blob is under a source's root: `h0/h1/md5` in a grid cache, `files/h0/h1/md5` in a

@@ -22,6 +22,10 @@ export interface FixtureData {
   callsFile?: string
   /** Fetches whose signal aborted append their md5 here. */
   abortsFile?: string
+  /** Each call of the fetcher's `preload()` appends `preload <fetches so far>` here. */
+  preloadFile?: string
+  /** `createFetcher` throws instead (a reconfigure that fails). */
+  throwOnCreate?: boolean
   /** `gate`: the fetch copies once this file exists. */
   gateFile?: string
   /** `block`: the FIFO whose open blocks the worker's thread. */
