@@ -2,6 +2,7 @@
  * How a blob is named: by the MD5 of its content, and under any root (a store's `files/`, a grid
  * cache, the local cache) at `<h0>/<h1>/<md5>`, `h0` and `h1` its first two hex digits.
  */
+import fs from 'node:fs'
 
 /** The MD5 of empty content: a zero-size file never needs a source. */
 export const EMPTY_MD5 = 'd41d8cd98f00b204e9800998ecf8427e'
@@ -17,4 +18,16 @@ export function isMd5(s: unknown): s is string {
 /** `<h0>/<h1>/<md5>`: where the blob sits under a root. */
 export function blobRel(md5: string): string {
   return `${md5[0]}/${md5[1]}/${md5}`
+}
+
+/**
+ * Whether `file` is a blob of `size` bytes in place: a regular file of that size, by `lstat`. A
+ * link at a blob's name is not the blob, whatever it points to (a file of the right size
+ * elsewhere, in or out of the store), and neither is anything else that is not a regular file:
+ * `publish` then writes the blob as it writes any other (a temp file renamed over the name, which
+ * replaces the link itself and never follows it).
+ */
+export function isBlobInPlace(file: string, size: number): boolean {
+  const st = fs.lstatSync(file, { throwIfNoEntry: false })
+  return st !== undefined && st.isFile() && st.size === size
 }

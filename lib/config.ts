@@ -390,6 +390,10 @@ function urlIn(ctx: Ctx, v: unknown, key: string): string {
 /** RFC 9110 token: what a header name may be. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 
+/**
+ * The `headers` of a source; each bad header is reported on its own (`collect`) and left out of
+ * the result.
+ */
 function headersIn(ctx: Ctx, v: unknown, key: string): Record<string, string> {
   if (v === undefined) return {}
   if (!isTable(v)) fail(ctx, key, `expected an inline table of strings like { Authorization = "Bearer ..." }, got ${describe(v)}`)
@@ -397,30 +401,43 @@ function headersIn(ctx: Ctx, v: unknown, key: string): Record<string, string> {
   for (const [name, val] of Object.entries(v)) {
     if (val === undefined) continue
     const k = `${key}.${name}`
-    if (!HEADER_NAME.test(name)) fail(ctx, k, 'not a valid HTTP header name')
-    // Header values are typically credentials: report their type, never their content.
-    if (typeof val !== 'string') fail(ctx, k, `expected a string, got ${describe(val, true)}`)
-    if (/[\r\n\0]/.test(val)) fail(ctx, k, 'a header value cannot contain CR, LF or NUL')
-    out[name] = val
+    collect(ctx, () => {
+      if (!HEADER_NAME.test(name)) fail(ctx, k, 'not a valid HTTP header name')
+      // Header values are typically credentials: report their type, never their content.
+      if (typeof val !== 'string') fail(ctx, k, `expected a string, got ${describe(val, true)}`)
+      if (/[\r\n\0]/.test(val)) fail(ctx, k, 'a header value cannot contain CR, LF or NUL')
+      out[name] = val
+    })
   }
   return out
 }
 
-function sourceIn(ctx: Ctx, v: unknown, key: string, kind: 'cache' | 'store'): SourceConfig {
+/**
+ * One `[[cache]]` or `[[store]]` element. Each of its keys is checked on its own (`collect`), so
+ * that every bad value of the element is reported, not only the first; undefined when one was.
+ */
+function sourceIn(ctx: Ctx, v: unknown, key: string, kind: 'cache' | 'store'): SourceConfig | undefined {
   if (!isTable(v)) fail(ctx, key, `expected a table ([[${kind}]]), got ${describe(v)}`)
+  const c = <T>(fn: () => T): T | undefined => collect(ctx, fn)
+  const before = ctx.errors?.length ?? 0
   checkKeys(ctx, v, kind === 'cache' ? CACHE_KEYS : STORE_KEYS, key, (k) =>
     kind === 'store' && k === 'push' ? 'push applies to [[cache]] entries only' : misplaced(k, `[[${kind}]]`))
-  if (v.url === undefined) fail(ctx, `${key}.url`, 'missing (every source needs a url)')
-  const url = urlIn(ctx, v.url, `${key}.url`)
-  const headers = headersIn(ctx, v.headers, `${key}.headers`)
-  const src: SourceConfig = { url, headers, push: kind === 'cache' ? optBool(ctx, v.push, `${key}.push`, true) : false, key }
-  if (v.token_file !== undefined) {
-    src.tokenFile = fsPath(ctx, v.token_file, `${key}.token_file`)
-    if (Object.keys(headers).some((h) => h.toLowerCase() === 'authorization')) {
-      fail(ctx, `${key}.token_file`, 'set either token_file or headers.Authorization, not both')
-    }
+  const url = c(() => {
+    if (v.url === undefined) fail(ctx, `${key}.url`, 'missing (every source needs a url)')
+    return urlIn(ctx, v.url, `${key}.url`)
+  })
+  const headers = c(() => headersIn(ctx, v.headers, `${key}.headers`)) ?? {}
+  const push = kind === 'cache' ? c(() => optBool(ctx, v.push, `${key}.push`, true)) : false
+  const tokenFile = v.token_file === undefined ? undefined : c(() => fsPath(ctx, v.token_file, `${key}.token_file`))
+  if (tokenFile !== undefined && Object.keys(headers).some((h) => h.toLowerCase() === 'authorization')) {
+    c(() => fail(ctx, `${key}.token_file`, 'set either token_file or headers.Authorization, not both'))
   }
-  if (v.ca !== undefined) src.ca = fsPath(ctx, v.ca, `${key}.ca`)
+  const ca = v.ca === undefined ? undefined : c(() => fsPath(ctx, v.ca, `${key}.ca`))
+  // Outside check() (no list to collect into) the first mistake was thrown already.
+  if (url === undefined || push === undefined || (ctx.errors?.length ?? 0) > before) return undefined
+  const src: SourceConfig = { url, headers, push, key }
+  if (tokenFile !== undefined) src.tokenFile = tokenFile
+  if (ca !== undefined) src.ca = ca
   return src
 }
 

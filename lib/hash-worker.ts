@@ -11,7 +11,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parentPort } from 'node:worker_threads'
-import { EMPTY_MD5 } from './blob'
+import { EMPTY_MD5, isBlobInPlace } from './blob'
 import { ChunkHasher, type Chunk } from './chunks'
 import { kindWords } from './file-kind'
 import { sourceBlobRel } from './sources/source'
@@ -151,9 +151,13 @@ function readAll(fd: number, size: number, each?: (chunk: Buffer) => void): { md
   return { md5: hash.digest('hex') }
 }
 
-/** Whether the store has the blob `md5` of `size` bytes. */
+/**
+ * Whether the store has the blob `md5` of `size` bytes: a regular file of that size at its name
+ * ({@link isBlobInPlace}: a link planted there is not the blob, and is replaced by the rename of
+ * {@link storeChecked}).
+ */
 function inStore(store: string, md5: string, size: number): boolean {
-  return fs.statSync(path.join(store, sourceBlobRel('store', md5)), { throwIfNoEntry: false })?.size === size
+  return isBlobInPlace(path.join(store, sourceBlobRel('store', md5)), size)
 }
 
 /** Reads and hashes the `size` bytes of `fd` at `start` (a chunk), handing each piece to `each`. */

@@ -18,6 +18,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isUtf8 } from 'node:buffer'
 import { Worker } from 'node:worker_threads'
+import { isBlobInPlace } from './blob'
 import { checkChunkSize, DEFAULT_CHUNK_SIZE, formatChunkIndex, type Chunk } from './chunks'
 import { AysfsError, fromSystemError } from './errors'
 import { fileKindOf, type FileKind } from './file-kind'
@@ -970,7 +971,7 @@ function writeChunkIndex(root: string, chunks: readonly Chunk[], fsync: boolean)
   const data = formatChunkIndex(chunks)
   const md5 = crypto.createHash('md5').update(data).digest('hex')
   const dest = path.join(root, sourceBlobRel('store', md5))
-  if (fs.statSync(dest, { throwIfNoEntry: false })?.size === data.length) return { md5, written: false }
+  if (isBlobInPlace(dest, data.length)) return { md5, written: false }
   try {
     fs.mkdirSync(path.dirname(dest), { recursive: true })
     fs.renameSync(writeTemp(dest, data, fsync), dest)

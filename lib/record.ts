@@ -4,7 +4,8 @@
  * and writes the blobs CMD read, in the order it first read them, as a start-up list
  * (lib/startup.ts) for `publish --startup`. On an empty cache every first read of a file is a
  * miss, and with nothing guessed every miss is a read: the misses the engine reports, in their
- * order, are the list.
+ * order, are the list. The temporary cache is named for its owner process: a later `record`
+ * removes one whose owner died without removing it (SIGKILL, a crash).
  */
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
@@ -66,7 +67,9 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   const outDir = path.dirname(out)
   if (!fs.statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) throw new AysfsError('EUSAGE', `--out ${opts.out}: ${outDir} is not a directory`)
 
-  const cache = fs.mkdtempSync(path.join(os.tmpdir(), 'aysfs-record-'))
+  removeStaleCaches(opts.log)
+  const owner = ownerTag()
+  const cache = fs.mkdtempSync(path.join(os.tmpdir(), `${TEMP_PREFIX}${owner === undefined ? '' : `${owner}-`}`))
   const order: string[] = []
   const seen = new Set<string>()
   let child: { code: number | null; signal: NodeJS.Signals | null }
@@ -96,6 +99,85 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   }
   writeList(out, order)
   return { out, blobs: order.length, ...child }
+}
+
+/** The temp caches' names start with this, in `os.tmpdir()`. */
+const TEMP_PREFIX = 'aysfs-record-'
+/** `aysfs-record-<pid>-<start time>-<pid namespace>-<6 of mkdtemp>`: a temp cache whose owner is known. */
+const OWNED_NAME = /^aysfs-record-([1-9][0-9]*)-([0-9]+)-([0-9]+)-[A-Za-z0-9]{6}$/
+
+/**
+ * When process `pid` started, in clock ticks since boot (field 22 of `/proc/<pid>/stat`): with
+ * the pid, it names one process, a pid used again later having another start time. Undefined
+ * when there is no such process; null when it cannot be told.
+ */
+function startTime(pid: number | 'self'): string | undefined | null {
+  let text: string
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'latin1')
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return code === 'ENOENT' || code === 'ESRCH' ? undefined : null
+  }
+  // The command name (field 2) is in parentheses and may hold anything: count after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  const start = fields[22 - 3]
+  return start !== undefined && /^[0-9]+$/.test(start) ? start : null
+}
+
+/** The pid namespace of this process (its inode): pids of another one say nothing here. */
+function pidNamespace(): string | undefined {
+  try {
+    return /^pid:\[([0-9]+)\]$/.exec(fs.readlinkSync('/proc/self/ns/pid'))?.[1]
+  } catch {
+    return undefined
+  }
+}
+
+/** `<pid>-<start time>-<pid namespace>` of this process, or undefined without /proc. */
+function ownerTag(): string | undefined {
+  const start = startTime('self')
+  const ns = pidNamespace()
+  return typeof start === 'string' && ns !== undefined ? `${process.pid}-${start}-${ns}` : undefined
+}
+
+/**
+ * Removes the temp caches of earlier `record` runs that never removed theirs (killed with
+ * SIGKILL, a crash, a power cut): in `os.tmpdir()`, each directory named for its owner
+ * ({@link OWNED_NAME}) whose owner process is gone (no process with that pid, or one that
+ * started at another time), and only when it is a directory (not a link: never followed) of this
+ * user, and its owner ran in this pid namespace. One whose owner is alive, or cannot be told
+ * dead, stays; so do names of another shape (temp caches of versions that did not name their
+ * owner). A failure to remove one is a warning, never the run's failure.
+ */
+function removeStaleCaches(log: Logger): void {
+  const ns = pidNamespace()
+  const uid = process.getuid?.()
+  if (ns === undefined || uid === undefined) return
+  const tmp = os.tmpdir()
+  let names: string[]
+  try {
+    names = fs.readdirSync(tmp)
+  } catch {
+    return
+  }
+  for (const name of names) {
+    const m = OWNED_NAME.exec(name)
+    if (!m || m[3] !== ns) continue
+    const dir = path.join(tmp, name)
+    const pid = Number(m[1])
+    try {
+      const st = fs.lstatSync(dir, { throwIfNoEntry: false })
+      if (!st?.isDirectory() || st.uid !== uid) continue
+      const start = startTime(pid)
+      if (start === null || start === m[2]) continue
+      fs.rmSync(dir, { recursive: true, force: true })
+      log.warn({ dir, pid }, `removed ${dir}: the temporary cache of a record run (pid ${pid}) that ended without removing it`)
+    } catch (err) {
+      // Another run removing it at the same time, or something we may not remove: left.
+      if (fs.existsSync(dir)) log.warn({ dir }, `cannot remove ${dir}, the temporary cache of an earlier record run: ${(err as Error).message}`)
+    }
+  }
 }
 
 /** Runs the command to its end, passing on {@link FORWARDED} signals; SIGINT does not end us meanwhile. */

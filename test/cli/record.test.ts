@@ -1,14 +1,16 @@
 // `aysfs-native record` and `publish --startup`: a command run against a fresh mount writes the
 // blobs it read, in order, as a start-up list; publish stores it beside the flist (signed with
 // --sign) and refuses one that names a blob the flist does not. The store counts every blob
-// request: what the recording mount fetched is what the command read, and nothing else.
+// request: what the recording mount fetched is what the command read, and nothing else. The
+// temporary cache goes on SIGTERM and Ctrl-C; one a SIGKILL left behind goes at the next record.
+import { once } from 'node:events'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { loadTrustedKeys, verifyStartup } from '../../lib/sign'
 import { formatStartupList } from '../../lib/startup'
-import { isMounted, run } from '../helpers/cli'
+import { isMounted, run, start } from '../helpers/cli'
 import { startStore } from '../helpers/counting-store'
 import { md5 } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
@@ -131,4 +133,120 @@ t.test('publish --startup stores the list beside the flist, signed with --sign; 
   t.equal(fs.readFileSync(stored, 'utf8'), formatStartupList([md5s[1]!]).toString())
   t.notOk(fs.existsSync(`${stored}.sig`))
   t.same(fs.readdirSync(path.join(store, 'md')).filter((n) => n.endsWith('.tmp')), [], 'no temp file left')
+})
+
+/**
+ * A published tree served by a store of the test's own, a mountpoint, a config of a node, and a
+ * TMPDIR of the test's own for the record runs (their temp caches go there).
+ */
+async function recordSetup(t: Test): Promise<{ dir: string; mnt: string; config: string; tmp: string; out: string; files: Map<string, Buffer> }> {
+  const dir = tmpdir(t)
+  const files = makeTree(path.join(dir, 'src'))
+  const store = path.join(dir, 'store')
+  const pub = await run(['publish', path.join(dir, 'src'), '--id', ID, '--store', store, '--prefix', PREFIX])
+  t.equal(pub.code, 0, pub.stderr)
+  const srv = await startStore(t, store)
+  const mnt = path.join(dir, 'mnt')
+  fs.mkdirSync(mnt)
+  const config = path.join(dir, 'config.toml')
+  fs.writeFileSync(config, `[main]\nmount = ${JSON.stringify(mnt)}\nprefix = "${PREFIX}"\ncache = ${JSON.stringify(path.join(dir, 'node-cache'))}\n\n[[ays]]\nid = "${ID}"\n\n[[store]]\nurl = "${srv.url}"\n`)
+  const tmp = path.join(dir, 'tmp')
+  fs.mkdirSync(tmp)
+  return { dir, mnt, config, tmp, out: path.join(dir, 'startup.list'), files }
+}
+
+/** The record temp caches in `tmp`. */
+function recordDirs(tmp: string): string[] {
+  return fs.readdirSync(tmp).filter((n) => n.startsWith('aysfs-record-')).sort()
+}
+
+/** A command for record that reads one file, says `running <its pid>` and then runs until killed. */
+function readAndWait(mnt: string): string[] {
+  return ['sh', '-c', `cat ${JSON.stringify(path.join(mnt, 'lib/m1.py'))} >/dev/null && echo running $$ && exec tail -f /dev/null`]
+}
+
+/** Kills pid with SIGKILL in teardown if it is still there. */
+function killLater(t: Test, pid: number): void {
+  t.teardown(() => {
+    try {
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      // gone
+    }
+  })
+}
+
+t.test('SIGTERM, and Ctrl-C (SIGINT to record and the command), while the command runs: it ends, the mount and the temp cache go, the list is written', async (t) => {
+  const s = await recordSetup(t)
+  const want = `aysfs-native startup 1\n${md5(s.files.get('lib/m1.py')!)}\n`
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    const c = start(t, ['record', '--config', s.config, '--ays', ID, '--out', s.out, '--', ...readAndWait(s.mnt)], { env: { TMPDIR: s.tmp } })
+    const child = Number((await c.waitFor(/running (\d+)\n/))[1])
+    killLater(t, child)
+    t.ok(isMounted(s.mnt), `${sig}: mounted while the command runs`)
+    t.equal(recordDirs(s.tmp).length, 1, `${sig}: a temp cache while the command runs`)
+    // SIGTERM is passed on by record; a terminal sends SIGINT to the whole foreground group.
+    c.kill(sig)
+    if (sig === 'SIGINT') process.kill(child, 'SIGINT')
+    const r = await c.exited
+    t.equal(r.code, sig === 'SIGTERM' ? 143 : 130, `${sig}: the command's status: ${r.stderr}`)
+    t.match(r.stderr, `which was killed by ${sig}`)
+    t.equal(fs.readFileSync(s.out, 'utf8'), want, `${sig}: the list is written`)
+    t.notOk(isMounted(s.mnt), `${sig}: unmounted`)
+    t.same(recordDirs(s.tmp), [], `${sig}: the temp cache removed`)
+    fs.rmSync(s.out)
+  }
+})
+
+t.test('a record killed with SIGKILL leaves its temp cache; the next record removes it, and no other', async (t) => {
+  const s = await recordSetup(t)
+  const c = start(t, ['record', '--config', s.config, '--ays', ID, '--out', s.out, '--', ...readAndWait(s.mnt)], { env: { TMPDIR: s.tmp } })
+  const command = Number((await c.waitFor(/running (\d+)\n/))[1])
+  killLater(t, command)
+  const pid = c.child.pid!
+  const left = recordDirs(s.tmp)
+  t.equal(left.length, 1, 'one temp cache while the command runs')
+  t.match(left[0], new RegExp(`^aysfs-record-${pid}-\\d+-\\d+-[A-Za-z0-9]{6}$`), 'named for its owner')
+  const leftDir = path.join(s.tmp, left[0]!)
+  t.ok(fs.readdirSync(leftDir).length > 0, 'with the cache in it')
+  // The command outlives record, holding its stdout and stderr: wait for record's exit, not
+  // for its pipes to close, then end the command too.
+  const exit = once(c.child, 'exit')
+  c.kill('SIGKILL')
+  t.same(await exit, [null, 'SIGKILL'], 'record killed')
+  process.kill(command, 'SIGKILL')
+  await c.exited
+  t.ok(fs.existsSync(leftDir), 'left behind by the SIGKILL')
+
+  // Beside it, temp caches that must stay: this test process's (alive), a link named like a dead
+  // owner's, a name of another shape; and one that must go: a pid that is alive but started at
+  // another time (used again since). As root, another user's directory too, which stays.
+  const self = fs.readFileSync('/proc/self/stat', 'latin1')
+  const selfStart = Number(self.slice(self.lastIndexOf(')') + 2).split(' ')[19])
+  const ns = /\[(\d+)\]/.exec(fs.readlinkSync('/proc/self/ns/pid'))![1]
+  const alive = `aysfs-record-${process.pid}-${selfStart}-${ns}-alive1`
+  const reused = `aysfs-record-${process.pid}-${selfStart + 1}-${ns}-reused`
+  const link = `aysfs-record-${process.pid}-${selfStart + 1}-${ns}-link01`
+  const other = `aysfs-record-${process.pid}-${selfStart + 1}-${ns}-other1`
+  const unnamed = 'aysfs-record-Ab12Cd'
+  for (const n of [alive, reused, unnamed]) fs.mkdirSync(path.join(s.tmp, n, 'md'), { recursive: true })
+  const victim = path.join(s.dir, 'victim')
+  fs.mkdirSync(victim)
+  fs.writeFileSync(path.join(victim, 'keep'), 'keep me\n')
+  fs.symlinkSync(victim, path.join(s.tmp, link))
+  const root = process.getuid!() === 0
+  if (root) {
+    fs.mkdirSync(path.join(s.tmp, other))
+    fs.chownSync(path.join(s.tmp, other), 65534, 65534)
+  }
+
+  const r = await run(['record', '--config', s.config, '--ays', ID, '--out', s.out, '--', 'cat', path.join(s.mnt, 'lib/m2.py')], { env: { TMPDIR: s.tmp } })
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stderr, `removed ${leftDir}: the temporary cache of a record run (pid ${pid}) that ended without removing it`)
+  t.match(r.stderr, `removed ${path.join(s.tmp, reused)}`)
+  t.same(recordDirs(s.tmp), [alive, link, ...(root ? [other] : []), unnamed].sort(), 'the stale ones removed, and its own; the rest stay')
+  t.ok(fs.lstatSync(path.join(s.tmp, link)).isSymbolicLink(), 'the link is left as it is')
+  t.equal(fs.readFileSync(path.join(victim, 'keep'), 'utf8'), 'keep me\n', 'and what it points to untouched')
+  t.equal(fs.readFileSync(s.out, 'utf8'), `aysfs-native startup 1\n${md5(s.files.get('lib/m2.py')!)}\n`)
+  t.notOk(isMounted(s.mnt), 'unmounted')
 })

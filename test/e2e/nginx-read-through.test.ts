@@ -2,7 +2,8 @@
 // nginx (the example, pointed at 127.0.0.1) in front of an origin nginx serving a store
 // (examples/nginx/store.conf, which sends flists with "Cache-Control: no-cache"). Flists and
 // blobs are fetched from the origin once and then served from the read-through cache, and both
-// are still served with the origin gone.
+// are still served with the origin gone. Every answer says where it came from (X-Cache-Status),
+// 404s and 502s included.
 import fs from 'node:fs'
 import http from 'node:http'
 import path from 'node:path'
@@ -80,8 +81,12 @@ t.test('read-through.conf caches flists and blobs, and serves them with the stor
   t.equal(originGets(blobPath), 1, 'the store was asked for the blob once')
 
   const missing = `/dedupe/md/nope.flist`
-  t.equal((await get(proxy.port, missing)).status, 404)
-  t.equal((await get(proxy.port, missing)).status, 404)
+  r = await get(proxy.port, missing)
+  t.equal(r.status, 404)
+  t.equal(r.cache, 'MISS', 'a 404 carries its cache status too (add_header ... always)')
+  r = await get(proxy.port, missing)
+  t.equal(r.status, 404)
+  t.equal(r.cache, 'HIT', 'the second 404: from the read-through cache')
   t.equal(originGets(missing), 1, 'a 404 is remembered briefly: the store was asked once')
 
   await origin.stop()
@@ -91,4 +96,7 @@ t.test('read-through.conf caches flists and blobs, and serves them with the stor
   r = await get(proxy.port, blobPath)
   t.equal(r.status, 200, 'and so is the blob')
   t.ok(r.body.equals(blob.data))
+  r = await get(proxy.port, `/dedupe/md/never-cached.flist`)
+  t.equal(r.status, 502, 'the store is down and nothing is cached: 502')
+  t.equal(r.cache, 'MISS', 'a 5xx carries its cache status too')
 })

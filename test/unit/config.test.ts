@@ -350,6 +350,57 @@ t.test('[[stores]] and every array-table typo are reported with their line', asy
   rejects(t, `[[ays]]\nid = "a"\n[[service]]\nid = "b"\n`, 'service', 3, /unknown key/)
 })
 
+t.test('every bad value of one [[store]] or [[cache]] element, each on its own line', async (t) => {
+  // Two bad values: both reported.
+  const two = errorOf(t, () => parseConfig(`${MIN}[[store]]\nurl = "ftp://x"\nca = 1\n`, FILE))
+  t.equal(two.code, 'EINVAL')
+  t.same(two.message.split('\n'), [
+    `config ${FILE} line 4: store[0].url: expected an http://, https:// or file:// URL or an absolute path, got "ftp://x"`,
+    `config ${FILE} line 5: store[0].ca: expected a path, got 1`,
+  ])
+  t.equal(two.line, 4, "line, key and file are the first mistake's")
+  t.equal(two.key, 'store[0].url')
+  t.equal(two.file, FILE)
+
+  // Every key of an element, headers one by one, and the element after it.
+  const text = [
+    '[[ays]]', // 1
+    'id = "svc"', // 2
+    '[[store]]', // 3
+    'url = "ftp://x"', // 4
+    'colour = "red"', // 5
+    'headers = { "Bad Name" = "x", Authorization = 5, X-Ok = "fine" }', // 6
+    'token_file = ""', // 7
+    'ca = 1', // 8
+    '[[cache]]', // 9
+    'push = "yes"', // 10
+    'ca = ""', // 11
+    '[[store]]', // 12
+    'url = "/s"', // 13
+    'token_file = "/t"', // 14
+    'headers = { authorization = "Bearer x" }', // 15
+  ].join('\n')
+  const err = errorOf(t, () => parseConfig(text, FILE))
+  t.same(err.message.split('\n'), [
+    `config ${FILE} line 4: store[0].url: expected an http://, https:// or file:// URL or an absolute path, got "ftp://x"`,
+    `config ${FILE} line 5: store[0].colour: unknown key`,
+    `config ${FILE} line 6: store[0].headers.Bad Name: not a valid HTTP header name`,
+    `config ${FILE} line 6: store[0].headers.Authorization: expected a string, got a number`,
+    `config ${FILE} line 7: store[0].token_file: expected a path, got an empty string`,
+    `config ${FILE} line 8: store[0].ca: expected a path, got 1`,
+    `config ${FILE} line 9: cache[0].url: missing (every source needs a url)`,
+    `config ${FILE} line 10: cache[0].push: expected true or false, got "yes"`,
+    `config ${FILE} line 11: cache[0].ca: expected a path, got an empty string`,
+    `config ${FILE} line 14: store[1].token_file: set either token_file or headers.Authorization, not both`,
+  ])
+  // The object form: the same, without lines.
+  const obj = errorOf(t, () => checkConfig({ ays: [{ id: 'a' }], store: [{ url: 'ftp://x', ca: 1 }] }))
+  t.same(obj.message.split('\n'), [
+    'config: store[0].url: expected an http://, https:// or file:// URL or an absolute path, got "ftp://x"',
+    'config: store[0].ca: expected a path, got 1',
+  ])
+})
+
 t.test('every mistake of a config at once, each with its line, in the order of the file', async (t) => {
   const text = [
     '[main]', // 1

@@ -1,10 +1,12 @@
 // `publish` into a store someone else can write, and the order a signed pair is replaced in: temp
-// names someone planted links at are never written through; the flist and its signature are both
-// written and fsynced first, then renamed flist first, and an interruption before that leaves the
-// old pair whole.
+// names someone planted links at are never written through; a link planted at a blob's own name
+// is not taken for the blob, and is replaced by it; the flist and its signature are both written
+// and fsynced first, then renamed flist first, and an interruption before that leaves the old
+// pair whole.
 import fs from 'node:fs'
 import path from 'node:path'
 import t, { type Test } from 'tap'
+import { formatChunkIndex, MIN_CHUNK_SIZE } from '../../lib/chunks'
 import { publish } from '../../lib/publish'
 import { generateKeyPair, loadTrustedKeys, verifyFlist } from '../../lib/sign'
 import { tmpdir } from '../helpers/tmp'
@@ -75,6 +77,68 @@ t.test('a link planted at any predictable temp name is never written through', a
   t.equal(r.written, 1)
   t.ok(fs.lstatSync(blob).isFile() && fs.readFileSync(blob, 'utf8') === content, 'the blob is a regular file with its bytes')
   untouched('blob')
+})
+
+t.test('a link planted at a blob\'s name (whole blob, chunk, chunk index) is not the blob: it is replaced, never followed', async (t) => {
+  const dir = tmpdir(t, 'aysfs-race-')
+  const src = path.join(dir, 'src')
+  fs.mkdirSync(src)
+  const store = path.join(dir, 'store')
+  const blobPath = (m: string): string => path.join(store, 'files', m[0]!, m[1]!, m)
+  // A small file, and one cut into 3 chunks (2 of MIN_CHUNK_SIZE bytes, then 1000).
+  const small = 'the small file\n'
+  const big = Buffer.alloc(2 * MIN_CHUNK_SIZE + 1000)
+  let x = 1
+  for (let i = 0; i < big.length; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0
+    big[i] = x >>> 24
+  }
+  fs.writeFileSync(path.join(src, 'small'), small)
+  fs.writeFileSync(path.join(src, 'big'), big)
+  const chunks = [0, 1, 2].map((i) => {
+    const data = big.subarray(i * MIN_CHUNK_SIZE, Math.min(big.length, (i + 1) * MIN_CHUNK_SIZE))
+    return { md5: md5(data), size: data.length }
+  })
+  const index = formatChunkIndex(chunks)
+
+  // Each planted link points outside the store at a file of the blob's size (another content),
+  // so that a stat through the link finds "the blob, in place".
+  const targets = new Map<string, Buffer>()
+  const plant = (m: string, size: number): void => {
+    const target = path.join(dir, `target-${m}`)
+    const data = Buffer.alloc(size, 'x')
+    fs.writeFileSync(target, data)
+    targets.set(target, data)
+    fs.mkdirSync(path.dirname(blobPath(m)), { recursive: true })
+    fs.symlinkSync(target, blobPath(m))
+  }
+  plant(md5(small), small.length)
+  plant(chunks[1]!.md5, chunks[1]!.size)
+  plant(md5(index), index.length)
+
+  const r = await publish({ dir: src, id: 'svc', store, chunks: true, chunkSize: MIN_CHUNK_SIZE, progress: false })
+  t.equal(r.written, 2, 'both whole blobs written (the small one despite the link at its name)')
+  t.same(r.chunked, { files: 1, written: 3, writtenBytes: big.length, indexesWritten: 1 }, 'every chunk and the index written')
+  const inPlace = (m: string, data: Buffer | string, what: string): void => {
+    const st = fs.lstatSync(blobPath(m))
+    t.ok(st.isFile(), `${what}: a regular file, not a link`)
+    t.ok(fs.readFileSync(blobPath(m)).equals(Buffer.from(data)), `${what}: its own bytes`)
+  }
+  inPlace(md5(small), small, 'the small blob')
+  inPlace(md5(big), big, 'the whole big blob')
+  chunks.forEach((c, i) => inPlace(c.md5, big.subarray(i * MIN_CHUNK_SIZE, i * MIN_CHUNK_SIZE + c.size), `chunk ${i}`))
+  inPlace(md5(index), index, 'the chunk index')
+  for (const [target, data] of targets) t.ok(fs.readFileSync(target).equals(data), `${path.basename(target)}: the link target is untouched`)
+  t.same(
+    (fs.readdirSync(path.join(store, 'files'), { recursive: true }) as string[]).filter((n) => n.endsWith('.tmp')),
+    [],
+    'no temp file left',
+  )
+
+  // Blobs in place now: a rerun writes nothing.
+  const again = await publish({ dir: src, id: 'svc', store, chunks: true, chunkSize: MIN_CHUNK_SIZE, progress: false })
+  t.equal(again.written, 0)
+  t.same(again.chunked, { files: 1, written: 0, writtenBytes: 0, indexesWritten: 0 })
 })
 
 t.test('the flist and its signature: both written and fsynced first, then renamed flist first; interrupted before, the old pair stays', async (t) => {
