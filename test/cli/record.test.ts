@@ -35,20 +35,9 @@ function tmpEntries(): Set<string> {
 }
 
 t.test('record writes the blobs a command read, first read first; the mount fetched those and nothing else', async (t) => {
-  const dir = tmpdir(t)
-  const files = makeTree(path.join(dir, 'src'))
-  const store = path.join(dir, 'store')
-  const pub = await run(['publish', path.join(dir, 'src'), '--id', ID, '--store', store, '--prefix', PREFIX])
-  t.equal(pub.code, 0, pub.stderr)
-  const srv = await startStore(t, store)
-  const mnt = path.join(dir, 'mnt')
-  fs.mkdirSync(mnt)
-  const nodeCache = path.join(dir, 'node-cache')
   // The config of a node: speculation on (the default), a cache of its own; record uses neither.
-  const config = path.join(dir, 'config.toml')
-  fs.writeFileSync(config, `[main]\nmount = ${JSON.stringify(mnt)}\nprefix = "${PREFIX}"\ncache = ${JSON.stringify(nodeCache)}\nrefresh = "1s"\n\n[[ays]]\nid = "${ID}"\nprefetch = true\n\n[[store]]\nurl = "${srv.url}"\n`)
+  const { dir, mnt, config, out, files, srv, nodeCache } = await recordSetup(t, { main: 'refresh = "1s"\n', ays: 'prefetch = true\n' })
   const before = tmpEntries()
-  const out = path.join(dir, 'startup.list')
   // Relative paths, from a working directory that is the mountpoint: the command sees the mount.
   const r = await run(['record', '--config', config, '--ays', ID, '--out', out, '--', 'sh', '-c', 'cat lib/m3.py bin/tool lib/m0.py lib/m3.py; exit 7'], { cwd: mnt })
   t.equal(r.code, 7, `the command's exit status: ${r.stderr}`)
@@ -136,10 +125,14 @@ t.test('publish --startup stores the list beside the flist, signed with --sign; 
 })
 
 /**
- * A published tree served by a store of the test's own, a mountpoint, a config of a node, and a
- * TMPDIR of the test's own for the record runs (their temp caches go there).
+ * A published tree served by a store of the test's own, a mountpoint, a config of a node (with
+ * `extra` lines in its `[main]` and `[[ays]]`), and a TMPDIR of the test's own for the record
+ * runs (their temp caches go there).
  */
-async function recordSetup(t: Test): Promise<{ dir: string; mnt: string; config: string; tmp: string; out: string; files: Map<string, Buffer> }> {
+async function recordSetup(
+  t: Test,
+  extra: { main?: string; ays?: string } = {},
+): Promise<{ dir: string; mnt: string; config: string; tmp: string; out: string; files: Map<string, Buffer>; srv: Awaited<ReturnType<typeof startStore>>; nodeCache: string }> {
   const dir = tmpdir(t)
   const files = makeTree(path.join(dir, 'src'))
   const store = path.join(dir, 'store')
@@ -148,11 +141,12 @@ async function recordSetup(t: Test): Promise<{ dir: string; mnt: string; config:
   const srv = await startStore(t, store)
   const mnt = path.join(dir, 'mnt')
   fs.mkdirSync(mnt)
+  const nodeCache = path.join(dir, 'node-cache')
   const config = path.join(dir, 'config.toml')
-  fs.writeFileSync(config, `[main]\nmount = ${JSON.stringify(mnt)}\nprefix = "${PREFIX}"\ncache = ${JSON.stringify(path.join(dir, 'node-cache'))}\n\n[[ays]]\nid = "${ID}"\n\n[[store]]\nurl = "${srv.url}"\n`)
+  fs.writeFileSync(config, `[main]\nmount = ${JSON.stringify(mnt)}\nprefix = "${PREFIX}"\ncache = ${JSON.stringify(nodeCache)}\n${extra.main ?? ''}\n[[ays]]\nid = "${ID}"\n${extra.ays ?? ''}\n[[store]]\nurl = "${srv.url}"\n`)
   const tmp = path.join(dir, 'tmp')
   fs.mkdirSync(tmp)
-  return { dir, mnt, config, tmp, out: path.join(dir, 'startup.list'), files }
+  return { dir, mnt, config, tmp, out: path.join(dir, 'startup.list'), files, srv, nodeCache }
 }
 
 /** The record temp caches in `tmp`. */
