@@ -48,6 +48,12 @@ export interface FetcherStats {
   fetches: number
   /** Calls that joined a download already in flight for the same blob (single flight). */
   merged: number
+  /**
+   * Downloads a read had to start itself: its miss found neither the blob in the local cache nor
+   * a download or guess of it in flight to join. Each is a round trip (at least) the reader
+   * waited on; a guess that lands first, or that a miss joins, is not counted.
+   */
+  started: number
   /** Downloads that ended with the blob in the local cache. */
   served: number
   /** Downloads that ended in EIO. */
@@ -145,7 +151,7 @@ export class Pipeline implements Fetcher {
   /** Downloads waiting for a slot or for room: they move when any download moves. */
   private readonly waiting = new Set<Download>()
   private waitersToldAt = 0
-  private readonly counters = { fetches: 0, merged: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, tooLarge: 0 }
+  private readonly counters = { fetches: 0, merged: 0, started: 0, served: 0, failed: 0, alreadyCached: 0, empty: 0, noSpace: 0, tooLarge: 0 }
   private readonly flistTally = { fetched: 0, kept: 0 }
   private readonly perSource: SourceCounters
   private readonly pushes: PushQueue
@@ -456,6 +462,7 @@ export class Pipeline implements Fetcher {
       // Larger than the quota or the whole disk: downloading it would evict every blob and fail.
       const never = this.cache.neverFits(size)
       if (never !== undefined) throw this.tooLarge(md5, size, never)
+      if (dl.forRead) this.counters.started++
       await this.walkSources(md5, size, dl)
     } catch (err) {
       this.counters.failed++
@@ -719,6 +726,7 @@ export class Pipeline implements Fetcher {
     return {
       fetches: c.fetches,
       merged: c.merged,
+      started: c.started,
       served: c.served,
       failed: c.failed,
       alreadyCached: c.alreadyCached,

@@ -101,6 +101,31 @@ t.test('guesses at once and guessed bytes stay within their bounds; a read pays 
   t.match(spec(), { started: 4, landed: 4, used: 1, usedBytes: 1000, unusedBytes: 3000 })
 })
 
+t.test('started: a read that finds its blob neither cached nor downloading starts a download; joining one, or a landed guess, does not', async (t) => {
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  const list = makeFiles(['pkg/a.js', 'pkg/b.js', 'pkg/c.js', 'other/d.js'], () => 1000, 9)
+  writeTree(store, list)
+  const srv = await startStore(t, store)
+  const [a, b, c, d] = list as [TreeFile, TreeFile, TreeFile, TreeFile]
+  srv.hold.add(b.md5)
+  // One guess at once: b (held at the store), then c.
+  const { f } = speculating(t, dir, store, srv.url, { maxDownloads: 1 })
+  await f.fetch(a.md5, a.data.length)
+  t.match(f.stats(), { fetches: 1, started: 1, merged: 0 }, 'the first read started its download')
+  t.ok(await until(() => srv.held === 1, 20_000), 'b guessed')
+  const joined = f.fetch(b.md5, b.data.length)
+  t.match(f.stats(), { fetches: 2, started: 1, merged: 1 }, 'a read of a guess in flight joins it')
+  srv.release()
+  await joined
+  t.ok(await until(() => f.stats().speculation.landed === 1, 20_000), 'c landed')
+  await f.fetch(c.md5, c.data.length)
+  t.match(f.stats(), { fetches: 3, started: 1, alreadyCached: 1 }, 'a read of a landed guess finds it cached')
+  const both = [f.fetch(d.md5, d.data.length), f.fetch(d.md5, d.data.length)]
+  await Promise.all(both)
+  t.match(f.stats(), { fetches: 5, started: 2, merged: 2 }, 'two reads of one blob: one download started')
+})
+
 t.test('no locality, or speculate = false: no guesses', async (t) => {
   const dir = tmpdir(t)
   const store = path.join(dir, 'store')
