@@ -28,7 +28,7 @@ import { Abandoned, Download, MeteredSink, Slots, unlessAborted } from './downlo
 import { fetchFlist, fetchStartup, type FlistContext, type FlistResult, type ValidateFlist, type ValidateStartup } from './flists'
 import type { LocalityData } from './locality'
 import { PushQueue } from './pushes'
-import { FAR_MS, Speculator, speculationOff, startupOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats, type StartupStats } from './speculate'
+import { FAR_AFTER_MS, FAR_MS, Speculator, speculationOff, startupOff, type GuessOutcome, type SpeculationOptions, type SpeculationStats, type StartupStats } from './speculate'
 import type { StartupSet } from './startup'
 import { SourceCounters, asFault, type SourceStats } from './source-stats'
 
@@ -165,18 +165,23 @@ export class Pipeline implements Fetcher {
    * The last demand downloads' times from request to last checked byte, in ms: the cousins of a
    * miss are guessed only when at least 3 were measured and the fastest of them took
    * {@link FAR_MS} or more (the round trip is the floor of each; a loaded CPU or a new
-   * connection only adds to some).
+   * connection only adds to some); before, when none took less and one took {@link FAR_AFTER_MS}
+   * or more.
    */
   private readonly demandMs = new Float64Array(8)
   private demandCount = 0
 
   /** The sources are far enough for a miss's cousins to pay (see {@link demandMs}). */
   private far(): boolean {
-    if (this.demandCount < 3) return false
+    if (this.demandCount === 0) return false
     const n = Math.min(this.demandCount, this.demandMs.length)
     let min = Infinity
-    for (let i = 0; i < n; i++) min = Math.min(min, this.demandMs[i]!)
-    return min >= FAR_MS
+    let max = 0
+    for (let i = 0; i < n; i++) {
+      min = Math.min(min, this.demandMs[i]!)
+      max = Math.max(max, this.demandMs[i]!)
+    }
+    return min >= FAR_MS && (this.demandCount >= 3 || max >= FAR_AFTER_MS)
   }
   /**
    * No download started by a miss but `self` has readers waiting: one reader, as in a program's
