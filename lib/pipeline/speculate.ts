@@ -22,7 +22,8 @@
  * a package's entry file, a `.pyc`'s imports, a `.js`'s requires), queued before every range of
  * locality, lowest level first (what the program read is level 0, what it names level 1, …).
  *
- * A recorded start-up set (./startup.ts) is fetched the same way, before any guess from locality:
+ * A recorded start-up set (./startup.ts) is fetched the same way, before any guess (none starts
+ * while a blob of the set downloads):
  * only in slots no miss waits for, a miss taking one back or joining a download, the same checks.
  * Its own bounds are wider (every slot, 2 MiB at once: it is what the program reads next, in
  * order), and its bytes are not held to `maxBytes`: the set is bounded by the lists themselves,
@@ -354,7 +355,8 @@ export class Speculator {
       }
       return
     }
-    // Its miss may have come before the sources were measured far: its cousins now.
+    // Its miss may have come before the sources were measured far ({@link FAR_AFTER_MS}), or a
+    // read joined a guess (no miss): its cousins now.
     if (demand) this.queueRanges(this.index.neighbours(md5, true, false))
     // How sure: 0 for what a program read, one more for each file named on the way from it.
     const parent = demand ? 0 : this.levels.get(md5)
@@ -464,6 +466,10 @@ export class Speculator {
         this.launched(md5, size, p, true)
         continue
       }
+      // No guess while blobs of the set download: the set is what the program reads next, and a
+      // guess would only share the link with it (the Node start-up with its recorded set waited
+      // 0.34 s on its reads instead of 0.14 s once guesses started beside the set's last blobs).
+      if (this.s.active > 0) return
       // The named files of the lowest level, the newest first; then the ranges, the newest first.
       let at = -1
       for (let k = this.named.length - 1; k >= 0; k--) if (at < 0 || this.named[k]!.level < this.named[at]!.level) at = k

@@ -164,6 +164,7 @@ t.test('a start-up set: before any guess, within its bounds at once, not held to
   for (let i = 1; i <= 7; i++) {
     srv.releaseOne()
     t.ok(await until(() => st().fetched === i && srv.held === Math.min(2, 7 - i), 20_000), `${i} fetched, the next asked for`)
+    if (i === 6) t.equal(f.stats().speculation.started, 0, 'the last of the set downloading, none left to start: still no guess')
   }
   t.ok(await until(() => st().active === 0 && f.stats().speculation.active === 0 && f.stats().speculation.started >= 1, 20_000), 'then the guesses')
   t.match(st(), { started: 7, fetched: 7, alreadyCached: 1, failed: 0, bytes: 7000, queued: 0 }, "7000 bytes: more than the guesses' budget")
@@ -256,6 +257,30 @@ t.test("a far store: a package.json read names its package's entry file, and not
   t.ok(await until(() => f.has(qi.md5, qi.data.length) && f.stats().speculation.active === 0, 20_000), "q's main climbs out of it: its index.js instead")
   t.notOk(f.has(byRel(list, 'nm/p/lib/unused.js').md5, byRel(list, 'nm/p/lib/unused.js').data.length), "never p's file through q's main")
   t.equal(f.stats().speculation.failed, 0)
+})
+
+t.test('a far store: a blob of the start-up set, read or not, names nothing (the set lists what is read next)', async (t) => {
+  const list = [
+    ...makeFiles(['w0/a', 'w1/b', 'w2/c'], () => 1000, 19),
+    file('nm/p/package.json', JSON.stringify({ main: './main.js' })),
+    file('nm/p/main.js', 'p\n'),
+  ]
+  const dir = tmpdir(t)
+  const store = path.join(dir, 'store')
+  writeTree(store, list)
+  const srv = await startStore(t, store, FAR_MS * 3)
+  const { tree, f } = speculating(t, dir, store, srv.url, {})
+  for (const x of list.slice(0, 3)) await f.fetch(x.md5, x.data.length)
+  const pkg = byRel(list, 'nm/p/package.json')
+  srv.hold.add(pkg.md5)
+  f.setStartup(startupSet(tree, [[pkg.md5]]))
+  t.ok(await until(() => srv.held === 1, 20_000), 'the set asked for')
+  // A read joins its download: the bytes are read, but the set said what comes next.
+  const read = f.fetch(pkg.md5, pkg.data.length)
+  srv.release()
+  await read
+  t.ok(await until(() => f.stats().startup.fetched === 1 && f.stats().startup.joined === 1, 20_000), 'the set fetched, the read joined it')
+  t.equal(f.stats().speculation.started, 0, 'its entry file not guessed')
 })
 
 t.test('a far store, readers at once: content names nothing (locality only); one reader again: it does', async (t) => {
