@@ -229,8 +229,12 @@ t.test('a named file already in the local cache names what it asks for at once',
   )
   // y.js landed before (a guess from locality): in the cache, never downloaded again.
   fs.writeFileSync(path.join(cache, md5(3)), y)
+  const st = fs.statSync(path.join(cache, md5(3)))
+  fs.utimesSync(path.join(cache, md5(3)), st.mtime, st.mtime) // landed, not read: atime = mtime
+  const before = fs.statSync(path.join(cache, md5(3)))
   s.verified(md5(2), Buffer.from("require('./y')"), true, true) // x.js read
   t.same(started, ['5'], "y.js cached: what it requires named at once (w.js's package scope first)")
+  t.equal(fs.statSync(path.join(cache, md5(3))).atimeMs, before.atimeMs, 'its atime untouched: the program has not read it')
   await land()
   t.same(started, ['5', '4'])
   s.close()
