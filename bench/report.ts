@@ -94,6 +94,8 @@ export interface WanInfo {
   /** Needed blobs x RTT, s. */
   floorSeconds: number
   floorRatio: number
+  /** Downloads the program's reads had to start themselves (median; `pipeline.started`). */
+  started?: number
 }
 
 function mb(bytes: number): string {
@@ -104,7 +106,7 @@ function mb(bytes: number): string {
 export function wanTable(results: WorkloadResult[]): string {
   const wan = results.filter((r) => r.info?.wan !== undefined)
   if (wan.length === 0) return ''
-  const head = ['WAN row', 'link', 'needed blobs / bytes', 'fetched blobs / bytes (median)', 'speculative', 'per-file floor', 'mount / floor']
+  const head = ['WAN row', 'link', 'needed blobs / bytes', 'fetched blobs / bytes (median)', 'speculative', 'started by reads', 'per-file floor', 'mount / floor']
   const rows = wan.map((r) => {
     const w = r.info!.wan as WanInfo
     return [
@@ -113,6 +115,7 @@ export function wanTable(results: WorkloadResult[]): string {
       `${w.neededBlobs} / ${mb(w.neededBytes)}`,
       `${w.fetchedBlobs} / ${mb(w.fetchedBytes)}${w.missingBlobs > 0 ? ` (${w.missingBlobs} needed never fetched)` : ''}`,
       `${w.extraBlobs} / ${mb(w.extraBytes)}`,
+      w.started === undefined ? '' : String(w.started),
       fmt(w.floorSeconds, 's'),
       `${w.floorRatio.toFixed(2)}x`,
     ]

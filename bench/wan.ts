@@ -509,6 +509,8 @@ interface MountRun {
   /** Needed blobs the mount never fetched (0 unless the workload differs from the strace run). */
   missingBlobs: number
   misses: number
+  /** Downloads the program's reads had to start themselves (`pipeline.started`): each a round trip it waited on. */
+  started: number
   /** The pipeline's speculation and start-up counters at the end of the run. */
   speculation?: Record<string, unknown>
   startup?: Record<string, unknown>
@@ -609,6 +611,7 @@ export async function runWan(o: WanOptions): Promise<WorkloadResult[]> {
             extraBytes,
             missingBlobs,
             misses: st.engine.misses,
+            started: st.pipeline?.started ?? NaN,
             speculation: st.pipeline?.speculation as Record<string, unknown> | undefined,
             startup: v.startup ? (st.pipeline?.startup as unknown as Record<string, unknown> | undefined) : undefined,
             proxy: stats,
@@ -671,15 +674,17 @@ function row(w: Workload, v: Variant, needed: Needed, neededBytes: number, runs:
     floorRatio: mountS.median / floorSeconds,
     curlFloorRatio: curlS.median / floorSeconds,
     mountSeconds: summarize(runs.map((r) => r.mountSeconds)),
+    // Downloads the program's reads started themselves (median): the round trips it waited on.
+    started: med((r) => r.started),
     // The recorded start-up list's blobs (the `-recorded` rows).
     ...(recorded ? { startupBlobs: recorded.blobs } : {}),
   }
   const info = {
     wan,
-    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, extraBytes: r.extraBytes, speculation: r.speculation, startup: r.startup, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, proxyCpuMs: r.proxy?.cpuMs, profile: r.profile })),
+    runs: runs.map((r) => ({ seconds: r.seconds, misses: r.misses, started: r.started, fetchedBlobs: r.fetchedBlobs, fetchedBytes: r.fetchedBytes, extraBlobs: r.extraBlobs, extraBytes: r.extraBytes, speculation: r.speculation, startup: r.startup, wireBytesDown: r.proxy?.bytesDown, connections: r.proxy?.connections, proxyCpuMs: r.proxy?.cpuMs, profile: r.profile })),
     curlRuns: curl.map((seconds, i) => ({ seconds, wireBytesDown: curlProxy[i]?.bytesDown, connections: curlProxy[i]?.connections, proxyCpuMs: curlProxy[i]?.cpuMs })),
   }
   const title = `${w.title} (${needed.blobs.length} blobs), ${v.title}`
-  o.progress(`${title}: mount ${mountS.median.toPrecision(3)}s, curl ${curlS.median.toPrecision(3)}s, ratio ${ratio!.toFixed(2)}, floor ${floorSeconds.toPrecision(3)}s`)
+  o.progress(`${title}: mount ${mountS.median.toPrecision(3)}s, curl ${curlS.median.toPrecision(3)}s, ratio ${ratio!.toFixed(2)}, floor ${floorSeconds.toPrecision(3)}s, started by reads ${wan.started}`)
   return { id: `${w.id}${v.suffix}`, title, unit: 's', mount: mountS, reference: curlS, referenceName: 'curl', ...(ratio !== undefined ? { ratio } : {}), target, met, info }
 }

@@ -136,6 +136,7 @@ export function createRegistry(src: MetricsSource): Registry {
     })
   fetcherCounter('aysfs_fetches_total', 'blob fetches asked of the pipeline', (p) => p.fetches)
   fetcherCounter('aysfs_fetches_merged_total', 'fetches that joined a download of the same blob in flight', (p) => p.merged)
+  fetcherCounter('aysfs_fetches_started_total', 'downloads a read had to start itself (the blob neither cached nor in flight as a download or guess)', (p) => p.started)
   fetcherCounter('aysfs_fetches_served_total', 'downloads that ended with the blob in the local cache', (p) => p.served)
   fetcherCounter('aysfs_fetches_failed_total', 'downloads that failed (EIO to their readers)', (p) => p.failed)
   fetcherCounter('aysfs_downloads_active', 'downloads running now', (p) => p.downloads.active, 'gauge')

@@ -137,6 +137,8 @@ export function formatStatus(doc: MountStats): string {
     out.push(
       table([
         ['downloads', `${p.downloads.active} active, ${p.downloads.queued} queued, at most ${p.downloads.max}`],
+        // A document of a version before the counter has none.
+        ...(p.started !== undefined ? [['started by reads', String(p.started)]] : []),
         ['served', String(p.served)],
         ['failed', String(p.failed)],
         ['merged', String(p.merged)],

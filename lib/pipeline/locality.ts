@@ -51,6 +51,9 @@ export const NAMED_BLOB = 2 << 20
  */
 export const MAX_LOCALITY_FILES = 250_000
 
+/** Kinds of JavaScript files (./locality.ts kinds: the name from its first dot). */
+const JS_KIND = /\.(c|m)?js$/
+
 const FILE = 2
 const DIR = 4
 const PYCACHE = Buffer.from('__pycache__')
@@ -421,6 +424,15 @@ export class LocalityIndex {
     return this.entriesOf(md5).some((i) => this.data.kindNames[this.data.kind[i]!]!.endsWith('.pyc'))
   }
 
+  /** Whether the blob's content may name files: byte code, JavaScript, a `package.json`. */
+  namesContent(md5: string): boolean {
+    if (!this.hasPaths) return false
+    return this.entriesOf(md5).some((i) => {
+      const kind = this.data.kindNames[this.data.kind[i]!]!
+      return kind.endsWith('.pyc') || JS_KIND.test(kind) || this.fileAt(this.dirOf(i), 'package.json') === i
+    })
+  }
+
   /** Module name to `.so` entry, per `lib-dynload` directory looked at. */
   private readonly dynload = new Map<number, Map<string, number>>()
 
@@ -488,8 +500,11 @@ export class LocalityIndex {
    * The files a JavaScript file (`data`, blob `md5`, named `*.js`, `.cjs` or `.mjs`) asks for by a
    * literal (./entry-points.ts): a relative one as Node resolves it (`x`, `x.js`, `x.json`,
    * `x/index.js`) from the file's directory; a bare one in the nearest `node_modules` up that
-   * holds the package: the file below it, or else its `package.json` (whose entry file is named
-   * when it lands). At most {@link MAX_IMPORTS} files.
+   * holds the package: its `package.json` (Node reads it for `exports` and `type`), then the file
+   * below it, or else the entry file the package's tree alone tells ({@link treeEntry}; the one
+   * its `package.json` names is named when that lands). Each JavaScript file named comes after
+   * the nearest `package.json` up from it, which Node reads first (the package scope's `type`).
+   * At most {@link MAX_IMPORTS} files.
    */
   jsImports(md5: string, data: Uint8Array): number[] {
     if (!this.hasPaths) return []
@@ -498,9 +513,16 @@ export class LocalityIndex {
       const kind = this.data.kindNames[this.data.kind[i]!]!
       if (!/\.(c|m)?js$/.test(kind)) continue
       const dir = this.dirOf(i)
+      const push = (e: number): void => {
+        if (e !== i && out.length < MAX_IMPORTS && !out.includes(e)) out.push(e)
+      }
       const add = (e: number | undefined): boolean => {
         if (e === undefined) return false
-        if (e !== i && out.length < MAX_IMPORTS && !out.includes(e)) out.push(e)
+        if (JS_KIND.test(this.data.kindNames[this.data.kind[e]!]!)) {
+          const scope = this.scopeOf(this.dirOf(e))
+          if (scope !== undefined) push(scope)
+        }
+        push(e)
         return true
       }
       const asFile = (d: number, rel: string): boolean => {
@@ -524,12 +546,42 @@ export class LocalityIndex {
         for (let d: number | undefined = dir, up = 0; d !== undefined && up < 32; d = this.parentOf(d), up++) {
           const pkg = this.lookup(d, `node_modules/${bare.name}`)
           if (!pkg || !('dir' in pkg)) continue
-          if (bare.sub === '' || !asFile(pkg.dir, bare.sub)) add(this.fileAt(pkg.dir, 'package.json'))
+          const json = this.fileAt(pkg.dir, 'package.json')
+          add(json)
+          if (bare.sub === '' || !asFile(pkg.dir, bare.sub)) add(json === undefined ? undefined : this.treeEntry(pkg.dir, json))
           break
         }
       }
     }
     return out
+  }
+
+  /** The nearest `package.json` in `dir` or up from it (8 levels at most): a JavaScript file's package scope. */
+  private scopeOf(dir: number): number | undefined {
+    for (let d: number | undefined = dir, up = 0; d !== undefined && up < 8; d = this.parentOf(d), up++) {
+      const json = this.fileAt(d, 'package.json')
+      if (json !== undefined) return json
+    }
+    return undefined
+  }
+
+  /**
+   * A package's entry file as its tree alone tells, before its `package.json` (entry `json`, in
+   * `dir`) has landed: `index.js`, `lib/index.js`, or the only `.js` file beside the
+   * `package.json`; else undefined. Without it, each package a start-up required cost two round
+   * trips, its `package.json`'s and then its entry file's.
+   */
+  private treeEntry(dir: number, json: number): number | undefined {
+    const e = this.fileAt(dir, 'index.js') ?? this.fileAt(dir, 'lib/index.js')
+    if (e !== undefined) return e
+    const g = this.groupOf[json]!
+    let only: number | undefined
+    for (let j = this.data.start[g]!; j < this.data.start[g + 1]!; j++) {
+      if (this.data.kindNames[this.data.kind[j]!] !== '.js') continue
+      if (only !== undefined) return undefined
+      only = j
+    }
+    return only
   }
 
   /** The extension modules of `root/lib-dynload` by module name (looked up once a directory). */

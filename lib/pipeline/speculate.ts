@@ -22,7 +22,8 @@
  * a package's entry file, a `.pyc`'s imports, a `.js`'s requires), queued before every range of
  * locality, lowest level first (what the program read is level 0, what it names level 1, …).
  *
- * A recorded start-up set (./startup.ts) is fetched the same way, before any guess from locality:
+ * A recorded start-up set (./startup.ts) is fetched the same way, before any guess (none starts
+ * while a blob of the set downloads):
  * only in slots no miss waits for, a miss taking one back or joining a download, the same checks.
  * Its own bounds are wider (every slot, 2 MiB at once: it is what the program reads next, in
  * order), and its bytes are not held to `maxBytes`: the set is bounded by the lists themselves,
@@ -65,12 +66,25 @@ export const SPECULATION_DEFAULTS = {
 
 /**
  * A miss's cousins (./locality.ts) are guessed only while the demand downloads take this long or
- * more to their last checked byte (the fastest of the last 8, at least 3 measured). Over a 40 ms
+ * more to their last checked byte (the fastest of the last 8, at least 3 measured; before, see
+ * {@link FAR_AFTER_MS}). Over a 40 ms
  * round trip they took the Node start-up of the benchmark from 2.50 s to 1.99 s; on loopback
  * they only cost the miss worker CPU (0.72-1.08 s against 0.56-0.88 s, same run). With 15 ms a
  * loopback store on a CPU loaded by other processes still looked far in some runs.
  */
 export const FAR_MS = 30
+
+/**
+ * Before 3 demand downloads are measured, the sources are far when one took this long or more
+ * (and none less than {@link FAR_MS}): the first download of a connection pays the handshake's
+ * round trip too, so over a link of {@link FAR_MS} it takes twice that at least, and a loopback
+ * store does not come near even on a loaded CPU. Waiting for 3, the first misses of a start-up
+ * named nothing by content and no cousins: over a 40 ms round trip the Node start-up of the
+ * benchmark started 27 downloads for its reads instead of 22, the Python one 56 instead of 45
+ * (same run, with the other changes of docs/benchmarks.md "After: content chains through the
+ * cache").
+ */
+export const FAR_AFTER_MS = 2 * FAR_MS
 
 /** Keys of what a blob's content named (below every range key of ./locality.ts): `ENTRY_KEYS - 2e`
  * for a package's entry file `e`, `ENTRY_KEYS - 1 - 2e` for what file `e` imports. */
@@ -89,6 +103,57 @@ const MAX_LEVEL = 8
  * within 4, 0.81 MB within 8 (the start-up reads 0.45 MB).
  */
 const MAX_JS_LEVEL = 3
+
+/** Landed guesses whose content was not named kept for {@link Speculator.expandRead}, at most. */
+const MAX_UNEXPANDED = 256
+/** Of those, looked at per miss. */
+const EXPAND_PER_MISS = 64
+
+/**
+ * The blob at `file` when it holds `size` bytes, else undefined. Sync: the miss worker's way.
+ * Its atime is left as it was (O_NOATIME, else put back): the atime says whether the program
+ * read a landed guess ({@link Speculator.expandRead}, the byte budget's check).
+ */
+function readCached(file: string, size: number): Buffer | undefined {
+  let fd: number
+  let restore: fs.Stats | undefined
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | (fs.constants.O_NOATIME ?? 0))
+  } catch {
+    try {
+      // Not ours to read without touching the atime (O_NOATIME needs its owner): put it back.
+      fd = fs.openSync(file, 'r')
+      restore = fs.fstatSync(fd)
+    } catch {
+      return undefined
+    }
+  }
+  try {
+    const data = fs.readFileSync(fd)
+    if (restore) fs.futimesSync(fd, restore.atime, restore.mtime)
+    return data.length === size ? data : undefined
+  } catch {
+    return undefined
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/**
+ * The blob at `file` if it was read since it landed (its atime past its mtime), `null` if not
+ * read yet, undefined if it is gone or not `size` bytes.
+ */
+function readIfRead(file: string, size: number): Buffer | null | undefined {
+  let st: fs.Stats | undefined
+  try {
+    st = fs.statSync(file, { throwIfNoEntry: false })
+  } catch {
+    return undefined
+  }
+  if (!st) return undefined
+  if (st.atimeMs <= st.mtimeMs) return null
+  return readCached(file, size)
+}
 
 /** Landed guesses kept for the atime check; the oldest beyond are written off as unread. */
 const MAX_LANDED = 65_536
@@ -211,6 +276,8 @@ export class Speculator {
    * {@link ranges}, the newest first (a program loads what it imports depth first).
    */
   private readonly named: (Range & { level: number })[] = []
+  /** Blobs some content named (forgotten all at once past {@link MAX_TAKEN}). */
+  private readonly namedBlobs = new Set<string>()
   /** The level of each guess started from {@link named} and not ended yet. */
   private readonly levels = new Map<string, number>()
   private readonly taken = new Set<number>()
@@ -243,6 +310,8 @@ export class Speculator {
     this.ranges.length = 0
     this.named.length = 0
     this.taken.clear()
+    this.namedBlobs.clear()
+    this.unexpanded.length = 0
   }
 
   /** The start-up set to fetch (at mount, and with a new tree): replaces what is left of the last one. */
@@ -256,13 +325,21 @@ export class Speculator {
    * A demand miss of `md5` started a download: queue its neighbours, and start what fits.
    * `far`: the sources answer slowly enough (see {@link FAR_MS}) for its cousins to pay too, and
    * for what content names ({@link verified}). `oneReader`: no other miss is downloading. Far
-   * and with one reader, a miss of byte code names its cousins only, not its directory, whose
-   * files its imports name once it is read (the Python start-up of the benchmark fetched 0.59x
-   * its needed bytes in guesses, against 1.57x with its directory too, in the same time).
+   * and with one reader, a miss of byte code some content named names its cousins only, not its
+   * directory, whose files its imports name once it is read (the Python start-up of the
+   * benchmark fetched 0.59x its needed bytes in guesses, against 1.57x with its directory too,
+   * in the same time). Byte code nothing named is imported by what the worker never sees (the
+   * command line, a script), and the next such module is likely beside it: it names its
+   * directory too (the Python start-up started 39 downloads for its reads instead of 51, and
+   * took 0.89x the time, guessing 1.0-1.2x its needed bytes instead of 0.57x; same run). Landed
+   * guesses the program has read since name their content first ({@link expandRead}).
    */
   demand(md5: string, far = true, oneReader = true): void {
     if (this.closed) return
-    const ownDir = !(far && oneReader && this.index?.namesImports(md5))
+    if (far && oneReader) this.expandRead()
+    // Byte code nothing named came from what the worker never sees (a command line, a script):
+    // its directory too, where the next such module likely is.
+    const ownDir = !(far && oneReader && this.index?.namesImports(md5)) || !this.namedBlobs.has(md5)
     this.queueRanges(this.index?.neighbours(md5, far, ownDir) ?? [])
     this.pump()
   }
@@ -299,9 +376,26 @@ export class Speculator {
       }
       return
     }
+    // Its miss may have come before the sources were measured far ({@link FAR_AFTER_MS}), or a
+    // read joined a guess (no miss): its cousins now.
+    if (demand) this.queueRanges(this.index.neighbours(md5, true, false))
     // How sure: 0 for what a program read, one more for each file named on the way from it.
     const parent = demand ? 0 : this.levels.get(md5)
-    if (parent === undefined || parent >= MAX_LEVEL) return
+    if (!demand && (parent === undefined || parent + 1 > (this.index.namesImports(md5) ? MAX_LEVEL : MAX_JS_LEVEL)) && this.index.namesContent(md5)) {
+      // A guess whose content is not named now (from locality, or too many steps away): named
+      // once the program is seen to have read it (expandRead).
+      this.unexpanded.push({ md5, size: data.length })
+      if (this.unexpanded.length > MAX_UNEXPANDED) this.unexpanded.shift()
+    }
+    if (this.nameFrom(md5, data, parent, demand)) this.pump()
+  }
+
+  /**
+   * Queues what the content `data` of blob `md5` names, as files one level further than
+   * `parent` (undefined, or {@link MAX_LEVEL} or more: nothing). Returns whether it queued any.
+   */
+  private nameFrom(md5: string, data: Uint8Array, parent: number | undefined, demand: boolean): boolean {
+    if (!this.index || parent === undefined || parent >= MAX_LEVEL) return false
     const level = parent + 1
     const js = level <= MAX_JS_LEVEL
     const index = this.index
@@ -311,6 +405,8 @@ export class Speculator {
       if (entries.length === 0 || this.taken.has(key)) return
       if (this.taken.size >= MAX_TAKEN) this.taken.clear()
       this.taken.add(key)
+      if (this.namedBlobs.size >= MAX_TAKEN) this.namedBlobs.clear()
+      for (const e of entries) this.namedBlobs.add(index.md5Of(e))
       this.named.push({ from: 0, to: entries.length, perm: Uint32Array.from(entries), level })
       if (this.named.length > MAX_RANGES) this.named.shift()
       queued = true
@@ -328,7 +424,31 @@ export class Speculator {
     } catch {
       // A guess is never worth a download: whatever the content, the blob is served as it is.
     }
-    if (queued) this.pump()
+    return queued
+  }
+
+  /**
+   * Landed guesses whose content was not named when they landed (a guess from locality, or one
+   * too many steps from a read), newest last: those the program has read since name what they
+   * ask for, as a read does (at level 0), at the next miss. A program that reads a landed guess
+   * is served from the local cache without the pipeline seeing it; the blob's atime shows it (as
+   * for {@link check}). Without this, every file such a guess imports was a download of its own
+   * for the program (the Python start-up of the benchmark: 52 instead of 45).
+   */
+  private readonly unexpanded: Landed[] = []
+
+  /** See {@link unexpanded}: at most {@link EXPAND_PER_MISS} looked at (a `stat` each), newest first. */
+  private expandRead(): boolean {
+    if (!this.index) return false
+    let queued = false
+    for (let k = this.unexpanded.length - 1, n = 0; k >= 0 && n < EXPAND_PER_MISS; k--, n++) {
+      const l = this.unexpanded[k]!
+      const data = readIfRead(this.host.path(l.md5), l.size)
+      if (data === null) continue // not read yet
+      this.unexpanded.splice(k, 1)
+      if (data !== undefined && this.nameFrom(l.md5, data, 0, false)) queued = true
+    }
+    return queued
   }
 
   /** A miss joined the guess of a blob of `size` bytes while it ran: it was worth it. (A blob of
@@ -367,6 +487,10 @@ export class Speculator {
         this.launched(md5, size, p, true)
         continue
       }
+      // No guess while blobs of the set download: the set is what the program reads next, and a
+      // guess would only share the link with it (the Node start-up with its recorded set waited
+      // 0.34 s on its reads instead of 0.14 s once guesses started beside the set's last blobs).
+      if (this.s.active > 0) return
       // The named files of the lowest level, the newest first; then the ranges, the newest first.
       let at = -1
       for (let k = this.named.length - 1; k >= 0; k--) if (at < 0 || this.named[k]!.level < this.named[at]!.level) at = k
@@ -387,7 +511,18 @@ export class Speculator {
       const md5 = this.index.md5Of(entry)
       r.from++
       const p = this.host.start(md5, size, false)
-      if (!p) continue
+      if (!p) {
+        // In the local cache already (a guess landed; or in flight, and named when it lands): what
+        // it names is known now. Without this, the chain of names stopped at every file a guess
+        // from locality had brought (the Python start-up of the benchmark: 62 downloads of its
+        // own instead of 45).
+        if (at >= 0 && this.index.namesContent(md5)) {
+          const level = this.named[at]!.level
+          const data = readCached(this.host.path(md5), size)
+          if (data) this.nameFrom(md5, data, level, false)
+        }
+        continue
+      }
       if (at >= 0) this.levels.set(md5, this.named[at]!.level)
       this.outstanding += size
       this.c.started++

@@ -53,6 +53,7 @@ t.test('a published list is fetched at mount, before anything reads it; the kept
   t.same(new Set(srv.log.map((e) => e.md5)), new Set(listed.map((f) => f.md5)), 'exactly the listed blobs asked for')
   t.match(startupOf(m), { enabled: true, listed: 6, dropped: 0, alreadyCached: 0, started: 6, fetched: 6, joined: 0, failed: 0, bytes: listed.reduce((n, f) => n + f.data.length, 0), active: 0, queued: 0 })
   t.match(formatStatus(m.stats()), /start-up set +6 listed \(0 not in the tree\), 6 fetched \(.*\), 0 already cached, 0 failed, 0 queued/, '`status` shows it')
+  t.match(formatStatus(m.stats()), new RegExp(`started by reads +${m.stats().pipeline!.started}\n`), 'and the downloads reads started themselves')
   const kept = path.join(cache, 'md', `${SERVICE}.startup`)
   t.same(fs.readFileSync(kept), data, 'a copy kept beside the flist')
   t.equal(fs.statSync(kept).mode & 0o777, 0o600)

@@ -99,6 +99,7 @@ t.test('metrics at /metrics: every native counter, reads and misses move them, n
   )
   t.equal(sample(text, 'aysfs_misses_total', mp), 1)
   t.equal(sample(text, 'aysfs_bytes_read_total', mp), 14)
+  t.equal(sample(text, 'aysfs_fetches_started_total', mp), 1, 'the read started its download')
   t.ok(sample(text, 'aysfs_requests_total', { ...mp, op: 'read' })! >= 1)
   t.ok(sample(text, 'aysfs_requests_total', { ...mp, op: 'lookup' })! >= 1)
   t.equal(sample(text, 'aysfs_source_bytes_total', { ...mp, source: 'store[1]', role: 'store' }), 14)

@@ -1,6 +1,7 @@
 // The WAN rows' bookkeeping (bench/wan.ts), without a mount: the needed set read from strace's
 // output, and the profile of a mount run read from the proxy's trace.
 import t from 'tap'
+import { wanTable, type Summary, type WorkloadResult } from '../../bench/report'
 import { exchanges, openedBelow, profile } from '../../bench/wan'
 import type { TraceEvent } from '../../bench/wan-proxy'
 
@@ -78,4 +79,15 @@ t.test('profile of an empty trace', async (t) => {
   t.equal(p.requests, 0)
   t.equal(p.sequential, 0)
   t.equal(p.busySeconds, 0)
+})
+
+t.test('wanTable: the downloads reads started themselves, per row', async (t) => {
+  const s: Summary = { min: 1, median: 1, max: 1, runs: [1] }
+  const wan = { rttMs: 40, rateMbit: 100, neededBlobs: 92, neededBytes: 450_000, fetchedBlobs: 120, fetchedBytes: 900_000, extraBlobs: 28, extraBytes: 450_000, missingBlobs: 0, floorSeconds: 3.68, floorRatio: 0.5 }
+  const row = (id: string, started?: number): WorkloadResult => ({ id, title: id, unit: 's', mount: s, target: { of: 'ratio', op: '<=', bound: 3 }, met: true, info: { wan: { ...wan, started } } })
+  const lines = wanTable([row('wan-node', 31), row('old-row')]).split('\n')
+  const col = lines[0]!.indexOf('started by reads')
+  t.ok(col > 0, 'a column')
+  t.equal(lines[2]!.slice(col).split(/\s+/)[0], '31')
+  t.notMatch(lines[3]!.slice(col, col + 16), /\d/, 'empty for a row without the count')
 })
