@@ -26,7 +26,7 @@ namespace aysfs {
 // `ops`). COUNTER: a count since the mount, kept in Counters. GAUGE: a value of right now, which
 // the session reads from its parts when asked (Session::gauges()).
 #define AYSFS_STATS(COUNTER, GAUGE) \
-  COUNTER(bytes_read, "bytesRead", "bytes returned to readers") \
+  COUNTER(read_bytes, "bytesRead", "bytes returned to readers") \
   COUNTER(hits, "hits", "reads answered from a local cache file at once") \
   COUNTER(misses, "misses", "reads that parked: their blob was not cached") \
   COUNTER(miss_calls, "missCalls", "fetches asked of JavaScript, one per blob") \
@@ -39,8 +39,8 @@ namespace aysfs {
   GAUGE(entries, "entries", "entries in the live table") \
   GAUGE(retired_tables, "retiredTables", "replaced tables kept for inodes the kernel holds") \
   COUNTER(invalidations, "invalidations", "kernel cache entries and inodes dropped by swaps") \
-  COUNTER(read_around, "readAround", "bytes pushed to the page cache around random reads") \
-  COUNTER(pushed_files, "pushedFiles", "bytes of small files pushed whole (push_files)") \
+  COUNTER(read_around_bytes, "readAround", "bytes pushed to the page cache around random reads") \
+  COUNTER(pushed_file_bytes, "pushedFiles", "bytes of small files pushed whole (push_files)") \
   COUNTER(chunk_reads, "chunkReads", "reads answered from the cached chunks of a chunked file")
 // clang-format on
 

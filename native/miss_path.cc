@@ -164,8 +164,8 @@ void MissPath::ServeVerified(const std::string& md5, const char* data, size_t le
     size_t n = 0;
     if (r.off >= 0 && static_cast<uint64_t>(r.off) < len)
       n = std::min(r.size, len - static_cast<size_t>(r.off));
-    counters_.bytes_read += n;
-    if (fuse_reply_buf(r.req, n > 0 ? data + r.off : nullptr, n) != 0) counters_.bytes_read -= n;
+    counters_.read_bytes += n;
+    if (fuse_reply_buf(r.req, n > 0 ? data + r.off : nullptr, n) != 0) counters_.read_bytes -= n;
   }
 }
 

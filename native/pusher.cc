@@ -88,7 +88,7 @@ void Pusher::PushRange(const PushJob& job) {
   buf.buf[0].pos = static_cast<off_t>(job.from);
   if (fuse_lowlevel_notify_store(se_, job.ino, static_cast<off_t>(job.from), &buf,
                                  FUSE_BUF_SPLICE_MOVE) == 0)
-    counters_.read_around += job.to - job.from;
+    counters_.read_around_bytes += job.to - job.from;
   close(fd);
 }
 
@@ -139,7 +139,7 @@ bool Pusher::PushFile(uint64_t ino, const std::string& path, uint64_t size, bool
     std::this_thread::sleep_for(pause);
   }
   if (rc != 0) return false;
-  counters_.pushed_files += size;
+  counters_.pushed_file_bytes += size;
   return true;
 }
 

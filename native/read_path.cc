@@ -79,7 +79,7 @@ ReadPath::Served ReadPath::Serve(const Node& node, fuse_req_t req, size_t size, 
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     buf.buf[0].fd = fd;
     buf.buf[0].pos = off;
-    counters_.bytes_read +=
+    counters_.read_bytes +=
         want;  // before the reply: a reader that sees its bytes sees them counted
     rc = fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
   } else {
@@ -91,11 +91,11 @@ ReadPath::Served ReadPath::Serve(const Node& node, fuse_req_t req, size_t size, 
       fuse_reply_err(req, EIO);
       return Served::kAnswered;
     }
-    counters_.bytes_read += want;
+    counters_.read_bytes += want;
     rc = fuse_reply_buf(req, scratch.data(), want);
   }
   if (rc != 0) {
-    counters_.bytes_read -= want;  // the reader was gone
+    counters_.read_bytes -= want;  // the reader was gone
   } else if (siblings) {
     file_pusher_.Queue(PushJob::Directory(node.table->at(e.parent).ino, node.table, node.index));
   }
@@ -130,8 +130,8 @@ bool ReadPath::ServeChunks(const ChunkList& list, fuse_req_t req, size_t want, o
     pos += len;
   }
   counters_.chunk_reads++;
-  counters_.bytes_read += want;
-  if (fuse_reply_buf(req, scratch.data(), want) != 0) counters_.bytes_read -= want;
+  counters_.read_bytes += want;
+  if (fuse_reply_buf(req, scratch.data(), want) != 0) counters_.read_bytes -= want;
   return true;
 }
 

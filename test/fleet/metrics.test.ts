@@ -83,6 +83,8 @@ t.test('metrics at /metrics: every native counter, reads and misses move them, n
     const name = `aysfs_${meta.name}${meta.kind === 'counter' ? '_total' : ''}`
     t.match(first.body, new RegExp(`^# TYPE ${name} ${meta.kind}$`, 'm'), `${name} is a ${meta.kind}`)
     t.match(first.body, new RegExp(`^# HELP ${name} ${meta.help.replace(/[()]/g, '\\$&')}$`, 'm'))
+    // A count of bytes says so in its name, before `_total` (Prometheus' base unit suffix).
+    if (/^bytes\b/.test(meta.help)) t.match(name, /_bytes(_total)?$/, `${name} counts bytes: its name ends in _bytes`)
   }
   t.equal(sample(first.body, 'aysfs_misses_total', mp), 0)
   t.equal(sample(first.body, 'aysfs_service_revision', { ...mp, service: 'svc' }), 42, 'the revision in force')
@@ -98,7 +100,7 @@ t.test('metrics at /metrics: every native counter, reads and misses move them, n
     'the store that served the blob counts it (the pipeline snapshot is at most a second old)',
   )
   t.equal(sample(text, 'aysfs_misses_total', mp), 1)
-  t.equal(sample(text, 'aysfs_bytes_read_total', mp), 14)
+  t.equal(sample(text, 'aysfs_read_bytes_total', mp), 14)
   t.equal(sample(text, 'aysfs_fetches_started_total', mp), 1, 'the read started its download')
   t.ok(sample(text, 'aysfs_requests_total', { ...mp, op: 'read' })! >= 1)
   t.ok(sample(text, 'aysfs_requests_total', { ...mp, op: 'lookup' })! >= 1)
