@@ -28,7 +28,8 @@ const { module: modulePath, data, stallTimeoutMs, reportMisses } = workerData as
 const REPORT_EVERY_MS = Math.min(250, Math.max(10, Math.floor(stallTimeoutMs / 10)))
 
 async function main(): Promise<void> {
-  // Load everything now: the module loader uses async fs, which a blocked threadpool would stall.
+  // Load everything now (and the fetcher preloads what its sources need): a miss pays no module
+  // load, and nothing loads while readers wait on this thread.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const mod = require(modulePath) as FetcherModule
   // And what a fetcher loads only when it first needs it (an HTTP client, say); for a new one
