@@ -680,10 +680,11 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
         if (fresh.startup) engine.setStartup(fresh.startup)
       }
       if (nextMeta !== meta) {
+        // New sources: what a refresh knew of the old ones (keyed by store URL) goes with them.
         void meta.close()
         meta = nextMeta
+        pairs.clear()
       }
-      if (nextMeta !== meta || next.main.cache !== config.main.cache) pairs.clear()
       recordPairs(fresh, nextMeta)
       if ((next.main.refreshMs ?? 0) !== schedule.interval) schedule.start(next.main.refreshMs ?? 0)
       config = next
