@@ -143,6 +143,10 @@ export function formatStatus(doc: MountStats): string {
         ['failed', String(p.failed)],
         ['merged', String(p.merged)],
         ['pushes', `${p.pushes.active} active, ${p.pushes.queued} queued, ${p.pushes.dropped} dropped`],
+        // A document of a version before the decoders' budget has none.
+        ...(p.decoders
+          ? [['.bro decoders', `${p.decoders.active} active, holding ${formatBytes(p.decoders.reserved)} of ${formatBytes(p.decoders.budget)}; ${p.decoders.queued} queued, ${p.decoders.waited} waited`]]
+          : []),
         // A document of a version before start-up sets has none.
         ...(p.startup?.listed
           ? [['start-up set', `${p.startup.listed} listed (${p.startup.dropped} not in the tree), ${p.startup.fetched} fetched (${formatBytes(p.startup.bytes)}), ${p.startup.alreadyCached} already cached, ${p.startup.failed} failed, ${p.startup.queued} queued`]]

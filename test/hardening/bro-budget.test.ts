@@ -15,6 +15,7 @@ import { BlobWriter } from '../../lib/local-cache/blob-writer'
 import { createFetcher } from '../../lib/pipeline'
 import { BRO_BUDGET, BRO_MAX_MEMORY, BroBudget, BroSink, broMemoryBound } from '../../lib/sources/bro'
 import { makeConfig, md5hex, memLog, randomBytes } from '../helpers/store'
+import { formatStatus } from '../../lib/status'
 import { tmpdir } from '../helpers/tmp'
 import { until } from '../helpers/wait'
 
@@ -209,6 +210,8 @@ t.test(`six large .bro blobs asked for at once: two decoders at a time (${BRO_BU
   t.ok(await until(() => srv.held === 2 && f.stats().decoders.queued === 4, 20_000), `two .bro requests at the server, four waiting: ${JSON.stringify(f.stats().decoders)}`)
   t.match(f.stats().downloads, { active: 6 }, 'each holds its download slot while it waits')
   t.match(f.stats().decoders, { budget: BRO_BUDGET, reserved: 2 * BRO_MAX_MEMORY, active: 2 })
+  const shown = formatStatus({ version: 1, mountpoint: '/mnt', engine: { ops: {} } as never, pipeline: f.stats() })
+  t.match(shown, /\.bro decoders +2 active, holding 56\.0 MiB of 64\.0 MiB; 4 queued, \d+ waited\n/, '`status` shows them')
   // Each answer let go as soon as its request is in: the next two come once two decoders end.
   for (let i = 0; i < 100 && settled < blobs.length; i++) {
     srv.release()
