@@ -47,6 +47,8 @@ export interface RecordResult {
 
 /** Signals passed on to the command while it runs (SIGINT from a terminal reaches it by itself). */
 const FORWARDED: NodeJS.Signals[] = ['SIGTERM', 'SIGHUP']
+/** Signals that end record (after it has cleaned up) when they come while no command runs. */
+const ENDING: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
 
 /**
  * Mounts, runs the command (stdio inherited, in this process's working directory, looked up again
@@ -68,12 +70,26 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
   if (!fs.statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) throw new AysfsError('EUSAGE', `--out ${opts.out}: ${outDir} is not a directory`)
 
   removeStaleCaches(opts.log)
+  // A signal that would end us while the command is not running waits for the mount and the temp
+  // cache to go: one that came while the mount was being made ends record without running the
+  // command; one after the command ended lets record finish (the list is whole). While the
+  // command runs, `run` passes signals on.
+  let stopped: NodeJS.Signals | undefined
+  let running = false
+  const hold = (sig: NodeJS.Signals): void => {
+    if (running || stopped !== undefined) return
+    stopped = sig
+    opts.log.warn({ signal: sig }, `${sig}: record stops once the mount and its temporary cache are gone`)
+  }
+  const held = ENDING.map((sig) => [sig, () => hold(sig)] as const)
+  for (const [sig, h] of held) process.on(sig, h)
   const owner = ownerTag()
-  const cache = fs.mkdtempSync(path.join(os.tmpdir(), `${TEMP_PREFIX}${owner === undefined ? '' : `${owner}-`}`))
   const order: string[] = []
   const seen = new Set<string>()
-  let child: { code: number | null; signal: NodeJS.Signals | null }
+  let child: { code: number | null; signal: NodeJS.Signals | null } | undefined
+  let cache: string | undefined
   try {
+    cache = fs.mkdtempSync(path.join(os.tmpdir(), `${TEMP_PREFIX}${owner === undefined ? '' : `${owner}-`}`))
     // Only this service, an empty cache of our own, nothing fetched but what is read.
     const config = reviseConfig(opts.config, {
       main: { cache, cache_size: undefined, speculate: false, startup: false, refresh: undefined, metrics: undefined },
@@ -90,12 +106,21 @@ export async function record(opts: RecordOptions): Promise<RecordResult> {
       },
     })
     try {
-      child = await run(opts.command)
+      if (stopped === undefined) {
+        running = true
+        child = await run(opts.command)
+        running = false
+      }
     } finally {
       await m.unmount()
     }
   } finally {
-    fs.rmSync(cache, { recursive: true, force: true })
+    running = false
+    if (cache !== undefined) fs.rmSync(cache, { recursive: true, force: true })
+    for (const [sig, h] of held) process.off(sig, h)
+  }
+  if (child === undefined) {
+    throw new AysfsError('EINTR', `record: ${stopped} while mounting ${mountpoint}: the command did not run; the mount and the temporary cache are gone, nothing was written`)
   }
   writeList(out, order)
   return { out, blobs: order.length, ...child }

@@ -14,6 +14,7 @@ import { isMounted, run, start } from '../helpers/cli'
 import { startStore } from '../helpers/counting-store'
 import { md5 } from '../helpers/hardening'
 import { tmpdir } from '../helpers/mount'
+import { until } from '../helpers/wait'
 
 const PREFIX = '/opt/rec'
 const ID = 'rec__svc'
@@ -189,6 +190,27 @@ t.test('SIGTERM, and Ctrl-C (SIGINT to record and the command), while the comman
     t.notOk(isMounted(s.mnt), `${sig}: unmounted`)
     t.same(recordDirs(s.tmp), [], `${sig}: the temp cache removed`)
     fs.rmSync(s.out)
+  }
+})
+
+t.test('SIGTERM, or Ctrl-C, while record mounts: the command does not run, the mount and the temp cache go, nothing is written', async (t) => {
+  const s = await recordSetup(t)
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    // The flist's answer is held: record is inside mount() when the signal comes.
+    s.srv.hold.add(`md/${ID}.flist`)
+    const ran = path.join(s.dir, `ran-${sig}`)
+    const c = start(t, ['record', '--config', s.config, '--ays', ID, '--out', s.out, '--', 'touch', ran], { env: { TMPDIR: s.tmp } })
+    t.ok(await until(() => s.srv.held === 1, 20_000), `${sig}: record asked for the flist`)
+    c.kill(sig)
+    await c.waitFor(new RegExp(`${sig}: record stops once the mount and its temporary cache are gone`))
+    s.srv.release()
+    const r = await c.exited
+    t.equal(r.code, 1, `${sig}: ${r.stderr}`)
+    t.match(r.stderr, `${sig} while mounting ${s.mnt}: the command did not run`)
+    t.notOk(fs.existsSync(ran), `${sig}: the command did not run`)
+    t.notOk(fs.existsSync(s.out), `${sig}: no list written`)
+    t.notOk(isMounted(s.mnt), `${sig}: unmounted`)
+    t.same(recordDirs(s.tmp), [], `${sig}: the temp cache removed`)
   }
 })
 

@@ -24,7 +24,7 @@ export interface TestStore {
   maxInFlight: number
   /** TCP connections accepted. */
   connections: number
-  /** Requests of these blobs are held (no answer) until {@link release}. */
+  /** Requests of these blobs (by MD5), or of these other paths (`md/<id>.flist`), are held (no answer) until {@link release}. */
   hold: Set<string>
   /** Requests held now. */
   held: number
@@ -86,7 +86,7 @@ export async function startStore(t: { teardown(fn: () => unknown): void }, root:
       res.writeHead(200, { 'Content-Length': data.length }).end(data)
     }
     const go = (): void => (delayMs > 0 ? void setTimeout(answer, delayMs) : answer())
-    if (blob && s.hold.has(blob)) {
+    if (s.hold.has(blob ?? rel)) {
       s.held++
       waiting.push(() => {
         s.held--
