@@ -11,7 +11,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { parentPort } from 'node:worker_threads'
-import { EMPTY_MD5, isBlobInPlace } from './blob'
+import { EMPTY_MD5, isBlobInPlace, makeBlobDirs } from './blob'
 import { ChunkHasher, type Chunk } from './chunks'
 import { kindWords } from './file-kind'
 import { sourceBlobRel } from './sources/source'
@@ -247,7 +247,7 @@ function storeChecked(
 ): { changed: string } | undefined {
   const dir = path.dirname(dest)
   if (!madeDirs.has(dir)) {
-    fs.mkdirSync(dir, { recursive: true })
+    makeBlobDirs(dest)
     madeDirs.add(dir)
   }
   const tmp = createTempFile(dir, path.basename(dest), 0o644)

@@ -18,7 +18,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isUtf8 } from 'node:buffer'
 import { Worker } from 'node:worker_threads'
-import { isBlobInPlace } from './blob'
+import { isBlobInPlace, makeBlobDirs } from './blob'
 import { checkChunkSize, DEFAULT_CHUNK_SIZE, formatChunkIndex, type Chunk } from './chunks'
 import { AysfsError, fromSystemError } from './errors'
 import { fileKindOf, type FileKind } from './file-kind'
@@ -973,7 +973,7 @@ function writeChunkIndex(root: string, chunks: readonly Chunk[], fsync: boolean)
   const dest = path.join(root, sourceBlobRel('store', md5))
   if (isBlobInPlace(dest, data.length)) return { md5, written: false }
   try {
-    fs.mkdirSync(path.dirname(dest), { recursive: true })
+    makeBlobDirs(dest)
     fs.renameSync(writeTemp(dest, data, fsync), dest)
   } catch (err) {
     throw fromSystemError(err, `store ${root}: cannot write the chunk index ${dest}`)

@@ -141,6 +141,26 @@ t.test('a link planted at a blob\'s name (whole blob, chunk, chunk index) is not
   t.same(again.chunked, { files: 1, written: 0, writtenBytes: 0, indexesWritten: 0 })
 })
 
+t.test('a link planted at a blob directory of the store (files/<h0>, <h0>/<h1>) is refused, never written through', async (t) => {
+  for (const level of ['h0', 'h1'] as const) {
+    const dir = tmpdir(t, 'aysfs-race-')
+    const src = path.join(dir, 'src')
+    fs.mkdirSync(src)
+    const data = `a file of its own (${level})\n`
+    fs.writeFileSync(path.join(src, 'f'), data)
+    const m = md5(data)
+    const store = path.join(dir, 'store')
+    const outside = path.join(dir, 'outside')
+    fs.mkdirSync(outside)
+    const at = level === 'h0' ? path.join(store, 'files', m[0]!) : path.join(store, 'files', m[0]!, m[1]!)
+    fs.mkdirSync(path.dirname(at), { recursive: true })
+    fs.symlinkSync(outside, at)
+    await t.rejects(publish({ dir: src, id: 'svc', store, progress: false }), { message: new RegExp(`${at.replace(/[.]/g, '\\.')} is a symbolic link: no blob is written through it`) }, `${level}: refused, naming the link`)
+    t.same(fs.readdirSync(outside, { recursive: true }), [], `${level}: nothing written where the link points`)
+    t.ok(fs.lstatSync(at).isSymbolicLink(), `${level}: the link itself left as it was`)
+  }
+})
+
 t.test('the flist and its signature: both written and fsynced first, then renamed flist first; interrupted before, the old pair stays', async (t) => {
   const s = await signedStore(t)
   const oldFlist = fs.readFileSync(path.join(s.md, 'svc.flist'))
