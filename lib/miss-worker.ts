@@ -36,7 +36,12 @@ async function main(): Promise<void> {
   // (`reconfigure`) too: its sources may need what the old ones did not (a grid cache to push to).
   const startFetcher = async (d: unknown): Promise<Fetcher> => {
     const f = await mod.createFetcher(d)
-    f.preload?.()
+    try {
+      f.preload?.()
+    } catch (err) {
+      void Promise.resolve(f.close()).catch(() => undefined)
+      throw err
+    }
     return f
   }
   let fetcher = await startFetcher(data)

@@ -46,5 +46,9 @@ t.test('a fetcher that cannot be made at reconfigure: reconfigure rejects, the o
   })
   t.same(fs.readFileSync(path.join(mnt, 'f0.bin')), contents[0])
   await t.rejects(engine.reconfigure({ ...data, throwOnCreate: true }), { message: 'fixture: no fetcher', code: 'EINVAL' })
+  // One made, whose preload fails: refused the same way, and closed (its sockets and timers go).
+  const closedFile = path.join(dir, 'closed')
+  await t.rejects(engine.reconfigure({ ...data, throwOnPreload: true, closedFile }), { message: 'fixture: preload failed', code: 'EINVAL' })
+  t.equal(fs.readFileSync(closedFile, 'utf8'), 'closed\n', 'the fetcher that failed its preload was closed')
   t.same(fs.readFileSync(path.join(mnt, 'f1.bin')), contents[1], 'a later miss is served')
 })

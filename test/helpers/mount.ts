@@ -26,6 +26,10 @@ export interface FixtureData {
   preloadFile?: string
   /** `createFetcher` throws instead (a reconfigure that fails). */
   throwOnCreate?: boolean
+  /** `preload()` throws (after appending to `preloadFile`). */
+  throwOnPreload?: boolean
+  /** Each call of the fetcher's `close()` appends `closed` here. */
+  closedFile?: string
   /** `gate`: the fetch copies once this file exists. */
   gateFile?: string
   /** `block`: the FIFO whose open blocks the worker's thread. */
