@@ -12,7 +12,7 @@
  */
 import * as fs from 'node:fs'
 import * as path from 'node:path'
-import { blobRel } from '../blob'
+import { BLOB_NAME, blobRel } from '../blob'
 import { AysfsError } from '../errors'
 import type { Logger } from '../log'
 import { writeAll } from '../temp-file'
@@ -22,8 +22,6 @@ import { KEPT_DIR, TMP_DIR, blobPath, keptFlistPath, keptStartupPath } from './l
 import { acquireQuota, releaseQuota, type CacheQuota, type QuotaStats } from './quota'
 import { readRegularFile } from './read-kept'
 import { cleanTmp, tempName } from './temp'
-
-const HEX_MD5 = /^[0-9a-f]{32}$/
 
 export { cachedBlobs, checkCachedBlob } from './check'
 export { prepareCacheDir } from './dir'
@@ -114,7 +112,7 @@ export class LocalCache {
     // The miss path asks this several times a blob: a lowercase hex MD5 is joined to the
     // normalized directory as it is (path.join's normalizing cost 5 to 8 µs a blob on the miss
     // worker); anything else goes through blobPath, which normalizes.
-    if (HEX_MD5.test(md5)) return this.blobPrefix + blobRel(md5)
+    if (BLOB_NAME.test(md5)) return this.blobPrefix + blobRel(md5)
     return blobPath(this.dir, md5.toLowerCase())
   }
 

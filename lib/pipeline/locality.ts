@@ -511,7 +511,7 @@ export class LocalityIndex {
     const out: number[] = []
     for (const i of this.entriesOf(md5)) {
       const kind = this.data.kindNames[this.data.kind[i]!]!
-      if (!/\.(c|m)?js$/.test(kind)) continue
+      if (!JS_KIND.test(kind)) continue
       const dir = this.dirOf(i)
       const push = (e: number): void => {
         if (e !== i && out.length < MAX_IMPORTS && !out.includes(e)) out.push(e)
