@@ -27,7 +27,7 @@
  */
 import { offersAgain } from './pipeline/flists'
 import { sha256, type RefusedOffer } from './revisions'
-import { BufferSink, storeFlistRel, storeStartupRel, type Source, type Validators } from './sources/source'
+import { BufferSink, hasValidators, storeFlistRel, storeStartupRel, type Source, type Validators } from './sources/source'
 import { MAX_STARTUP_SIZE } from './startup'
 
 /** Largest `.flist.sig` read (as the pipeline's flist fetch). */
@@ -137,10 +137,6 @@ export class AcceptedPairs {
     this.validators.clear()
     this.refusedOffers.clear()
   }
-}
-
-function hasValidators(v: Validators | undefined): boolean {
-  return v !== undefined && (v.etag !== undefined || v.lastModified !== undefined)
 }
 
 /** What {@link checkService} found. */

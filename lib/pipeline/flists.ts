@@ -10,7 +10,7 @@ import type { Logger } from '../log'
 import { isServiceId, SERVICE_ID_RULE } from '../paths'
 import { RollbackRefused, sha256, type RefusedOffer } from '../revisions'
 import { MAX_STARTUP_SIZE } from '../startup'
-import { BufferSink, storeFlistRel, storeStartupRel, type Source, type Validators } from '../sources/source'
+import { BufferSink, hasValidators, storeFlistRel, storeStartupRel, type Source, type Validators } from '../sources/source'
 import { asFault, type SourceCounters } from './source-stats'
 
 /** Largest `.flist.sig` accepted. */
@@ -198,8 +198,7 @@ export async function fetchFlist<T>(ctx: FlistContext, id: string, validate: Val
  * validators of the responses that delivered it (false when it has none: the pair is fetched).
  */
 export async function offersAgain(store: Source, rel: string, offer: RefusedOffer): Promise<boolean> {
-  const has = (v: Validators | undefined): v is Validators => v !== undefined && (v.etag !== undefined || v.lastModified !== undefined)
-  if (store.revalidate === undefined || !has(offer.validators.flist) || !has(offer.validators.signature)) return false
+  if (store.revalidate === undefined || !hasValidators(offer.validators.flist) || !hasValidators(offer.validators.signature)) return false
   if ((await store.revalidate(rel, offer.validators.flist)) !== 'unchanged') return false
   return (await store.revalidate(`${rel}.sig`, offer.validators.signature)) === 'unchanged'
 }

@@ -46,6 +46,11 @@ export interface Validators {
   lastModified?: string
 }
 
+/** Whether `v` can make a request conditional (an ETag or a Last-Modified). */
+export function hasValidators(v: Validators | undefined): v is Validators {
+  return v !== undefined && (v.etag !== undefined || v.lastModified !== undefined)
+}
+
 /** What a conditional request ({@link Source.revalidate}) found. */
 export type RevalidateResult = 'unchanged' | 'changed' | 'absent'
 
