@@ -551,7 +551,8 @@ export async function mount(options: MountOptions): Promise<AysfsMount> {
     const outcomes = new Map<string, CheckOutcome>()
     for (const a of c.ays) {
       // A store that still offers a flist refused as a rollback: refused again, without a download.
-      const again = (store: Source, offer: RefusedOffer) => revisions.again(a.id, offer.revision, offer.digest, `${store.key} (${store.url})`)?.message
+      const offers = refusedOffers(pairs, a.id, revisions)
+      const again = (store: Source, offer: RefusedOffer) => offers.again(store, offer)?.message
       outcomes.set(a.id, await checkService(meta.stores(), a.id, signed, pairs, c.main.maxFlistSize, again))
     }
     const changed = c.ays.map((a) => a.id).filter((id) => outcomes.get(id)!.result === 'changed')
